@@ -1,0 +1,68 @@
+# Shared names, labels, paths and the rendered gateway config. The resources
+# are split by concern: namespace.tf, key.tf, configmap.tf, deployment.tf,
+# service.tf, networkpolicy.tf.
+
+locals {
+  # Selector labels never change after the first apply (a Deployment's
+  # selector is immutable); everything else may.
+  selector_labels = {
+    "app.kubernetes.io/name"     = "promgate"
+    "app.kubernetes.io/instance" = var.name
+  }
+  common_labels = merge(var.labels, local.selector_labels, {
+    "app.kubernetes.io/component"  = "wireguard-gateway"
+    "app.kubernetes.io/managed-by" = "terraform"
+  })
+
+  namespace = var.create_namespace ? kubernetes_namespace_v1.this[0].metadata[0].name : var.namespace
+
+  # Paths inside the container. The image's entrypoint reads config_file;
+  # the other two are named by the gateway config below.
+  config_file = "/etc/promgate/promgate.toml"
+  key_dir     = "/etc/promgate/key"
+  key_file    = "private.key"
+  peers_dir   = "/etc/promgate/peers.d"
+
+  gateway_ip   = split("/", var.tunnel_address)[0]
+  upstream_url = "http://${var.upstream_service}.${var.upstream_namespace}.svc.${var.cluster_domain}${var.upstream_port == 80 ? "" : ":${var.upstream_port}"}"
+
+  # With service_type LoadBalancer and no explicit endpoint, clients are sent
+  # to the load balancer's hostname (AWS NLB) or IP (most other clouds).
+  lb_ingress = try(kubernetes_service_v1.tunnel.status[0].load_balancer[0].ingress[0], null)
+  lb_host    = try(coalesce(local.lb_ingress.hostname, local.lb_ingress.ip), null)
+  endpoint   = var.endpoint != null ? var.endpoint : (local.lb_host == null ? null : "${local.lb_host}:${var.listen_port}")
+
+  gateway_config = templatefile("${path.module}/templates/promgate.toml.tftpl", {
+    private_key_file = "${local.key_dir}/${local.key_file}"
+    listen_port      = var.listen_port
+    address          = var.tunnel_address
+    upstream         = local.upstream_url
+    http_ports       = var.http_ports
+    mtu              = var.mtu
+    endpoint         = coalesce(local.endpoint, "unset")
+    peers_dir        = local.peers_dir
+    identity_header  = var.identity_header
+    admin_port       = var.admin_port
+  })
+
+  peer_files = {
+    for p in var.peers : "${p.name}.toml" => templatefile("${path.module}/templates/peer.toml.tftpl", {
+      name        = p.name
+      public_key  = p.public_key
+      allowed_ips = p.allowed_ips
+      role        = p.role
+    })
+  }
+
+  client_configs = {
+    for p in var.peers : p.name => templatefile("${path.module}/templates/client.conf.tftpl", {
+      name               = p.name
+      address            = join(", ", p.allowed_ips)
+      mtu                = var.mtu
+      gateway_public_key = wireguard_asymmetric_key.gateway.public_key
+      endpoint           = coalesce(local.endpoint, "<ENDPOINT>")
+      gateway_ip         = local.gateway_ip
+      http_port          = var.http_ports[0]
+    })
+  }
+}

@@ -1,0 +1,59 @@
+# Two Services on purpose. The team's Prometheus job scrapes every port of
+# every Service endpoint at /metrics, so the UDP tunnel port must not share a
+# Service with the admin port, or the gateway shows up DOWN.
+
+resource "kubernetes_service_v1" "tunnel" {
+  metadata {
+    name        = var.name
+    namespace   = local.namespace
+    labels      = local.common_labels
+    annotations = var.service_annotations
+  }
+
+  spec {
+    type     = var.service_type
+    selector = local.selector_labels
+
+    # A WireGuard session lives in one pod: keep each client on the pod it
+    # did its handshake with.
+    session_affinity = "ClientIP"
+    session_affinity_config {
+      client_ip {
+        timeout_seconds = var.session_affinity_timeout_seconds
+      }
+    }
+
+    external_traffic_policy     = var.external_traffic_policy
+    load_balancer_source_ranges = var.service_type == "LoadBalancer" ? var.load_balancer_source_ranges : null
+
+    port {
+      name        = "wireguard"
+      protocol    = "UDP"
+      port        = var.listen_port
+      target_port = tostring(var.listen_port)
+      node_port   = var.node_port
+    }
+  }
+
+  wait_for_load_balancer = var.service_type == "LoadBalancer"
+}
+
+resource "kubernetes_service_v1" "admin" {
+  metadata {
+    name      = "${var.name}-admin"
+    namespace = local.namespace
+    labels    = local.common_labels
+  }
+
+  spec {
+    type     = "ClusterIP"
+    selector = local.selector_labels
+
+    port {
+      name        = "admin"
+      protocol    = "TCP"
+      port        = var.admin_port
+      target_port = "admin"
+    }
+  }
+}

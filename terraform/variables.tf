@@ -1,0 +1,425 @@
+# ---------------------------------------------------------------------------
+# Naming and placement
+# ---------------------------------------------------------------------------
+
+variable "name" {
+  description = "Name of every object this module creates, and the value of the app.kubernetes.io/instance label."
+  type        = string
+  default     = "promgate"
+
+  validation {
+    # The Services take this name too, and a Service name is an RFC 1035 label.
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$", var.name))
+    error_message = "name must be a lowercase RFC 1035 label of at most 32 characters (letters, digits, '-'; starting with a letter)."
+  }
+}
+
+variable "namespace" {
+  description = "Namespace promgate runs in."
+  type        = string
+  default     = "promgate"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.namespace))
+    error_message = "namespace must be a lowercase RFC 1123 label of at most 63 characters."
+  }
+}
+
+variable "create_namespace" {
+  description = "Create the namespace, labelled to enforce Pod Security \"restricted\". Set false to deploy into an existing namespace."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Extra labels put on every object. The app.kubernetes.io/* labels are set by the module and cannot be overridden here."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------------------
+# Image and pod
+# ---------------------------------------------------------------------------
+
+variable "image" {
+  description = "promgate container image. Pin it by digest (repo@sha256:...) in production so that every node runs the same bytes."
+  type        = string
+
+  validation {
+    condition     = length(trimspace(var.image)) > 0 && !can(regex("\\s", var.image))
+    error_message = "image must be a non-empty image reference without whitespace."
+  }
+}
+
+variable "image_pull_policy" {
+  description = "imagePullPolicy of the container. \"Never\" suits an image loaded into minikube with `minikube image load`."
+  type        = string
+  default     = "IfNotPresent"
+
+  validation {
+    condition     = contains(["Always", "IfNotPresent", "Never"], var.image_pull_policy)
+    error_message = "image_pull_policy must be Always, IfNotPresent or Never."
+  }
+}
+
+variable "replicas" {
+  description = "Number of gateway pods. Every replica holds the same key and peers; the tunnel Service pins each client to one pod with sessionAffinity ClientIP. A PodDisruptionBudget is created when this is above 1."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.replicas >= 1 && var.replicas <= 10 && floor(var.replicas) == var.replicas
+    error_message = "replicas must be a whole number from 1 to 10."
+  }
+}
+
+variable "resources" {
+  description = "Container resource requests and limits. promgate is a single process with bounded buffers; the defaults leave room for a few dozen peers."
+  type = object({
+    requests = object({ cpu = string, memory = string })
+    limits   = object({ cpu = string, memory = string })
+  })
+  default = {
+    requests = { cpu = "50m", memory = "32Mi" }
+    limits   = { cpu = "500m", memory = "128Mi" }
+  }
+
+  validation {
+    condition = alltrue([
+      for q in [var.resources.requests.cpu, var.resources.limits.cpu] : can(regex("^[0-9]+(\\.[0-9]+)?m?$", q))
+    ])
+    error_message = "CPU quantities must look like \"50m\" or \"0.5\"."
+  }
+
+  validation {
+    condition = alltrue([
+      for q in [var.resources.requests.memory, var.resources.limits.memory] : can(regex("^[0-9]+(Ki|Mi|Gi|k|M|G)?$", q))
+    ])
+    error_message = "Memory quantities must look like \"32Mi\" or \"128Mi\"."
+  }
+}
+
+variable "extra_env" {
+  description = "Extra environment variables for the container, e.g. { RUST_LOG = \"promgate=debug\" }."
+  type        = map(string)
+  default     = {}
+}
+
+variable "node_selector" {
+  description = "nodeSelector for the gateway pods."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------------------
+# Gateway key
+# ---------------------------------------------------------------------------
+
+variable "private_key" {
+  description = "Gateway WireGuard private key (base64, as printed by `wg genkey` or `promgate genkey`). Leave null to generate one in Terraform. Either way the public key is derived from it and output, and the key is stored in Terraform state: keep the state encrypted."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.private_key == null || can(regex("^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$", var.private_key))
+    error_message = "private_key must be a base64-encoded 32-byte WireGuard key (44 characters ending in '=')."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Tunnel
+# ---------------------------------------------------------------------------
+
+variable "tunnel_address" {
+  description = "The gateway's address inside the tunnel with the tunnel prefix length, e.g. 10.13.13.1/24. Clients reach Prometheus at http://<this address>/."
+  type        = string
+  default     = "10.13.13.1/24"
+
+  validation {
+    condition = (
+      can(cidrnetmask(var.tunnel_address))
+      && can(regex("^[0-9.]+/[0-9]+$", var.tunnel_address))
+      && split("/", var.tunnel_address)[0] != cidrhost(var.tunnel_address, 0)
+    )
+    error_message = "tunnel_address must be an IPv4 host address with a prefix length, e.g. 10.13.13.1/24, and not the network address."
+  }
+}
+
+variable "listen_port" {
+  description = "UDP port the gateway listens on in the pod, and the port of the tunnel Service."
+  type        = number
+  default     = 51820
+
+  validation {
+    condition     = var.listen_port >= 1024 && var.listen_port <= 65535 && floor(var.listen_port) == var.listen_port
+    error_message = "listen_port must be an unprivileged port (1024-65535): the container runs without capabilities."
+  }
+}
+
+variable "admin_port" {
+  description = "TCP port of the admin listener (/metrics, /healthz, /readyz), served by its own ClusterIP Service."
+  type        = number
+  default     = 9586
+
+  validation {
+    condition     = var.admin_port >= 1024 && var.admin_port <= 65535 && floor(var.admin_port) == var.admin_port
+    error_message = "admin_port must be an unprivileged port (1024-65535)."
+  }
+
+  validation {
+    condition     = var.admin_port != var.listen_port
+    error_message = "admin_port must differ from listen_port."
+  }
+}
+
+variable "http_ports" {
+  description = "TCP ports the gateway serves inside the tunnel. Clients open http://<gateway tunnel address>:<port>/."
+  type        = list(number)
+  default     = [80]
+
+  validation {
+    condition     = length(var.http_ports) > 0 && alltrue([for p in var.http_ports : p >= 1 && p <= 65535 && floor(p) == p])
+    error_message = "http_ports must be a non-empty list of TCP ports (1-65535)."
+  }
+}
+
+variable "mtu" {
+  description = "MTU of the tunnel, for the gateway and written into client configs."
+  type        = number
+  default     = 1420
+
+  validation {
+    condition     = var.mtu >= 1280 && var.mtu <= 1500
+    error_message = "mtu must be between 1280 (IPv6 minimum) and 1500."
+  }
+}
+
+variable "endpoint" {
+  description = "Public host:port that clients send WireGuard packets to, written into the gateway config and client configs. Null takes the tunnel LoadBalancer's hostname or IP and listen_port; it is required with service_type NodePort (use <node address>:<node_port>)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.endpoint == null || can(regex("^(\\[[0-9a-fA-F:]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$", var.endpoint))
+    error_message = "endpoint must be host:port, e.g. vpn.example.com:51820 or 192.168.49.2:31820."
+  }
+}
+
+variable "identity_header" {
+  description = "Request header in which the gateway tells the upstream which peer sent a request. The gateway overwrites any value a client sends."
+  type        = string
+  default     = "X-Promgate-Peer"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]+$", var.identity_header))
+    error_message = "identity_header must be an HTTP header name (letters, digits, '-')."
+  }
+}
+
+variable "peers" {
+  description = "WireGuard peers allowed in. Each becomes one <name>.toml key of the peers ConfigMap, which the gateway hot-reloads: adding or removing a peer does not restart the pod. allowed_ips are the peer's tunnel addresses; role is viewer or admin."
+  type = list(object({
+    name        = string
+    public_key  = string
+    allowed_ips = list(string)
+    role        = optional(string, "viewer")
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for p in var.peers : can(regex("^[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?$", p.name))])
+    error_message = "Each peer name must be 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit (it becomes a ConfigMap key <name>.toml)."
+  }
+
+  validation {
+    condition     = length(distinct([for p in var.peers : p.name])) == length(var.peers)
+    error_message = "Peer names must be unique."
+  }
+
+  validation {
+    condition     = alltrue([for p in var.peers : can(regex("^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$", p.public_key))])
+    error_message = "Each peer public_key must be a base64-encoded 32-byte WireGuard key (44 characters ending in '=')."
+  }
+
+  validation {
+    condition     = length(distinct([for p in var.peers : p.public_key])) == length(var.peers)
+    error_message = "Peer public keys must be unique: WireGuard identifies a peer by its key."
+  }
+
+  validation {
+    condition     = alltrue([for p in var.peers : contains(["viewer", "admin"], p.role)])
+    error_message = "Each peer role must be \"viewer\" or \"admin\"."
+  }
+
+  validation {
+    condition = alltrue(flatten([
+      for p in var.peers : [
+        for ip in p.allowed_ips : can(cidrnetmask(ip)) && can(regex("^[0-9.]+/[0-9]+$", ip))
+      ]
+    ])) && alltrue([for p in var.peers : length(p.allowed_ips) > 0])
+    error_message = "Each peer needs at least one allowed_ips entry, each an IPv4 CIDR such as 10.13.13.2/32."
+  }
+
+  validation {
+    condition     = length(distinct(flatten([for p in var.peers : p.allowed_ips]))) == length(flatten([for p in var.peers : p.allowed_ips]))
+    error_message = "allowed_ips must not repeat across peers: each inner address routes to exactly one peer."
+  }
+
+  validation {
+    # The gateway's own address can never be a peer's.
+    condition     = !contains(flatten([for p in var.peers : p.allowed_ips]), "${split("/", var.tunnel_address)[0]}/32")
+    error_message = "No peer may be given the gateway's own tunnel address."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------
+
+variable "service_type" {
+  description = "Type of the UDP tunnel Service: LoadBalancer (cloud) or NodePort (minikube, bare metal)."
+  type        = string
+  default     = "LoadBalancer"
+
+  validation {
+    condition     = contains(["LoadBalancer", "NodePort"], var.service_type)
+    error_message = "service_type must be LoadBalancer or NodePort."
+  }
+}
+
+variable "node_port" {
+  description = "Fixed nodePort of the tunnel Service (service_type NodePort or LoadBalancer). Null lets Kubernetes pick one."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.node_port == null || (coalesce(var.node_port, 0) >= 30000 && coalesce(var.node_port, 0) <= 32767)
+    error_message = "node_port must be in the default NodePort range 30000-32767."
+  }
+}
+
+variable "service_annotations" {
+  description = "Annotations of the tunnel Service, e.g. the AWS NLB annotations in examples/eks."
+  type        = map(string)
+  default     = {}
+}
+
+variable "external_traffic_policy" {
+  description = "externalTrafficPolicy of the tunnel Service. Local keeps the client's source address (WireGuard roaming and ClientIP affinity then see the real client) but only nodes running a gateway pod answer."
+  type        = string
+  default     = "Cluster"
+
+  validation {
+    condition     = contains(["Cluster", "Local"], var.external_traffic_policy)
+    error_message = "external_traffic_policy must be Cluster or Local."
+  }
+}
+
+variable "load_balancer_source_ranges" {
+  description = "CIDRs allowed to reach the tunnel LoadBalancer. Empty allows all; WireGuard itself drops every packet not from a configured peer key."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.load_balancer_source_ranges : can(cidrnetmask(c))])
+    error_message = "load_balancer_source_ranges must be IPv4 CIDRs."
+  }
+}
+
+variable "session_affinity_timeout_seconds" {
+  description = "How long the tunnel Service keeps sending one client to the same pod after its last packet. WireGuard sessions live in one pod, so moving a client forces a new handshake."
+  type        = number
+  default     = 10800
+
+  validation {
+    condition     = var.session_affinity_timeout_seconds >= 1 && var.session_affinity_timeout_seconds <= 86400
+    error_message = "session_affinity_timeout_seconds must be between 1 and 86400."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Upstream Prometheus and network policy
+# ---------------------------------------------------------------------------
+
+variable "upstream_service" {
+  description = "Name of the Prometheus Service."
+  type        = string
+  default     = "prometheus"
+}
+
+variable "upstream_namespace" {
+  description = "Namespace of the Prometheus Service and pods."
+  type        = string
+  default     = "default"
+}
+
+variable "upstream_port" {
+  description = "Port of the Prometheus Service."
+  type        = number
+  default     = 80
+}
+
+variable "upstream_target_port" {
+  description = "Container port of the Prometheus pods (the Service's targetPort). Network policies match this port, not the Service port."
+  type        = number
+  default     = 9090
+}
+
+variable "upstream_pod_selector" {
+  description = "Labels of the Prometheus pods (the Service's selector)."
+  type        = map(string)
+  default     = { app = "prometheus" }
+
+  validation {
+    condition     = length(var.upstream_pod_selector) > 0
+    error_message = "upstream_pod_selector must not be empty: an empty selector would select every pod of the namespace."
+  }
+}
+
+variable "cluster_domain" {
+  description = "Cluster DNS domain, used to build the upstream URL."
+  type        = string
+  default     = "cluster.local"
+}
+
+variable "create_upstream_network_policy" {
+  description = "Create a NetworkPolicy in upstream_namespace that allows ingress to the Prometheus port only from promgate and upstream_allowed_sources. Every other client of Prometheus is then cut off: list them first."
+  type        = bool
+  default     = true
+}
+
+variable "upstream_allowed_sources" {
+  description = "Other clients allowed to reach the Prometheus port, besides promgate. Each entry sets namespace_labels and/or pod_labels (a pod selector, optionally in namespaces matched by labels), or cidr (an ipBlock)."
+  type = list(object({
+    namespace_labels = optional(map(string))
+    pod_labels       = optional(map(string))
+    cidr             = optional(string)
+  }))
+  default = []
+
+  validation {
+    condition = alltrue([
+      for s in var.upstream_allowed_sources :
+      (s.cidr != null) != (s.namespace_labels != null || s.pod_labels != null)
+    ])
+    error_message = "Each upstream_allowed_sources entry sets either cidr, or namespace_labels and/or pod_labels, not both and not neither."
+  }
+
+  validation {
+    condition     = alltrue([for s in var.upstream_allowed_sources : s.cidr == null || can(cidrnetmask(s.cidr))])
+    error_message = "cidr must be an IPv4 CIDR."
+  }
+}
+
+variable "dns_namespace_labels" {
+  description = "Labels of the namespace holding cluster DNS, to which promgate may send DNS queries."
+  type        = map(string)
+  default     = { "kubernetes.io/metadata.name" = "kube-system" }
+}
+
+variable "dns_pod_labels" {
+  description = "Labels of the cluster DNS pods (CoreDNS keeps the kube-dns label)."
+  type        = map(string)
+  default     = { "k8s-app" = "kube-dns" }
+}
