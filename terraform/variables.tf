@@ -49,6 +49,16 @@ variable "image" {
     condition     = length(trimspace(var.image)) > 0 && !can(regex("\\s", var.image))
     error_message = "image must be a non-empty image reference without whitespace."
   }
+
+  validation {
+    # A fixed version: a digest, or a tag other than "latest" (the last path
+    # segment must carry one; a registry's :port does not count).
+    condition = (
+      can(regex("@sha256:[0-9a-f]{64}$", var.image))
+      || can(regex("^[^@]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", element(split("/", var.image), length(split("/", var.image)) - 1)))
+    ) && !can(regex(":latest$", var.image))
+    error_message = "image must name a fixed version: repo:tag (not :latest) or repo@sha256:<digest>."
+  }
 }
 
 variable "image_pull_policy" {
