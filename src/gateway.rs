@@ -1,0 +1,243 @@
+//! The gateway core: datagram in, datagrams and TCP streams out.
+//!
+//! This is the whole data path without any I/O: the tokio shell
+//! ([`crate::driver`]) hands it datagrams with the time, and it answers
+//! through a [`Transmit`] sink. In-process tests drive it the same way.
+//!
+//! ```text
+//! UDP datagram -> peer::PeerTable (boringtun: authenticate, decrypt)
+//!              -> route::check_inbound (AllowedIPs, destination, port)
+//!              -> netstack::Netstack (smoltcp TCP) -> TunnelStream -> proxy
+//! ```
+
+use crate::config::{GatewayConfig, PeerConfig, Role};
+use crate::netstack::{Limits, Netstack, NewConnection};
+use crate::peer::{Decapsulated, PeerDiff, PeerId, PeerTable};
+use crate::route::{self, Policy};
+use crate::stats::{DropReason, PeerStats, Stats};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How often boringtun's timers run and the rate limiter is reset.
+/// 250 ms is what boringtun's own device uses.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Largest datagram we handle: a jumbo inner packet plus WireGuard overhead.
+pub const MAX_DATAGRAM: usize = 65535;
+
+/// Where the core sends datagrams. The shell writes them to the UDP socket.
+pub trait Transmit {
+    fn send_datagram(&mut self, dst: SocketAddr, datagram: &[u8]);
+}
+
+impl Transmit for Vec<(SocketAddr, Vec<u8>)> {
+    fn send_datagram(&mut self, dst: SocketAddr, datagram: &[u8]) {
+        self.push((dst, datagram.to_vec()));
+    }
+}
+
+/// Who is on the other end of an accepted tunnel connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer_name: Arc<str>,
+    pub role: Role,
+    pub allow_paths: Arc<[String]>,
+    pub deny_paths: Arc<[String]>,
+    /// The peer's tunnel address and port.
+    pub remote: SocketAddr,
+    pub local_port: u16,
+}
+
+/// A snapshot of one peer for `status` and metrics.
+#[derive(Debug, Clone)]
+pub struct PeerSnapshot {
+    pub name: Arc<str>,
+    pub public_key: [u8; 32],
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    pub role: Role,
+    pub stats: Arc<PeerStats>,
+    pub connections: usize,
+}
+
+pub struct Gateway {
+    peers: PeerTable,
+    netstack: Netstack,
+    gateway_addrs: Vec<IpAddr>,
+    http_ports: Vec<u16>,
+    stats: Arc<Stats>,
+    /// Decryption and encryption scratch space, reused for every packet.
+    rx_buf: Box<[u8]>,
+    tx_buf: Box<[u8]>,
+    last_tick: Option<Instant>,
+}
+
+impl Gateway {
+    pub fn new(config: &GatewayConfig, peers: &[PeerConfig], stats: Arc<Stats>, notify: Arc<Notify>, seed: u64, now: Instant) -> Self {
+        let limits = Limits {
+            per_peer: config.max_connections_per_peer,
+            total: config.max_connections,
+            idle_timeout: config.tcp_idle_timeout,
+        };
+        Gateway {
+            peers: PeerTable::new(config.private_key.clone(), peers),
+            netstack: Netstack::new(&config.addresses, usize::from(config.mtu), limits, seed, notify, now),
+            gateway_addrs: config.addresses.iter().map(|n| n.addr()).collect(),
+            http_ports: config.http_ports.clone(),
+            stats,
+            rx_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            tx_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            last_tick: None,
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Handles one UDP datagram from `src`.
+    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8], out: &mut impl Transmit) {
+        match self.peers.decapsulate(src, datagram, &mut self.rx_buf) {
+            Decapsulated::Dropped(reason) => self.stats.drop_packet(reason),
+            Decapsulated::CookieReply(reply) => {
+                self.stats.cookie_replies.fetch_add(1, Relaxed);
+                self.stats.drop_packet(DropReason::UnderLoad);
+                out.send_datagram(src, reply);
+            }
+            Decapsulated::Nothing(_) => {}
+            Decapsulated::Reply(id, reply) => {
+                out.send_datagram(src, reply);
+                while let Some((dst, queued)) = self.peers.flush_queued(id, &mut self.rx_buf) {
+                    out.send_datagram(dst, queued);
+                }
+            }
+            Decapsulated::Inner(id, packet) => {
+                let policy = Policy {
+                    gateway_addrs: &self.gateway_addrs,
+                    http_ports: &self.http_ports,
+                };
+                let peers = &self.peers;
+                let verdict = route::check_inbound(&policy, id, packet, |a| peers.route(a));
+                match verdict {
+                    Ok(kind) => {
+                        if let Err(reason) = self.netstack.receive(now, id, packet, kind) {
+                            self.stats.drop_packet(reason);
+                        }
+                    }
+                    Err(reason) => self.stats.drop_packet(reason),
+                }
+            }
+        }
+    }
+
+    /// Runs the netstack and sends what it produced. Call after a batch of
+    /// datagrams, when a stream signalled, and when [`Self::poll_at`] is due.
+    pub fn poll(&mut self, now: Instant, out: &mut impl Transmit) {
+        if self.last_tick.is_none_or(|t| now.saturating_duration_since(t) >= TICK) {
+            self.last_tick = Some(now);
+            self.peers.tick(&mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
+        }
+        self.netstack.poll(now);
+        let peers = &mut self.peers;
+        let stats = &self.stats;
+        let tx_buf = &mut self.tx_buf;
+        self.netstack.drain_transmit(|packet| {
+            let Some(dst) = inner_destination(packet) else {
+                stats.drop_packet(DropReason::NoRoute);
+                return;
+            };
+            let Some(id) = peers.route(dst) else {
+                stats.drop_packet(DropReason::NoRoute);
+                return;
+            };
+            match peers.encapsulate(id, packet, tx_buf) {
+                Some((endpoint, datagram)) => out.send_datagram(endpoint, datagram),
+                None => stats.drop_packet(DropReason::NoRoute),
+            }
+        });
+    }
+
+    /// When [`Self::poll`] must run next at the latest.
+    pub fn poll_at(&mut self, now: Instant) -> Instant {
+        let tick = self.last_tick.map_or(now, |t| t + TICK);
+        match self.netstack.poll_at(now) {
+            Some(t) => t.min(tick),
+            None => tick,
+        }
+    }
+
+    /// Connections ready to be served, with who is behind them.
+    pub fn take_accepted(&mut self) -> Vec<(ConnInfo, crate::stream::TunnelStream)> {
+        let peers = &self.peers;
+        let accepted: Vec<NewConnection> = self.netstack.take_accepted().collect();
+        let mut ready = Vec::with_capacity(accepted.len());
+        for c in accepted {
+            let Some(peer) = peers.get(c.peer) else { continue };
+            self.stats.tcp_connections_accepted.fetch_add(1, Relaxed);
+            ready.push((
+                ConnInfo {
+                    peer_name: peer.name.clone(),
+                    role: peer.config.role,
+                    allow_paths: peer.config.allow_paths.clone().into(),
+                    deny_paths: peer.config.deny_paths.clone().into(),
+                    remote: c.remote,
+                    local_port: c.local_port,
+                },
+                c.stream,
+            ));
+        }
+        self.stats.tcp_connections_open.store(self.netstack.connection_count() as u64, Relaxed);
+        ready
+    }
+
+    /// Replaces the peer set; removed peers lose their connections at once.
+    pub fn apply_peers(&mut self, peers: &[PeerConfig]) -> PeerDiff {
+        let diff = self.peers.apply(peers);
+        for (id, _) in &diff.removed {
+            self.netstack.abort_peer(*id);
+        }
+        diff
+    }
+
+    /// Resets every tunnel connection (end of the shutdown grace period).
+    pub fn abort_connections(&mut self) {
+        self.netstack.abort_all();
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.netstack.connection_count()
+    }
+
+    pub fn snapshot(&self) -> Vec<PeerSnapshot> {
+        self.peers
+            .iter()
+            .map(|(id, p)| PeerSnapshot {
+                name: p.name.clone(),
+                public_key: p.config.public_key,
+                allowed_ips: p.config.allowed_ips.clone(),
+                role: p.config.role,
+                stats: p.stats.clone(),
+                connections: self.netstack.connections_of(id),
+            })
+            .collect()
+    }
+
+    /// The peer that owns a tunnel address.
+    pub fn peer_of(&self, addr: IpAddr) -> Option<PeerId> {
+        self.peers.route(addr)
+    }
+}
+
+fn inner_destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => Some(IpAddr::from(<[u8; 4]>::try_from(&packet[16..20]).ok()?)),
+        6 if packet.len() >= 40 => Some(IpAddr::from(<[u8; 16]>::try_from(&packet[24..40]).ok()?)),
+        _ => None,
+    }
+}

@@ -1,0 +1,18 @@
+//! promgate: a userspace WireGuard gateway to a cluster-internal Prometheus.
+//!
+//! The data path, module by module:
+//! UDP datagram → [`peer`] (boringtun noise, per-peer sessions) →
+//! [`route`] (AllowedIPs, destination and port checks) → [`netstack`]
+//! (smoltcp TCP) → [`stream`] → [`proxy`] (hyper) → Prometheus.
+//! [`gateway`] ties the I/O-free part together; [`driver`] is the thin tokio
+//! shell around it; [`serve`] wires config, sockets, admin server and signals.
+
+pub mod allowed_ips;
+pub mod config;
+pub mod gateway;
+pub mod keys;
+pub mod netstack;
+pub mod peer;
+pub mod route;
+pub mod stats;
+pub mod stream;

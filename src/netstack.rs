@@ -1,0 +1,434 @@
+//! The userspace TCP/IP stack: smoltcp terminating the tunnel's TCP.
+//!
+//! One smoltcp `Interface` holds the gateway's tunnel addresses. Inner
+//! packets that passed [`crate::route::check_inbound`] are fed to it one at a
+//! time, straight from the decryption buffer (no copy). Packets it emits are
+//! queued in reusable buffers for the gateway to encrypt and send.
+//!
+//! smoltcp has no listen backlog: a listening socket becomes the connection.
+//! So a fresh listening socket is created for each new SYN just before the
+//! SYN is processed, which means concurrent SYNs from a browser are all
+//! accepted, never reset. A listener that did not take its SYN is removed on
+//! the next pump, so at most one idle listener ever exists.
+//!
+//! Bounds: connections per peer and in total (config), socket buffers
+//! (below), the transmit queue ([`MAX_TX_QUEUE`]), and an idle timeout.
+
+use crate::peer::PeerId;
+use crate::route::Accepted;
+use crate::stats::DropReason;
+use crate::stream::{Pipe, TunnelStream};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp::{self, CongestionControl, State};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Receive buffer per connection: requests are small, so 64 KiB is ample,
+/// and it still advertises a window that never stalls an upload on a LAN.
+const TCP_RX_BUFFER: usize = 64 * 1024;
+/// Send buffer per connection: downloads dominate (query results, the UI's
+/// JavaScript), and throughput is bounded by send buffer / RTT. 512 KiB
+/// sustains > 500 MB/s at 1 ms RTT.
+const TCP_TX_BUFFER: usize = 512 * 1024;
+/// Packets waiting for encryption. Beyond this, smoltcp sees a full device
+/// and holds back (TCP retransmits; nothing is lost silently).
+pub const MAX_TX_QUEUE: usize = 1024;
+
+/// Limits on tunnel TCP state.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_peer: usize,
+    pub total: usize,
+    pub idle_timeout: Duration,
+}
+
+/// A connection that completed its handshake, for the HTTP side to serve.
+pub struct NewConnection {
+    pub peer: PeerId,
+    pub remote: SocketAddr,
+    pub local_port: u16,
+    pub stream: TunnelStream,
+}
+
+struct Conn {
+    peer: PeerId,
+    tuple: (IpAddr, u16, u16),
+    pipe: Arc<Pipe>,
+    accepted: bool,
+    last_activity: Instant,
+}
+
+/// Outgoing packets, in buffers that are reused.
+struct TxQueue {
+    ready: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl TxQueue {
+    fn take_buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b.resize(len, 0);
+        b
+    }
+}
+
+/// The device smoltcp sees: at most one received packet, and the tx queue.
+struct TunnelDevice<'a> {
+    rx: Option<&'a [u8]>,
+    tx: &'a mut TxQueue,
+    mtu: usize,
+}
+
+struct RxOne<'a>(&'a [u8]);
+struct TxOne<'a>(&'a mut TxQueue);
+
+impl smoltcp::phy::RxToken for RxOne<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for TxOne<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.0.take_buffer(len);
+        let r = f(&mut buf);
+        self.0.ready.push_back(buf);
+        r
+    }
+}
+
+impl Device for TunnelDevice<'_> {
+    type RxToken<'b>
+        = RxOne<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxOne<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(RxOne<'_>, TxOne<'_>)> {
+        let p = self.rx.take()?;
+        Some((RxOne(p), TxOne(self.tx)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<TxOne<'_>> {
+        if self.tx.ready.len() >= MAX_TX_QUEUE {
+            return None;
+        }
+        Some(TxOne(self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // WireGuard's AEAD already authenticated every byte of an inbound
+        // packet, so verifying TCP/IP checksums again buys nothing.
+        let mut checksum = ChecksumCapabilities::default();
+        checksum.ipv4 = Checksum::Tx;
+        checksum.tcp = Checksum::Tx;
+        checksum.icmpv4 = Checksum::Tx;
+        checksum.icmpv6 = Checksum::Tx;
+        caps.checksum = checksum;
+        caps
+    }
+}
+
+pub struct Netstack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    tx: TxQueue,
+    mtu: usize,
+    conns: HashMap<SocketHandle, Conn>,
+    by_tuple: HashMap<(IpAddr, u16, u16), SocketHandle>,
+    per_peer: HashMap<PeerId, usize>,
+    accepted: Vec<NewConnection>,
+    removals: Vec<SocketHandle>,
+    limits: Limits,
+    notify: Arc<Notify>,
+    epoch: Instant,
+}
+
+impl Netstack {
+    /// `notify` is signalled by connection streams when they need the netstack polled.
+    pub fn new(addresses: &[ipnet::IpNet], mtu: usize, limits: Limits, seed: u64, notify: Arc<Notify>, now: Instant) -> Self {
+        let mut tx = TxQueue {
+            ready: VecDeque::with_capacity(MAX_TX_QUEUE),
+            spare: Vec::new(),
+        };
+        let mut config = IfaceConfig::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut device = TunnelDevice { rx: None, tx: &mut tx, mtu };
+        let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::from_micros(0));
+        iface.update_ip_addrs(|addrs| {
+            for net in addresses {
+                let _ = addrs.push(IpCidr::new(IpAddress::from(net.addr()), net.prefix_len()));
+            }
+        });
+        // Replies go to any peer address, even outside the gateway's own
+        // prefix; with no link layer the "router" is just a formality.
+        for net in addresses {
+            match net.addr() {
+                IpAddr::V4(a) => {
+                    let _ = iface.routes_mut().add_default_ipv4_route(a);
+                }
+                IpAddr::V6(a) => {
+                    let _ = iface.routes_mut().add_default_ipv6_route(a);
+                }
+            }
+        }
+        Netstack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            tx,
+            mtu,
+            conns: HashMap::new(),
+            by_tuple: HashMap::new(),
+            per_peer: HashMap::new(),
+            accepted: Vec::new(),
+            removals: Vec::new(),
+            limits,
+            notify,
+            epoch: now,
+        }
+    }
+
+    fn timestamp(&self, now: Instant) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64)
+    }
+
+    /// Open connections, including ones still in their handshake.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn connections_of(&self, peer: PeerId) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// Processes one inner packet that passed the route check.
+    pub fn receive(&mut self, now: Instant, peer: PeerId, packet: &[u8], kind: Accepted) -> Result<(), DropReason> {
+        if let Accepted::Tcp { src, src_port, dst_port, syn: true } = kind {
+            let tuple = (src, src_port, dst_port);
+            if !self.by_tuple.contains_key(&tuple) {
+                if self.conns.len() >= self.limits.total || self.connections_of(peer) >= self.limits.per_peer {
+                    // Dropping (not resetting) lets the client's SYN retry
+                    // succeed once a slot frees up.
+                    return Err(DropReason::ConnectionLimit);
+                }
+                self.open_listener(now, peer, tuple);
+            }
+        }
+        let ts = self.timestamp(now);
+        let mut device = TunnelDevice {
+            rx: Some(packet),
+            tx: &mut self.tx,
+            mtu: self.mtu,
+        };
+        self.iface.poll_ingress_single(ts, &mut device, &mut self.sockets);
+        Ok(())
+    }
+
+    fn open_listener(&mut self, now: Instant, peer: PeerId, tuple: (IpAddr, u16, u16)) {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_TX_BUFFER]),
+        );
+        socket.set_congestion_control(CongestionControl::Cubic);
+        // Immediate ACKs: our inbound data is small (requests), so delayed
+        // ACKs would save few packets and cost latency on every POST; a 10 ms
+        // delay is what caps naive smoltcp receivers near 26 Mbit/s.
+        socket.set_ack_delay(None);
+        // hyper writes whole responses; Nagle would only delay the last segment.
+        socket.set_nagle_enabled(false);
+        // Clients that vanish without FIN are found by keep-alive probes.
+        socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+        if socket.listen(tuple.2).is_err() {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        self.conns.insert(
+            handle,
+            Conn {
+                peer,
+                tuple,
+                pipe: Pipe::new(self.notify.clone()),
+                accepted: false,
+                last_activity: now,
+            },
+        );
+        self.by_tuple.insert(tuple, handle);
+        *self.per_peer.entry(peer).or_insert(0) += 1;
+    }
+
+    /// Moves bytes between sockets and pipes, then lets smoltcp transmit.
+    pub fn poll(&mut self, now: Instant) {
+        self.pump(now);
+        let ts = self.timestamp(now);
+        let mut device = TunnelDevice {
+            rx: None,
+            tx: &mut self.tx,
+            mtu: self.mtu,
+        };
+        self.iface.poll_maintenance(ts);
+        self.iface.poll_egress(ts, &mut device, &mut self.sockets);
+    }
+
+    /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let ts = self.timestamp(now);
+        self.iface
+            .poll_delay(ts, &self.sockets)
+            .map(|d| now + Duration::from_micros(d.total_micros()))
+    }
+
+    /// Connections that completed their handshake since the last call.
+    pub fn take_accepted(&mut self) -> std::vec::Drain<'_, NewConnection> {
+        self.accepted.drain(..)
+    }
+
+    /// Hands each queued outgoing packet to `send`, and recycles its buffer.
+    pub fn drain_transmit(&mut self, mut send: impl FnMut(&[u8])) {
+        while let Some(buf) = self.tx.ready.pop_front() {
+            send(&buf);
+            if self.tx.spare.len() < MAX_TX_QUEUE {
+                self.tx.spare.push(buf);
+            }
+        }
+    }
+
+    /// Resets every connection of a removed peer at once.
+    pub fn abort_peer(&mut self, peer: PeerId) {
+        for (h, conn) in self.conns.iter_mut() {
+            if conn.peer == peer {
+                self.sockets.get_mut::<tcp::Socket>(*h).abort();
+                let mut s = conn.pipe.lock();
+                s.reset = true;
+                s.wake_reader();
+                s.wake_writer();
+            }
+        }
+    }
+
+    /// Resets every connection (shutdown after the grace period).
+    pub fn abort_all(&mut self) {
+        for (h, conn) in self.conns.iter_mut() {
+            self.sockets.get_mut::<tcp::Socket>(*h).abort();
+            let mut s = conn.pipe.lock();
+            s.reset = true;
+            s.wake_reader();
+            s.wake_writer();
+        }
+    }
+
+    fn pump(&mut self, now: Instant) {
+        let mut removals = std::mem::take(&mut self.removals);
+        for (h, conn) in self.conns.iter_mut() {
+            let sock = self.sockets.get_mut::<tcp::Socket>(*h);
+            let state = sock.state();
+            if state == State::Listen {
+                // Its SYN went to another socket or was refused.
+                removals.push(*h);
+                continue;
+            }
+            let mut s = conn.pipe.lock();
+            let mut active = false;
+
+            // Socket -> application (or the void, if the application is gone).
+            while sock.can_recv() {
+                let discard = s.app_dropped;
+                let n = sock
+                    .recv(|buf| {
+                        let n = if discard { buf.len() } else { s.rx.enqueue_slice(buf) };
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                active = true;
+            }
+            if active {
+                s.wake_reader();
+            }
+            if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
+                conn.accepted = true;
+                if let Some(remote) = sock.remote_endpoint() {
+                    self.accepted.push(NewConnection {
+                        peer: conn.peer,
+                        remote: SocketAddr::new(remote.addr.into(), remote.port),
+                        local_port: conn.tuple.2,
+                        stream: TunnelStream::new(conn.pipe.clone()),
+                    });
+                }
+            }
+            if conn.accepted && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
+                s.rx_eof = true;
+                s.wake_reader();
+            }
+
+            // Application -> socket.
+            let mut sent = false;
+            while sock.can_send() && !s.tx.is_empty() {
+                let n = sock
+                    .send(|buf| {
+                        let n = s.tx.dequeue_slice(buf);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                sent = true;
+            }
+            if sent {
+                active = true;
+                s.wake_writer();
+            }
+            if (s.tx_shutdown || s.app_dropped) && s.tx.is_empty() && sock.may_send() {
+                sock.close();
+            }
+
+            if active || sock.send_queue() > 0 && sock.state() == State::Established {
+                conn.last_activity = now;
+            } else if now.saturating_duration_since(conn.last_activity) > self.limits.idle_timeout {
+                sock.abort();
+                s.reset = true;
+                s.wake_reader();
+                s.wake_writer();
+            }
+
+            let state = sock.state();
+            if matches!(state, State::Closed | State::TimeWait) {
+                if !s.rx_eof && !s.reset {
+                    s.reset = true;
+                }
+                s.wake_reader();
+                s.wake_writer();
+                if s.app_dropped || !conn.accepted {
+                    removals.push(*h);
+                }
+            }
+        }
+        for h in removals.drain(..) {
+            if let Some(conn) = self.conns.remove(&h) {
+                self.by_tuple.remove(&conn.tuple);
+                if let Some(n) = self.per_peer.get_mut(&conn.peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_peer.remove(&conn.peer);
+                    }
+                }
+            }
+            self.sockets.remove(h);
+        }
+        self.removals = removals;
+    }
+}

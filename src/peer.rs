@@ -1,0 +1,352 @@
+//! The peer table: one boringtun `Tunn` per configured peer, and the
+//! dispatch of incoming datagrams to the right one.
+//!
+//! Invariants:
+//! - A handshake initiation is matched to its peer by the static public key
+//!   inside it (`parse_handshake_anon`); every other message by its
+//!   receiver index, whose upper 24 bits are the peer's slot.
+//! - One `RateLimiter` is shared by all peers; its owner (the gateway's
+//!   tick) resets it once a second, and under load it answers handshakes
+//!   with cookie replies.
+//! - A peer's endpoint is only updated from a datagram that authenticated,
+//!   so a spoofed source address cannot steal a peer's replies.
+//! - Slots are reused after a peer is removed. A stale receiver index that
+//!   lands on a new occupant fails authentication and is dropped.
+
+use crate::allowed_ips::AllowedIps;
+use crate::config::{PeerConfig, Role};
+use crate::keys::PrivateKey;
+use crate::stats::{DropReason, PeerStats};
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::PublicKey;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Index of a peer's slot in the table.
+pub type PeerId = u32;
+
+/// Handshakes per second (all peers together) above which cookies are required.
+/// boringtun counts each handshake twice (our pre-check and `Tunn`'s), hence 2x.
+pub const HANDSHAKE_RATE_LIMIT: u64 = 2 * 1000;
+
+/// boringtun keeps the index in 24 bits.
+const MAX_SLOTS: usize = 1 << 24;
+
+/// A configured peer and its live tunnel state.
+pub struct Peer {
+    pub config: PeerConfig,
+    /// Shared with telemetry and the proxy; cheap to clone.
+    pub name: Arc<str>,
+    pub tunn: Tunn,
+    /// Where to send this peer's datagrams: its latest authenticated source.
+    pub endpoint: Option<SocketAddr>,
+    pub stats: Arc<PeerStats>,
+    /// Handshake time last seen, to count new handshakes.
+    last_handshake: Option<Duration>,
+}
+
+/// What an incoming datagram turned into.
+#[derive(Debug)]
+pub enum Decapsulated<'a> {
+    /// Send these bytes back to the datagram's source (handshake response,
+    /// cookie reply, keepalive). Then call [`PeerTable::flush_queued`].
+    Reply(PeerId, &'a [u8]),
+    /// An authenticated inner IP packet from `PeerId`, not yet checked
+    /// against AllowedIPs.
+    Inner(PeerId, &'a [u8]),
+    /// Under load: the handshake is refused and this cookie reply goes back
+    /// to the source, which retries with the cookie (WireGuard's DoS defence).
+    CookieReply(&'a [u8]),
+    /// Authenticated, nothing to do (keepalive, cookie stored).
+    Nothing(Option<PeerId>),
+    Dropped(DropReason),
+}
+
+/// Result of a reload: what changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PeerDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<(PeerId, String)>,
+    pub kept: usize,
+}
+
+pub struct PeerTable {
+    private_key: PrivateKey,
+    public_key: PublicKey,
+    slots: Vec<Option<Peer>>,
+    free: Vec<PeerId>,
+    by_key: HashMap<[u8; 32], PeerId>,
+    routes: AllowedIps<PeerId>,
+    rate_limiter: Arc<RateLimiter>,
+}
+
+impl PeerTable {
+    pub fn new(private_key: PrivateKey, peers: &[PeerConfig]) -> Self {
+        let public_key = private_key.public_key();
+        let rate_limiter = Arc::new(RateLimiter::new(&public_key, HANDSHAKE_RATE_LIMIT));
+        let mut table = PeerTable {
+            private_key,
+            public_key,
+            slots: Vec::with_capacity(peers.len()),
+            free: Vec::new(),
+            by_key: HashMap::with_capacity(peers.len()),
+            routes: AllowedIps::new(),
+            rate_limiter,
+        };
+        for p in peers {
+            table.insert(p.clone());
+        }
+        table
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    pub fn get(&self, id: PeerId) -> Option<&Peer> {
+        self.slots.get(id as usize).and_then(|s| s.as_ref())
+    }
+
+    pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.slots.get_mut(id as usize).and_then(|s| s.as_mut())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|p| (i as PeerId, p)))
+    }
+
+    /// The peer whose AllowedIPs contain `addr` (cryptokey routing).
+    pub fn route(&self, addr: IpAddr) -> Option<PeerId> {
+        self.routes.lookup(addr)
+    }
+
+    pub fn peer_name(&self, id: PeerId) -> Option<Arc<str>> {
+        self.get(id).map(|p| p.name.clone())
+    }
+
+    pub fn peer_role(&self, id: PeerId) -> Option<Role> {
+        self.get(id).map(|p| p.config.role)
+    }
+
+    fn insert(&mut self, config: PeerConfig) -> PeerId {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                let id = self.slots.len();
+                assert!(id < MAX_SLOTS, "more than 2^24 peers");
+                self.slots.push(None);
+                id as PeerId
+            }
+        };
+        let tunn = Tunn::new(
+            self.private_key.secret().clone(),
+            PublicKey::from(config.public_key),
+            config.preshared_key,
+            config.persistent_keepalive,
+            id,
+            Some(self.rate_limiter.clone()),
+        );
+        for net in &config.allowed_ips {
+            self.routes.insert(*net, id);
+        }
+        self.by_key.insert(config.public_key, id);
+        self.slots[id as usize] = Some(Peer {
+            name: Arc::from(config.name.as_str()),
+            config,
+            tunn,
+            endpoint: None,
+            stats: Arc::new(PeerStats::default()),
+            last_handshake: None,
+        });
+        id
+    }
+
+    fn remove(&mut self, id: PeerId) -> Option<Peer> {
+        let peer = self.slots.get_mut(id as usize)?.take()?;
+        self.by_key.remove(&peer.config.public_key);
+        self.routes.remove_value(id);
+        self.free.push(id);
+        Some(peer)
+    }
+
+    /// Replaces the peer set. Peers whose tunnel parameters did not change
+    /// keep their slot and session (their name, role and paths are updated in
+    /// place); a peer whose key or AllowedIPs changed is removed and re-added.
+    pub fn apply(&mut self, peers: &[PeerConfig]) -> PeerDiff {
+        let mut diff = PeerDiff::default();
+        let wanted: HashMap<[u8; 32], &PeerConfig> = peers.iter().map(|p| (p.public_key, p)).collect();
+        let existing: Vec<PeerId> = self.iter().map(|(id, _)| id).collect();
+        for id in existing {
+            let Some(peer) = self.get_mut(id) else { continue };
+            match wanted.get(&peer.config.public_key) {
+                Some(new) if new.same_tunnel(&peer.config) => {
+                    if peer.config.name != new.name {
+                        peer.name = Arc::from(new.name.as_str());
+                    }
+                    peer.config = (*new).clone();
+                    diff.kept += 1;
+                }
+                _ => {
+                    if let Some(p) = self.remove(id) {
+                        diff.removed.push((id, p.config.name));
+                    }
+                }
+            }
+        }
+        for p in peers {
+            if !self.by_key.contains_key(&p.public_key) {
+                self.insert(p.clone());
+                diff.added.push(p.name.clone());
+            }
+        }
+        diff
+    }
+
+    /// Authenticates one datagram and decrypts it into `buf`.
+    pub fn decapsulate<'a>(&mut self, src: SocketAddr, datagram: &[u8], buf: &'a mut [u8]) -> Decapsulated<'a> {
+        // Cheap checks first: parse, MAC1, and the load-dependent cookie check,
+        // before any Diffie-Hellman is spent on the packet.
+        let mut cookie = [0u8; 64];
+        let packet = match self.rate_limiter.verify_packet(Some(src.ip()), datagram, &mut cookie) {
+            Ok(p) => p,
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                let n = reply.len();
+                buf[..n].copy_from_slice(reply);
+                return Decapsulated::CookieReply(&buf[..n]);
+            }
+            Err(TunnResult::Err(boringtun::noise::errors::WireGuardError::InvalidMac)) => {
+                return Decapsulated::Dropped(DropReason::Unauthenticated);
+            }
+            Err(_) => return Decapsulated::Dropped(DropReason::Malformed),
+        };
+        let id = match packet {
+            Packet::HandshakeInit(ref init) => {
+                match parse_handshake_anon(self.private_key.secret(), &self.public_key, init) {
+                    Ok(half) => match self.by_key.get(&half.peer_static_public) {
+                        Some(id) => *id,
+                        None => return Decapsulated::Dropped(DropReason::UnknownPeer),
+                    },
+                    Err(_) => return Decapsulated::Dropped(DropReason::Unauthenticated),
+                }
+            }
+            Packet::HandshakeResponse(ref p) => p.receiver_idx >> 8,
+            Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
+            Packet::PacketData(ref p) => p.receiver_idx >> 8,
+        };
+        let Some(peer) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else {
+            return Decapsulated::Dropped(DropReason::Unauthenticated);
+        };
+        match peer.tunn.decapsulate(Some(src.ip()), datagram, buf) {
+            TunnResult::Done => {
+                peer.authenticated_from(src);
+                Decapsulated::Nothing(Some(id))
+            }
+            TunnResult::Err(_) => Decapsulated::Dropped(DropReason::Unauthenticated),
+            TunnResult::WriteToNetwork(out) => {
+                peer.authenticated_from(src);
+                peer.note_handshake();
+                Decapsulated::Reply(id, out)
+            }
+            TunnResult::WriteToTunnelV4(out, _) | TunnResult::WriteToTunnelV6(out, _) => {
+                peer.authenticated_from(src);
+                peer.stats.add_rx(datagram.len());
+                if out.is_empty() {
+                    Decapsulated::Nothing(Some(id))
+                } else {
+                    Decapsulated::Inner(id, out)
+                }
+            }
+        }
+    }
+
+    /// After a `Reply`, boringtun may hold packets queued while there was no
+    /// session. Call until it returns `None`; each `Some` goes to the endpoint.
+    pub fn flush_queued<'a>(&mut self, id: PeerId, buf: &'a mut [u8]) -> Option<(SocketAddr, &'a [u8])> {
+        let peer = self.get_mut(id)?;
+        let endpoint = peer.endpoint?;
+        match peer.tunn.decapsulate(None, &[], buf) {
+            TunnResult::WriteToNetwork(out) => Some((endpoint, out)),
+            _ => None,
+        }
+    }
+
+    /// Encrypts an inner packet for peer `id`. Returns the endpoint and the
+    /// datagram, or `None` when the peer has no endpoint yet or no session
+    /// (boringtun then queues it and starts a handshake if it can).
+    pub fn encapsulate<'a>(&mut self, id: PeerId, packet: &[u8], buf: &'a mut [u8]) -> Option<(SocketAddr, &'a [u8])> {
+        let peer = self.get_mut(id)?;
+        let endpoint = peer.endpoint?;
+        match peer.tunn.encapsulate(packet, buf) {
+            TunnResult::WriteToNetwork(out) => {
+                peer.stats.add_tx(out.len());
+                Some((endpoint, out))
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs boringtun's timers for every peer that has ever been seen and
+    /// resets the shared rate limiter. Calls `send` for each datagram to emit.
+    pub fn tick(&mut self, buf: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
+        self.rate_limiter.reset_count();
+        for peer in self.slots.iter_mut().flatten() {
+            let Some(endpoint) = peer.endpoint else { continue };
+            match peer.tunn.update_timers(buf) {
+                TunnResult::WriteToNetwork(out) => send(endpoint, out),
+                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                    // Session and keys are gone after REJECT_AFTER_TIME * 3; we are
+                    // the responder, so we wait for the peer to handshake again.
+                }
+                _ => {}
+            }
+            peer.note_handshake();
+        }
+    }
+}
+
+impl Peer {
+    fn authenticated_from(&mut self, src: SocketAddr) {
+        if self.endpoint != Some(src) {
+            self.endpoint = Some(src);
+            if let Ok(mut e) = self.stats.endpoint.lock() {
+                *e = Some(src);
+            }
+        }
+    }
+
+    /// Counts a handshake when boringtun's "time since last handshake" goes down.
+    fn note_handshake(&mut self) {
+        let since = self.tunn.time_since_last_handshake();
+        let is_new = match (self.last_handshake, since) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(prev), Some(now)) => now < prev,
+        };
+        self.last_handshake = since;
+        if is_new && let Some(since) = since {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.handshakes.fetch_add(1, Relaxed);
+            let at = SystemTime::now()
+                .checked_sub(since)
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            self.stats.last_handshake_unix.store(at, Relaxed);
+        }
+    }
+}

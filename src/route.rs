@@ -1,0 +1,219 @@
+//! Cryptokey routing and isolation for decrypted inner packets.
+//!
+//! boringtun authenticates the sender but checks nothing about the inner
+//! packet. Here, before the userspace TCP/IP stack sees anything, a packet
+//! must: parse as IPv4 or IPv6; come from an address inside the sending
+//! peer's AllowedIPs; be addressed to one of the gateway's own tunnel
+//! addresses; and be TCP to a served port or an ICMP echo request. So a peer
+//! can reach the gateway's HTTP port and ping it, and nothing else: there is
+//! no forwarding, so one peer can never reach another.
+
+use crate::peer::PeerId;
+use crate::stats::DropReason;
+use smoltcp::wire::{
+    IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+};
+use std::net::IpAddr;
+
+/// What an accepted inner packet is, for the netstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// TCP to a served port; `syn` is set for a connection-opening segment
+    /// (SYN without ACK), so the netstack can prepare a listening socket.
+    Tcp { src: IpAddr, src_port: u16, dst_port: u16, syn: bool },
+    /// An ICMP or ICMPv6 echo request.
+    Ping,
+}
+
+/// The facts the check needs, borrowed from the gateway.
+pub struct Policy<'a> {
+    pub gateway_addrs: &'a [IpAddr],
+    pub http_ports: &'a [u16],
+}
+
+/// Checks one decrypted packet from `peer`. `owner_of` is the AllowedIPs
+/// lookup (cryptokey routing table).
+pub fn check_inbound(
+    policy: &Policy<'_>,
+    peer: PeerId,
+    packet: &[u8],
+    owner_of: impl Fn(IpAddr) -> Option<PeerId>,
+) -> Result<Accepted, DropReason> {
+    let (src, dst, proto, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::MalformedInner)?;
+            if !ip.verify_checksum() {
+                return Err(DropReason::MalformedInner);
+            }
+            // No reassembly: fragments of a TCP segment never happen below our MSS.
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err(DropReason::MalformedInner);
+            }
+            let header = usize::from(ip.header_len());
+            let total = usize::from(ip.total_len());
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                ip.next_header(),
+                &packet[header..total],
+            )
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::MalformedInner)?;
+            let total = ip.total_len();
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                ip.next_header(),
+                &packet[40..total],
+            )
+        }
+        _ => return Err(DropReason::MalformedInner),
+    };
+    if owner_of(src) != Some(peer) {
+        return Err(DropReason::SpoofedSource);
+    }
+    if !policy.gateway_addrs.contains(&dst) {
+        return Err(DropReason::WrongDestination);
+    }
+    match proto {
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(payload).map_err(|_| DropReason::MalformedInner)?;
+            let dst_port = tcp.dst_port();
+            if !policy.http_ports.contains(&dst_port) {
+                return Err(DropReason::ForbiddenPort);
+            }
+            Ok(Accepted::Tcp {
+                src,
+                src_port: tcp.src_port(),
+                dst_port,
+                syn: tcp.syn() && !tcp.ack(),
+            })
+        }
+        // Type 8 is echo request; smoltcp answers it itself.
+        IpProtocol::Icmp if payload.first() == Some(&8) => Ok(Accepted::Ping),
+        // Type 128 is ICMPv6 echo request.
+        IpProtocol::Icmpv6 if payload.first() == Some(&128) => Ok(Accepted::Ping),
+        _ => Err(DropReason::ForbiddenProtocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+    use std::net::Ipv4Addr;
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 1);
+    const ALICE: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 2);
+    const BOB: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 3);
+
+    fn tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, control: TcpControl) -> Vec<u8> {
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port,
+            control,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 1000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(&mut buf);
+        ip.emit(&mut p, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &IpAddress::Ipv4(src),
+            &IpAddress::Ipv4(dst),
+            &caps,
+        );
+        buf
+    }
+
+    fn raw_ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, payload: &[u8]) -> Vec<u8> {
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: proto,
+            payload_len: payload.len(),
+            hop_limit: 64,
+        };
+        let mut buf = vec![0u8; ip.buffer_len() + payload.len()];
+        let mut p = Ipv4Packet::new_unchecked(&mut buf);
+        ip.emit(&mut p, &ChecksumCapabilities::default());
+        p.payload_mut().copy_from_slice(payload);
+        buf
+    }
+
+    fn check(peer: PeerId, packet: &[u8]) -> Result<Accepted, DropReason> {
+        let addrs = [IpAddr::V4(GW)];
+        let policy = Policy {
+            gateway_addrs: &addrs,
+            http_ports: &[80],
+        };
+        check_inbound(&policy, peer, packet, |a| match a {
+            IpAddr::V4(a) if a == ALICE => Some(1),
+            IpAddr::V4(a) if a == BOB => Some(2),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn table() {
+        let cases: Vec<(&str, PeerId, Vec<u8>, Result<(), DropReason>)> = vec![
+            ("syn to served port", 1, tcp_packet(ALICE, GW, 80, TcpControl::Syn), Ok(())),
+            ("spoofed source (bob's address from alice)", 1, tcp_packet(BOB, GW, 80, TcpControl::Syn), Err(DropReason::SpoofedSource)),
+            ("source outside every AllowedIPs", 1, tcp_packet(Ipv4Addr::new(10, 9, 9, 9), GW, 80, TcpControl::Syn), Err(DropReason::SpoofedSource)),
+            ("peer to peer", 1, tcp_packet(ALICE, BOB, 80, TcpControl::Syn), Err(DropReason::WrongDestination)),
+            ("to the internet", 1, tcp_packet(ALICE, Ipv4Addr::new(1, 1, 1, 1), 443, TcpControl::Syn), Err(DropReason::WrongDestination)),
+            ("unserved port", 1, tcp_packet(ALICE, GW, 9090, TcpControl::Syn), Err(DropReason::ForbiddenPort)),
+            ("udp", 1, raw_ipv4(ALICE, GW, IpProtocol::Udp, &[0; 8]), Err(DropReason::ForbiddenProtocol)),
+            ("icmp echo", 1, raw_ipv4(ALICE, GW, IpProtocol::Icmp, &[8, 0, 0, 0, 0, 0, 0, 0]), Ok(())),
+            ("icmp other", 1, raw_ipv4(ALICE, GW, IpProtocol::Icmp, &[13, 0, 0, 0, 0, 0, 0, 0]), Err(DropReason::ForbiddenProtocol)),
+            ("garbage", 1, vec![0x45, 0, 0], Err(DropReason::MalformedInner)),
+            ("empty", 1, vec![], Err(DropReason::MalformedInner)),
+            ("ip version 7", 1, vec![0x70; 40], Err(DropReason::MalformedInner)),
+        ];
+        for (name, peer, packet, want) in cases {
+            let got = check(peer, &packet).map(|_| ());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_ipv4_checksum_is_malformed() {
+        let mut p = tcp_packet(ALICE, GW, 80, TcpControl::Syn);
+        p[10] ^= 0xff;
+        assert_eq!(check(1, &p), Err(DropReason::MalformedInner));
+    }
+
+    #[test]
+    fn syn_is_flagged() {
+        let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::Syn)).unwrap();
+        assert!(matches!(got, Accepted::Tcp { syn: true, dst_port: 80, .. }));
+        let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::None)).unwrap();
+        assert!(matches!(got, Accepted::Tcp { syn: false, .. }));
+    }
+
+    #[test]
+    fn never_panics_on_truncations() {
+        let p = tcp_packet(ALICE, GW, 80, TcpControl::Syn);
+        for n in 0..p.len() {
+            let _ = check(1, &p[..n]);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Counters shared between the packet path and the telemetry exporter.
+//!
+//! Plain atomics: the packet path bumps them without locks or allocation,
+//! and `telemetry` reads them when `/metrics` is scraped.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a packet was dropped. Each reason is one label value of
+/// `promgate_packets_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not a WireGuard message, or truncated.
+    Malformed,
+    /// A handshake initiation from a key that is not a configured peer.
+    UnknownPeer,
+    /// Failed MAC, AEAD tag, replay or timestamp checks, or unknown receiver index.
+    Unauthenticated,
+    /// Handshake refused under load without a valid cookie (a cookie reply was sent).
+    UnderLoad,
+    /// Decrypted, but the inner source is outside the peer's AllowedIPs.
+    SpoofedSource,
+    /// Addressed to something other than the gateway's own tunnel address.
+    WrongDestination,
+    /// Not TCP to a served port and not ICMP echo.
+    ForbiddenProtocol,
+    /// TCP to a port that is not served.
+    ForbiddenPort,
+    /// A new connection beyond the per-peer or total limit.
+    ConnectionLimit,
+    /// The inner IP packet does not parse (or is a fragment).
+    MalformedInner,
+    /// An outgoing packet whose destination belongs to no peer.
+    NoRoute,
+    /// The UDP socket could not take the datagram (send buffer full).
+    SendFailed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::UnknownPeer,
+        DropReason::Unauthenticated,
+        DropReason::UnderLoad,
+        DropReason::SpoofedSource,
+        DropReason::WrongDestination,
+        DropReason::ForbiddenProtocol,
+        DropReason::ForbiddenPort,
+        DropReason::ConnectionLimit,
+        DropReason::MalformedInner,
+        DropReason::NoRoute,
+        DropReason::SendFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::UnderLoad => "under_load",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::WrongDestination => "wrong_destination",
+            DropReason::ForbiddenProtocol => "forbidden_protocol",
+            DropReason::ForbiddenPort => "forbidden_port",
+            DropReason::ConnectionLimit => "connection_limit",
+            DropReason::MalformedInner => "malformed_inner",
+            DropReason::NoRoute => "no_route",
+            DropReason::SendFailed => "send_failed",
+        }
+    }
+}
+
+/// Gateway-wide counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    drops: [AtomicU64; DropReason::ALL.len()],
+    pub cookie_replies: AtomicU64,
+    pub reloads_refused: AtomicU64,
+    pub reloads_applied: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub tcp_connections_accepted: AtomicU64,
+    pub tcp_connections_open: AtomicU64,
+}
+
+impl Stats {
+    pub fn drop_packet(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+}
+
+/// Per-peer counters; the `Arc` outlives the peer's removal so a scrape in
+/// flight never sees a dangling peer.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    pub rx_bytes: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub handshakes: AtomicU64,
+    /// Unix time in seconds of the last completed handshake, 0 if none.
+    pub last_handshake_unix: AtomicU64,
+    /// Latest authenticated endpoint, as text, for `promgate status`.
+    pub endpoint: std::sync::Mutex<Option<std::net::SocketAddr>>,
+}
+
+impl PeerStats {
+    pub fn add_rx(&self, n: usize) {
+        self.rx_bytes.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_tx(&self, n: usize) {
+        self.tx_bytes.fetch_add(n as u64, Relaxed);
+    }
+}
