@@ -1,0 +1,376 @@
+"""The Terraform module, the plain manifests and the Dockerfile agree with
+each other and with the gateway binary's contract.
+
+Run by scripts/check-deploy. Every value compared here is parsed from the
+files (python-hcl2, PyYAML, tomllib), never matched as text, and the last
+tests mutate parsed manifests to show that the checks do fail on drift.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import tomllib
+
+import pytest
+
+from deploy_model import (
+    DOCKERFILE,
+    TERRAFORM_DIR,
+    Manifests,
+    TerraformModule,
+    dockerfile_instructions,
+    one,
+    parse_tf_file,
+)
+from facts import differences, facts_from_manifests, facts_from_terraform
+
+# The binary's contract (see docs/deploy.md): ports, paths and probe routes.
+TUNNEL_PORT = 51820
+ADMIN_PORT = 9586
+CONFIG_FILE = "/etc/promgate/promgate.toml"
+KEY_DIR = "/etc/promgate/key"
+PEERS_DIR = "/etc/promgate/peers.d"
+NONROOT_UID = 65532
+UPSTREAM_HOST = "prometheus.default.svc.cluster.local"
+UPSTREAM_NAMESPACE = "default"
+UPSTREAM_POD_LABELS = {"app": "prometheus"}
+UPSTREAM_POD_PORT = 9090
+
+# Differences between the two descriptions that are meant to be there.
+INTENDED_DIFFERENCES = {
+    # The module takes the endpoint from a variable or the load balancer; the
+    # minikube manifest writes the usual minikube address.
+    "gateway_config.gateway.endpoint",
+    # Only the module stamps who manages the objects.
+    "pod_labels.app.kubernetes.io/managed-by",
+}
+
+
+@pytest.fixture(scope="module")
+def tf() -> TerraformModule:
+    return TerraformModule.load()
+
+
+@pytest.fixture(scope="module")
+def manifests() -> Manifests:
+    return Manifests.load()
+
+
+@pytest.fixture(scope="module")
+def tf_facts(tf: TerraformModule) -> dict:
+    return facts_from_terraform(tf)
+
+
+@pytest.fixture(scope="module")
+def k8s_facts(manifests: Manifests) -> dict:
+    return facts_from_manifests(manifests)
+
+
+def contract_violations(f: dict) -> list[str]:
+    """Every way a fact set breaks the gateway's deployment contract."""
+    bad: list[str] = []
+
+    def expect(cond: bool, msg: str) -> None:
+        if not cond:
+            bad.append(msg)
+
+    # Ports: UDP tunnel and TCP admin, in separate Services.
+    expect(
+        f["tunnel_service"]["ports"] == [("wireguard", "UDP", TUNNEL_PORT, str(TUNNEL_PORT))],
+        f"tunnel Service ports {f['tunnel_service']['ports']}",
+    )
+    expect(f["tunnel_service"]["sessionAffinity"] == "ClientIP", "tunnel Service needs sessionAffinity ClientIP")
+    expect(
+        f["admin_service"]["ports"] == [("admin", "TCP", ADMIN_PORT, "admin")],
+        f"admin Service ports {f['admin_service']['ports']}",
+    )
+    expect(f["admin_service"]["type"] == "ClusterIP", "admin Service must be ClusterIP")
+    expect(
+        f["tunnel_service"]["name"] != f["admin_service"]["name"],
+        "tunnel and admin must be separate Services",
+    )
+    # Only the admin port is declared: a declared UDP container port becomes
+    # an always-DOWN target of the team's endpoints scrape job.
+    expect(
+        f["container_ports"] == [("admin", ADMIN_PORT, "TCP")],
+        f"container ports {f['container_ports']} (only admin/{ADMIN_PORT}/TCP may be declared)",
+    )
+
+    # Pod Security "restricted".
+    pod, ctr = f["pod_security"], f["container_security"]
+    for where, sc in (("pod", pod), ("container", ctr)):
+        expect(sc["runAsNonRoot"] is True, f"{where} runAsNonRoot")
+        expect(sc["runAsUser"] == NONROOT_UID, f"{where} runAsUser {sc['runAsUser']}")
+        expect(sc["runAsGroup"] == NONROOT_UID, f"{where} runAsGroup {sc['runAsGroup']}")
+        expect(sc["seccompProfile"] == "RuntimeDefault", f"{where} seccompProfile {sc['seccompProfile']}")
+    expect(pod.get("fsGroup") == NONROOT_UID, "pod fsGroup must let the gateway read the 0440 key")
+    expect(ctr.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")
+    expect(ctr.get("privileged") is False, "privileged must be false")
+    expect(ctr.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")
+    expect(ctr.get("capabilitiesDrop") == ["ALL"], f"capabilities drop {ctr.get('capabilitiesDrop')}")
+    expect(ctr.get("capabilitiesAdd") == [], f"capabilities add {ctr.get('capabilitiesAdd')}")
+    expect(f["service_account_automount"] is False, "the pod must not mount a service account token")
+
+    # Probes on the admin port.
+    expect(f["liveness"] == {"path": "/healthz", "port": "admin"}, f"liveness {f['liveness']}")
+    expect(f["readiness"] == {"path": "/readyz", "port": "admin"}, f"readiness {f['readiness']}")
+
+    # Mounts: config as one file, key and peers as whole directories.
+    mounts, volumes = f["mounts"], f["volumes"]
+    expect(set(mounts) == {"config", "key", "peers"}, f"volume mounts {sorted(mounts)}")
+    if set(mounts) == {"config", "key", "peers"}:
+        expect(mounts["config"] == (CONFIG_FILE, "promgate.toml", True), f"config mount {mounts['config']}")
+        expect(mounts["key"] == (KEY_DIR, None, True), f"key mount {mounts['key']}")
+        expect(
+            mounts["peers"] == (PEERS_DIR, None, True),
+            f"peers mount {mounts['peers']} (must be a read-only directory without subPath, for hot reload)",
+        )
+        expect(volumes.get("key", ("",))[0] == "secret", "the key volume must be a Secret")
+        expect(volumes.get("peers", ("",))[0] == "configMap", "the peers volume must be a ConfigMap")
+        expect(volumes.get("config", ("",))[0] == "configMap", "the config volume must be a ConfigMap")
+        key_mode = volumes.get("key", (None, None, 0o777))[2]
+        expect(key_mode & 0o007 == 0, f"the key must not be world-readable (mode {oct(key_mode)})")
+
+    # promgate.toml agrees with the pod it runs in.
+    gw = f["gateway_config"]["gateway"]
+    expect(gw["listen_port"] == TUNNEL_PORT, f"listen_port {gw['listen_port']}")
+    expect(
+        f["gateway_config"]["admin"]["listen"].rsplit(":", 1)[-1] == str(ADMIN_PORT),
+        f"admin listen {f['gateway_config']['admin']['listen']}",
+    )
+    expect(gw["private_key_file"] == KEY_DIR + "/private.key", f"private_key_file {gw['private_key_file']}")
+    expect(gw["peers_dir"] == PEERS_DIR, f"peers_dir {gw['peers_dir']}")
+    expect(re.fullmatch(rf"http://{re.escape(UPSTREAM_HOST)}(:80)?/?", gw["upstream"]) is not None, gw["upstream"])
+    expect(gw["http_ports"] == [80], f"http_ports {gw['http_ports']}")
+    expect(gw["address"] == "10.13.13.1/24", f"address {gw['address']}")
+
+    # Labels and selectors all name the same pods.
+    sel = f["selector"]
+    expect(sel and sel.items() <= f["pod_labels"].items(), "pod labels must include the selector")
+    expect(f["tunnel_service"]["selector"] == sel, "tunnel Service selector != Deployment selector")
+    expect(f["admin_service"]["selector"] == sel, "admin Service selector != Deployment selector")
+    expect(f["gateway_policy"]["podSelector"] == sel, "gateway NetworkPolicy podSelector != Deployment selector")
+
+    # NetworkPolicies.
+    gp = f["gateway_policy"]
+    expect(gp["policyTypes"] == ["Egress", "Ingress"], f"gateway policy types {gp['policyTypes']}")
+    expect(
+        gp["ingress"] == sorted([[("UDP", TUNNEL_PORT)], [("TCP", ADMIN_PORT)]]),
+        f"gateway policy ingress {gp['ingress']}",
+    )
+    upstream_rule = ([("TCP", UPSTREAM_POD_PORT)], [{
+        "namespaceSelector": {"kubernetes.io/metadata.name": UPSTREAM_NAMESPACE},
+        "podSelector": UPSTREAM_POD_LABELS,
+    }])
+    expect(upstream_rule in gp["egress"], f"gateway egress lacks Prometheus: {gp['egress']}")
+    dns_ports = [("TCP", 53), ("UDP", 53)]
+    expect(any(ports == dns_ports for ports, _ in gp["egress"]), "gateway egress lacks DNS")
+    expect(len(gp["egress"]) == 2, f"gateway egress should be Prometheus and DNS only: {gp['egress']}")
+
+    up = f["upstream_policy"]
+    expect(up["namespace"] == UPSTREAM_NAMESPACE, f"Prometheus policy namespace {up['namespace']}")
+    expect(up["podSelector"] == UPSTREAM_POD_LABELS, f"Prometheus policy podSelector {up['podSelector']}")
+    expect(up["policyTypes"] == ["Ingress"], f"Prometheus policy types {up['policyTypes']}")
+    expect(up["ingress_ports"] == [[("TCP", UPSTREAM_POD_PORT)]], f"Prometheus policy ports {up['ingress_ports']}")
+    promgate_peer = {"namespaceSelector": {"kubernetes.io/metadata.name": "promgate"}, "podSelector": sel}
+    expect(
+        bool(up["ingress_from"]) and promgate_peer in up["ingress_from"][0],
+        f"Prometheus policy must admit promgate pods: {up['ingress_from']}",
+    )
+
+    # Requests and limits.
+    for kind in ("requests", "limits"):
+        expect(set(f["resources"].get(kind, {})) >= {"cpu", "memory"}, f"resources.{kind} needs cpu and memory")
+
+    return bad
+
+
+def _drop(diffs: list[str]) -> list[str]:
+    return [d for d in diffs if d.split(":", 1)[0] not in INTENDED_DIFFERENCES]
+
+
+# ---------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------
+
+
+def test_every_tf_file_parses():
+    files = sorted(TERRAFORM_DIR.rglob("*.tf"))
+    files = [p for p in files if ".terraform" not in p.parts]
+    assert len(files) >= 10
+    for path in files:
+        assert isinstance(parse_tf_file(path), dict), path
+
+
+@pytest.mark.parametrize("side", ["terraform", "manifests"])
+def test_contract(side, tf_facts, k8s_facts):
+    facts = tf_facts if side == "terraform" else k8s_facts
+    assert contract_violations(facts) == []
+
+
+def test_module_and_manifests_agree(tf_facts, k8s_facts):
+    assert _drop(differences(tf_facts, k8s_facts)) == []
+
+
+def test_tunnel_service_types(tf, manifests):
+    assert tf.default("service_type") == "LoadBalancer"
+    tunnel = one(tf.resource("kubernetes_service_v1", "tunnel")["spec"])
+    assert tf.value(tunnel["type"]) == "LoadBalancer"
+    k8s = manifests.get("Service", "promgate")["spec"]
+    assert k8s["type"] == "NodePort"
+    assert k8s["ports"][0]["nodePort"] == 31820
+    # The manifest's endpoint is the NodePort it opens.
+    cm = facts_from_manifests(manifests)["gateway_config"]["gateway"]
+    assert cm["endpoint"].endswith(":31820")
+
+
+def test_only_the_gateway_config_rolls_the_pods(tf, manifests):
+    dep = tf.resource("kubernetes_deployment_v1", "gateway")
+    meta = one(one(one(dep["spec"])["template"])["metadata"])
+    annotations = meta.get("annotations", {})
+    keys = {k.strip('"') for k in annotations}
+    assert "checksum/config" in keys
+    assert "local.gateway_config" in annotations.get('"checksum/config"', annotations.get("checksum/config", ""))
+    # A peers change must reach the pod by hot reload, not by a restart.
+    assert not any("peer" in k or "peer" in str(v) for k, v in annotations.items()), annotations
+    k8s_meta = manifests.get("Deployment", "promgate")["spec"]["template"]["metadata"]
+    assert not any("peer" in str(v) for v in k8s_meta.get("annotations", {}).values())
+
+
+def test_peers_config_map_is_one_file_per_peer(tf):
+    peers = tf.resource("kubernetes_config_map_v1", "peers")
+    assert tf.value(one(peers["metadata"])["name"]) == "promgate-peers"
+    assert peers["data"] == "${local.peer_files}"
+    assert '"${p.name}.toml" =>' in tf.locals["peer_files"]
+    # The template renders [[peer]] tables of the contract's shape.
+    text = (TERRAFORM_DIR / "templates" / "peer.toml.tftpl").read_text()
+    rendered = re.sub(
+        r"\$\{jsonencode\((\w+)\)\}",
+        lambda m: json.dumps({"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer"}[m.group(1)]),
+        text,
+    )
+    assert tomllib.loads(rendered) == {
+        "peer": [{"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer"}]
+    }
+
+
+def test_client_config_template():
+    text = (TERRAFORM_DIR / "templates" / "client.conf.tftpl").read_text()
+    body = [l for l in text.splitlines() if l and not l.startswith("#")]
+    assert "PrivateKey = <CLIENT_PRIVATE_KEY>" in body
+    assert "AllowedIPs = ${gateway_ip}/32" in body
+    assert "PersistentKeepalive = 25" in body
+    assert body.index("[Interface]") < body.index("[Peer]")
+
+
+@pytest.mark.parametrize("side", ["terraform", "manifests"])
+def test_namespace_enforces_restricted(side, tf, manifests):
+    if side == "terraform":
+        labels = tf.value(one(tf.resource("kubernetes_namespace_v1", "this")["metadata"])["labels"])
+        ns_name = tf.default("namespace")
+    else:
+        ns = manifests.get("Namespace", "promgate")
+        labels, ns_name = ns["metadata"]["labels"], ns["metadata"]["name"]
+    assert ns_name == "promgate"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_dockerfile_matches_the_pod(k8s_facts):
+    instrs = dockerfile_instructions(DOCKERFILE)
+    froms = [a for i, a in instrs if i == "FROM"]
+    assert len(froms) >= 2, "multi-stage build"
+    assert froms[-1].startswith("gcr.io/distroless/") and froms[-1].endswith(":nonroot")
+    assert not any(":latest" in f for f in froms)
+    users = [a for i, a in instrs if i == "USER"]
+    assert users and users[-1].split(":")[0] == str(k8s_facts["pod_security"]["runAsUser"])
+    exposed = set(" ".join(a for i, a in instrs if i == "EXPOSE").split())
+    assert exposed == {f"{TUNNEL_PORT}/udp", f"{ADMIN_PORT}/tcp"}
+    entry = json.loads(next(a for i, a in instrs if i == "ENTRYPOINT"))
+    assert entry == ["/usr/local/bin/promgate", "serve", "--config", k8s_facts["mounts"]["config"][0]]
+
+
+def test_examples_use_the_module():
+    mk = parse_tf_file(TERRAFORM_DIR / "examples" / "minikube" / "main.tf")
+    eks = parse_tf_file(TERRAFORM_DIR / "examples" / "eks" / "main.tf")
+    mk_mod = one(mk["module"])["promgate"]
+    eks_mod = one(eks["module"])["promgate"]
+    assert mk_mod["source"] == eks_mod["source"] == "../.."
+    assert mk_mod["service_type"] == "NodePort"
+    assert eks_mod["service_type"] == "LoadBalancer"
+    annotations = eks_mod["service_annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"] == "ip"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == str(ADMIN_PORT)
+
+
+# ---------------------------------------------------------------------------
+# The checks can fail: mutate parsed manifests and watch them catch it.
+# ---------------------------------------------------------------------------
+
+
+def _mutated(manifests: Manifests, kind: str, name: str, change) -> Manifests:
+    objects = copy.deepcopy(manifests.objects)
+    for (k, _, n), obj in objects.items():
+        if k == kind and n == name:
+            change(obj)
+    return Manifests(objects)
+
+
+MUTATIONS = {
+    "writable root fs": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
+    ),
+    "peers mounted with subPath": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][2].update(subPath="alice.toml"),
+    ),
+    "tunnel port moved": (
+        "Service", "promgate", lambda s: s["spec"]["ports"][0].update(port=51821, targetPort=51821),
+    ),
+    "UDP container port declared": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"].append(
+            {"name": "wireguard", "containerPort": TUNNEL_PORT, "protocol": "UDP"}
+        ),
+    ),
+    "readiness path": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"].update(path="/ready"),
+    ),
+    "selector label": (
+        "Service", "promgate-admin", lambda s: s["spec"]["selector"].update({"app.kubernetes.io/name": "other"}),
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_checks_catch_drift(mutation, manifests, tf_facts):
+    kind, name, change = MUTATIONS[mutation]
+    facts = facts_from_manifests(_mutated(manifests, kind, name, change))
+    assert _drop(differences(tf_facts, facts)), f"{mutation}: no difference found"
+    assert contract_violations(facts), f"{mutation}: no contract violation found"
+
+
+TF_MUTATIONS = {
+    "writable root fs": ("deployment.tf", "read_only_root_filesystem  = true", "read_only_root_filesystem  = false"),
+    "admin port default": ("variables.tf", "default     = 9586", "default     = 9587"),
+    "peers dir": ("main.tf", '"/etc/promgate/peers.d"', '"/etc/promgate/peers"'),
+    "liveness path": ("deployment.tf", 'path = "/healthz"', 'path = "/health"'),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(TF_MUTATIONS))
+def test_checks_catch_terraform_drift(mutation, tmp_path, k8s_facts):
+    filename, old, new = TF_MUTATIONS[mutation]
+    copy_dir = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM_DIR, copy_dir, ignore=shutil.ignore_patterns("examples", ".terraform"))
+    path = copy_dir / filename
+    text = path.read_text()
+    assert text.count(old) == 1, f"{mutation}: pattern {old!r} must occur once in {filename}"
+    path.write_text(text.replace(old, new))
+    facts = facts_from_terraform(TerraformModule.load(copy_dir))
+    assert _drop(differences(facts, k8s_facts)), f"{mutation}: no difference found"
+    assert contract_violations(facts), f"{mutation}: no contract violation found"
