@@ -42,7 +42,7 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
         self.entries.insert((net.prefix_len(), net.addr()), value);
         if !self.lengths.contains(&key) {
             self.lengths.push(key);
-            self.lengths.sort_by(|a, b| b.1.cmp(&a.1));
+            self.lengths.sort_by_key(|l| std::cmp::Reverse(l.1));
         }
     }
 

@@ -290,7 +290,11 @@ impl<'a> Sink<'a> {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn toml_error(file: &Path, text: &str, err: toml::de::Error) -> ConfigError {
@@ -343,14 +347,15 @@ fn key_message(e: KeyError) -> String {
 
 /// Reads and validates the whole config: gateway, admin and every peer.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
     parse(path, &text)
 }
 
 /// Validates config text as if it were read from `path` (peers_dir is read from disk).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(path, text, e)]))?;
+    let raw: RawFile =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(path, text, e)]))?;
     let mut sink = Sink::new(path, text);
 
     let Some(gw) = raw.gateway else {
@@ -398,8 +403,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 /// Re-reads only the peer set (inline peers plus `peers_dir`), for hot reload.
 /// The gateway section of the running config is kept as it is.
 pub fn load_peers(path: &Path, gateway: &GatewayConfig) -> Result<Vec<PeerConfig>, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
     let raw: RawFile =
         toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, e)]))?;
     let mut sink = Sink::new(path, &text);
@@ -427,7 +432,8 @@ pub fn load_peers(path: &Path, gateway: &GatewayConfig) -> Result<Vec<PeerConfig
 /// entries are skipped: Kubernetes keeps its ConfigMap versions in `..data`
 /// style directories and exposes the files through symlinks.
 pub fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ConfigErrors(vec![io_error(dir, "peers_dir", e)]))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| ConfigErrors(vec![io_error(dir, "peers_dir", e)]))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -450,7 +456,11 @@ pub fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
         match toml::from_str::<RawPeersFile>(&text) {
             Ok(raw) => {
                 let mut sink = Sink::new(&file, &text);
-                peers.extend(raw.peer.into_iter().filter_map(|p| validate_peer(&mut sink, p)));
+                peers.extend(
+                    raw.peer
+                        .into_iter()
+                        .filter_map(|p| validate_peer(&mut sink, p)),
+                );
                 errors.extend(sink.errors);
             }
             Err(e) => errors.push(toml_error(&file, &text, e)),
@@ -474,18 +484,32 @@ fn validate_gateway(
 
     let private_key = resolve_private_key(sink, base_dir, span.clone(), &raw);
 
-    let listen_port = raw.listen_port.map(|p| *p.get_ref()).unwrap_or(DEFAULT_LISTEN_PORT);
+    let listen_port = raw
+        .listen_port
+        .map(|p| *p.get_ref())
+        .unwrap_or(DEFAULT_LISTEN_PORT);
 
     let mut addresses = Vec::new();
     match raw.address {
-        None => sink.push(span.clone(), "gateway.address", "missing: the gateway's tunnel address, e.g. \"10.13.13.1/24\""),
+        None => sink.push(
+            span.clone(),
+            "gateway.address",
+            "missing: the gateway's tunnel address, e.g. \"10.13.13.1/24\"",
+        ),
         Some(a) => {
             let a_span = a.span();
             for s in a.into_inner().into_vec() {
                 match s.parse::<IpNet>() {
                     Ok(net) => {
-                        if addresses.iter().any(|n: &IpNet| n.addr().is_ipv4() == net.addr().is_ipv4()) {
-                            sink.push(a_span.clone(), "gateway.address", "at most one address per IP family");
+                        if addresses
+                            .iter()
+                            .any(|n: &IpNet| n.addr().is_ipv4() == net.addr().is_ipv4())
+                        {
+                            sink.push(
+                                a_span.clone(),
+                                "gateway.address",
+                                "at most one address per IP family",
+                            );
                         } else {
                             addresses.push(net);
                         }
@@ -514,15 +538,27 @@ fn validate_gateway(
         .as_ref()
         .map(|u| u.get_ref().clone())
         .unwrap_or_else(|| DEFAULT_UPSTREAM.to_string());
-    let upstream_span = raw.upstream.as_ref().map(|u| u.span()).unwrap_or(span.clone());
+    let upstream_span = raw
+        .upstream
+        .as_ref()
+        .map(|u| u.span())
+        .unwrap_or(span.clone());
     let upstream = match upstream_text.parse::<http::Uri>() {
         Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
         Ok(_) => {
-            sink.push(upstream_span, "gateway.upstream", format!("`{upstream_text}` must be an http:// URL with a host"));
+            sink.push(
+                upstream_span,
+                "gateway.upstream",
+                format!("`{upstream_text}` must be an http:// URL with a host"),
+            );
             None
         }
         Err(e) => {
-            sink.push(upstream_span, "gateway.upstream", format!("`{upstream_text}` is not a URL: {e}"));
+            sink.push(
+                upstream_span,
+                "gateway.upstream",
+                format!("`{upstream_text}` is not a URL: {e}"),
+            );
             None
         }
     };
@@ -532,7 +568,11 @@ fn validate_gateway(
         Some(p) => {
             let ports = p.get_ref().clone();
             if ports.is_empty() || ports.contains(&0) {
-                sink.push(p.span(), "gateway.http_ports", "list at least one port, none of them 0");
+                sink.push(
+                    p.span(),
+                    "gateway.http_ports",
+                    "list at least one port, none of them 0",
+                );
             }
             ports
         }
@@ -543,7 +583,11 @@ fn validate_gateway(
         Some(h) => match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
             Ok(n) => n,
             Err(_) => {
-                sink.push(h.span(), "gateway.identity_header", format!("`{}` is not a valid header name", h.get_ref()));
+                sink.push(
+                    h.span(),
+                    "gateway.identity_header",
+                    format!("`{}` is not a valid header name", h.get_ref()),
+                );
                 http::HeaderName::from_static("x-promgate-peer")
             }
         },
@@ -552,22 +596,42 @@ fn validate_gateway(
     let endpoint = raw.endpoint.map(|e| {
         let text = e.get_ref().clone();
         if !text.contains(':') {
-            sink.push(e.span(), "gateway.endpoint", format!("`{text}` needs a port, e.g. \"vpn.example.com:51820\""));
+            sink.push(
+                e.span(),
+                "gateway.endpoint",
+                format!("`{text}` needs a port, e.g. \"vpn.example.com:51820\""),
+            );
         }
         text
     });
 
-    let upstream_timeout = parse_duration(sink, "gateway.upstream_timeout", raw.upstream_timeout, Duration::from_secs(120));
-    let tcp_idle_timeout = parse_duration(sink, "gateway.tcp_idle_timeout", raw.tcp_idle_timeout, Duration::from_secs(300));
-    let positive = |sink: &mut Sink<'_>, field: &str, v: Option<Spanned<usize>>, default: usize| match v {
-        None => default,
-        Some(n) if *n.get_ref() > 0 => *n.get_ref(),
-        Some(n) => {
-            sink.push(n.span(), field, "must be at least 1");
-            default
-        }
-    };
-    let max_connections_per_peer = positive(sink, "gateway.max_connections_per_peer", raw.max_connections_per_peer, 128);
+    let upstream_timeout = parse_duration(
+        sink,
+        "gateway.upstream_timeout",
+        raw.upstream_timeout,
+        Duration::from_secs(120),
+    );
+    let tcp_idle_timeout = parse_duration(
+        sink,
+        "gateway.tcp_idle_timeout",
+        raw.tcp_idle_timeout,
+        Duration::from_secs(300),
+    );
+    let positive =
+        |sink: &mut Sink<'_>, field: &str, v: Option<Spanned<usize>>, default: usize| match v {
+            None => default,
+            Some(n) if *n.get_ref() > 0 => *n.get_ref(),
+            Some(n) => {
+                sink.push(n.span(), field, "must be at least 1");
+                default
+            }
+        };
+    let max_connections_per_peer = positive(
+        sink,
+        "gateway.max_connections_per_peer",
+        raw.max_connections_per_peer,
+        128,
+    );
     let max_connections = positive(sink, "gateway.max_connections", raw.max_connections, 1024);
 
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
@@ -598,10 +662,14 @@ fn resolve_private_key(
     span: std::ops::Range<usize>,
     raw: &RawGateway,
 ) -> Option<PrivateKey> {
-    let given = [raw.private_key_file.is_some(), raw.private_key_env.is_some(), raw.private_key.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let given = [
+        raw.private_key_file.is_some(),
+        raw.private_key_env.is_some(),
+        raw.private_key.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if given != 1 {
         sink.push(
             span,
@@ -619,12 +687,20 @@ fn resolve_private_key(
                     Some(k)
                 }
                 Err(e) => {
-                    sink.push(f.span(), "gateway.private_key_file", format!("{}: {}", file.display(), key_message(e)));
+                    sink.push(
+                        f.span(),
+                        "gateway.private_key_file",
+                        format!("{}: {}", file.display(), key_message(e)),
+                    );
                     None
                 }
             },
             Err(e) => {
-                sink.push(f.span(), "gateway.private_key_file", format!("cannot read {}: {e}", file.display()));
+                sink.push(
+                    f.span(),
+                    "gateway.private_key_file",
+                    format!("cannot read {}: {e}", file.display()),
+                );
                 None
             }
         }
@@ -633,12 +709,20 @@ fn resolve_private_key(
             Ok(text) => match PrivateKey::from_base64(&text) {
                 Ok(k) => Some(k),
                 Err(e) => {
-                    sink.push(var.span(), "gateway.private_key_env", format!("${}: {}", var.get_ref(), key_message(e)));
+                    sink.push(
+                        var.span(),
+                        "gateway.private_key_env",
+                        format!("${}: {}", var.get_ref(), key_message(e)),
+                    );
                     None
                 }
             },
             Err(_) => {
-                sink.push(var.span(), "gateway.private_key_env", format!("environment variable {} is not set", var.get_ref()));
+                sink.push(
+                    var.span(),
+                    "gateway.private_key_env",
+                    format!("environment variable {} is not set", var.get_ref()),
+                );
                 None
             }
         }
@@ -695,7 +779,14 @@ fn validate_admin(sink: &mut Sink<'_>, raw: Option<RawAdmin>) -> AdminConfig {
         match v.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                sink.push(v.span(), field, format!("`{}` is not ip:port, e.g. \"0.0.0.0:9586\"; \"off\" disables it", v.get_ref()));
+                sink.push(
+                    v.span(),
+                    field,
+                    format!(
+                        "`{}` is not ip:port, e.g. \"0.0.0.0:9586\"; \"off\" disables it",
+                        v.get_ref()
+                    ),
+                );
                 None
             }
         }
@@ -716,7 +807,12 @@ fn validate_admin(sink: &mut Sink<'_>, raw: Option<RawAdmin>) -> AdminConfig {
         if d.get_ref() == "off" {
             admin.upstream_unready_after = None;
         } else {
-            admin.upstream_unready_after = Some(parse_duration(sink, "admin.upstream_unready_after", Some(d), Duration::from_secs(60)));
+            admin.upstream_unready_after = Some(parse_duration(
+                sink,
+                "admin.upstream_unready_after",
+                Some(d),
+                Duration::from_secs(60),
+            ));
         }
     }
     admin
@@ -731,7 +827,14 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
     let name = match raw.name {
         Some(n) if valid_peer_name(n.get_ref()) => n.into_inner(),
         Some(n) => {
-            sink.push(n.span(), "peer.name", format!("`{}` must be 1-64 characters of a-z, A-Z, 0-9, '.', '_' or '-'", n.get_ref()));
+            sink.push(
+                n.span(),
+                "peer.name",
+                format!(
+                    "`{}` must be 1-64 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
+                    n.get_ref()
+                ),
+            );
             String::new()
         }
         None => {
@@ -764,13 +867,24 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
         Some(a) => {
             let a_span = a.span();
             for s in a.into_inner().into_vec() {
-                match s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)) {
+                match s
+                    .parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                {
                     Ok(n) => allowed_ips.push(n.trunc()),
-                    Err(_) => sink.push(a_span.clone(), &field("allowed_ips"), format!("`{s}` is not an address or network")),
+                    Err(_) => sink.push(
+                        a_span.clone(),
+                        &field("allowed_ips"),
+                        format!("`{s}` is not an address or network"),
+                    ),
                 }
             }
             if allowed_ips.is_empty() && sink.errors.len() == before {
-                sink.push(a_span, &field("allowed_ips"), "is empty: the peer could send nothing");
+                sink.push(
+                    a_span,
+                    &field("allowed_ips"),
+                    "is empty: the peer could send nothing",
+                );
             }
         }
         None => sink.push(span.clone(), &field("allowed_ips"), "missing"),
@@ -791,14 +905,22 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
             "viewer" => Role::Viewer,
             "admin" => Role::Admin,
             other => {
-                sink.push(r.span(), &field("role"), format!("`{other}` is not a role; use \"viewer\" or \"admin\""));
+                sink.push(
+                    r.span(),
+                    &field("role"),
+                    format!("`{other}` is not a role; use \"viewer\" or \"admin\""),
+                );
                 Role::Viewer
             }
         },
     };
     for p in raw.allow_paths.iter().chain(raw.deny_paths.iter()) {
         if !p.starts_with('/') {
-            sink.push(span.clone(), &field("allow_paths"), format!("`{p}` must start with '/'"));
+            sink.push(
+                span.clone(),
+                &field("allow_paths"),
+                format!("`{p}` must start with '/'"),
+            );
         }
     }
     if sink.errors.len() > before {
@@ -809,7 +931,10 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
         public_key: public_key?,
         allowed_ips,
         preshared_key,
-        persistent_keepalive: raw.persistent_keepalive.map(|k| *k.get_ref()).filter(|k| *k > 0),
+        persistent_keepalive: raw
+            .persistent_keepalive
+            .map(|k| *k.get_ref())
+            .filter(|k| *k > 0),
         role,
         allow_paths: raw.allow_paths,
         deny_paths: raw.deny_paths,
@@ -823,7 +948,9 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
 fn valid_peer_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// Checks that need the whole peer set: duplicates, overlaps, our own key.
@@ -840,24 +967,52 @@ pub fn cross_check_peers(peers: &[PeerConfig], gateway: &GatewayConfig) -> Vec<C
     let mut keys: HashMap<[u8; 32], &PeerConfig> = HashMap::new();
     for p in peers {
         if let Some(first) = names.insert(&p.name, p) {
-            errors.push(err(p, "name", format!("duplicate name, also at {}:{}", first.origin.file.display(), first.origin.line)));
+            errors.push(err(
+                p,
+                "name",
+                format!(
+                    "duplicate name, also at {}:{}",
+                    first.origin.file.display(),
+                    first.origin.line
+                ),
+            ));
         }
         if let Some(first) = keys.insert(p.public_key, p) {
-            errors.push(err(p, "public_key", format!("same key as peer \"{}\" at {}:{}", first.name, first.origin.file.display(), first.origin.line)));
+            errors.push(err(
+                p,
+                "public_key",
+                format!(
+                    "same key as peer \"{}\" at {}:{}",
+                    first.name,
+                    first.origin.file.display(),
+                    first.origin.line
+                ),
+            ));
         }
         if &p.public_key == own.as_bytes() {
-            errors.push(err(p, "public_key", "is the gateway's own public key".into()));
+            errors.push(err(
+                p,
+                "public_key",
+                "is the gateway's own public key".into(),
+            ));
         }
         for net in &p.allowed_ips {
             if gateway.addresses.iter().any(|g| net.contains(&g.addr())) {
-                errors.push(err(p, "allowed_ips", format!("{net} contains the gateway's own address")));
+                errors.push(err(
+                    p,
+                    "allowed_ips",
+                    format!("{net} contains the gateway's own address"),
+                ));
             }
         }
     }
     // Overlap check: sort all networks by start address, compare neighbours
     // within a family. O(n log n), fine for 10,000 peers.
-    let mut nets: Vec<(&IpNet, &PeerConfig)> = peers.iter().flat_map(|p| p.allowed_ips.iter().map(move |n| (n, p))).collect();
-    nets.sort_by(|a, b| (a.0.network(), a.0.prefix_len()).cmp(&(b.0.network(), b.0.prefix_len())));
+    let mut nets: Vec<(&IpNet, &PeerConfig)> = peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter().map(move |n| (n, p)))
+        .collect();
+    nets.sort_by_key(|(n, _)| (n.network(), n.prefix_len()));
     let mut widest: Option<(&IpNet, &PeerConfig)> = None;
     for (net, p) in nets {
         if let Some((w, wp)) = widest
@@ -865,7 +1020,16 @@ pub fn cross_check_peers(peers: &[PeerConfig], gateway: &GatewayConfig) -> Vec<C
             && w.contains(&net.network())
         {
             if !std::ptr::eq(wp, p) || w == net {
-                errors.push(err(p, "allowed_ips", format!("{net} overlaps {w} of peer \"{}\" ({}:{})", wp.name, wp.origin.file.display(), wp.origin.line)));
+                errors.push(err(
+                    p,
+                    "allowed_ips",
+                    format!(
+                        "{net} overlaps {w} of peer \"{}\" ({}:{})",
+                        wp.name,
+                        wp.origin.file.display(),
+                        wp.origin.line
+                    ),
+                ));
             }
             if w.broadcast() >= net.broadcast() {
                 continue;
@@ -949,11 +1113,17 @@ allowed_ips = ["10.13.13.2/32"]
         let errs = errors_of(&text, &dir);
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         let all = shown.join("\n");
-        assert!(all.contains("p.toml:17: peer \"bad\".public_key: key is not valid base64"), "{all}");
+        assert!(
+            all.contains("p.toml:17: peer \"bad\".public_key: key is not valid base64"),
+            "{all}"
+        );
         assert!(all.contains("peer \"me\".allowed_ips: is empty"), "{all}");
         assert!(all.contains("peer \"a\".name: duplicate name"), "{all}");
         assert!(all.contains("same key as peer \"a\""), "{all}");
-        assert!(all.contains("10.13.13.2/32 overlaps 10.13.13.2/31"), "{all}");
+        assert!(
+            all.contains("10.13.13.2/32 overlaps 10.13.13.2/31"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -965,7 +1135,11 @@ allowed_ips = ["10.13.13.2/32"]
             base(&dir),
             encode_key(own.public_key().as_bytes())
         );
-        let all = errors_of(&text, &dir).iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        let all = errors_of(&text, &dir)
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(all.contains("is the gateway's own public key"), "{all}");
     }
 
@@ -991,9 +1165,16 @@ allowed_ips = ["10.13.13.2/32"]
     #[test]
     fn missing_key_file_is_named() {
         let dir = tempdir("nokey");
-        let text = "[gateway]\nprivate_key_file = \"/nonexistent/k\"\naddress = \"10.13.13.1/24\"\n";
+        let text =
+            "[gateway]\nprivate_key_file = \"/nonexistent/k\"\naddress = \"10.13.13.1/24\"\n";
         let errs = errors_of(text, &dir);
-        assert!(errs[0].to_string().contains(":2: gateway.private_key_file: cannot read /nonexistent/k"), "{}", errs[0]);
+        assert!(
+            errs[0]
+                .to_string()
+                .contains(":2: gateway.private_key_file: cannot read /nonexistent/k"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -1011,10 +1192,21 @@ allowed_ips = ["10.13.13.2/32"]
         assert_eq!(cfg.peers.len(), 1);
         assert_eq!(cfg.peers[0].role, Role::Admin);
 
-        std::fs::write(dir.join("peers.d/carol.toml"), "[[peer]]\nname = \"carol\"\nrole = \"root\"\n").unwrap();
-        let all = errors_of(&text, &dir).iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        std::fs::write(
+            dir.join("peers.d/carol.toml"),
+            "[[peer]]\nname = \"carol\"\nrole = \"root\"\n",
+        )
+        .unwrap();
+        let all = errors_of(&text, &dir)
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(all.contains("carol.toml:"), "{all}");
-        assert!(all.contains("\"root\" is not a role") || all.contains("`root` is not a role"), "{all}");
+        assert!(
+            all.contains("\"root\" is not a role") || all.contains("`root` is not a role"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -1030,6 +1222,12 @@ allowed_ips = ["10.13.13.2/32"]
         );
         let errs = errors_of(&text, &dir);
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].to_string().contains("peer \"b\".allowed_ips: 10.13.13.20/32 overlaps 10.13.13.16/28"), "{}", errs[0]);
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("peer \"b\".allowed_ips: 10.13.13.20/32 overlaps 10.13.13.16/28"),
+            "{}",
+            errs[0]
+        );
     }
 }

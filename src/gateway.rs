@@ -75,7 +75,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &GatewayConfig, peers: &[PeerConfig], stats: Arc<Stats>, notify: Arc<Notify>, seed: u64, now: Instant) -> Self {
+    pub fn new(
+        config: &GatewayConfig,
+        peers: &[PeerConfig],
+        stats: Arc<Stats>,
+        notify: Arc<Notify>,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let limits = Limits {
             per_peer: config.max_connections_per_peer,
             total: config.max_connections,
@@ -83,7 +90,14 @@ impl Gateway {
         };
         Gateway {
             peers: PeerTable::new(config.private_key.clone(), peers),
-            netstack: Netstack::new(&config.addresses, usize::from(config.mtu), limits, seed, notify, now),
+            netstack: Netstack::new(
+                &config.addresses,
+                usize::from(config.mtu),
+                limits,
+                seed,
+                notify,
+                now,
+            ),
             gateway_addrs: config.addresses.iter().map(|n| n.addr()).collect(),
             http_ports: config.http_ports.clone(),
             stats,
@@ -102,7 +116,13 @@ impl Gateway {
     }
 
     /// Handles one UDP datagram from `src`.
-    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, datagram: &[u8], out: &mut impl Transmit) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut impl Transmit,
+    ) {
         match self.peers.decapsulate(src, datagram, &mut self.rx_buf) {
             Decapsulated::Dropped(reason) => self.stats.drop_packet(reason),
             Decapsulated::CookieReply(reply) => {
@@ -139,9 +159,13 @@ impl Gateway {
     /// Runs the netstack and sends what it produced. Call after a batch of
     /// datagrams, when a stream signalled, and when [`Self::poll_at`] is due.
     pub fn poll(&mut self, now: Instant, out: &mut impl Transmit) {
-        if self.last_tick.is_none_or(|t| now.saturating_duration_since(t) >= TICK) {
+        if self
+            .last_tick
+            .is_none_or(|t| now.saturating_duration_since(t) >= TICK)
+        {
             self.last_tick = Some(now);
-            self.peers.tick(&mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
+            self.peers
+                .tick(&mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
         }
         self.netstack.poll(now);
         let peers = &mut self.peers;
@@ -178,7 +202,9 @@ impl Gateway {
         let accepted: Vec<NewConnection> = self.netstack.take_accepted().collect();
         let mut ready = Vec::with_capacity(accepted.len());
         for c in accepted {
-            let Some(peer) = peers.get(c.peer) else { continue };
+            let Some(peer) = peers.get(c.peer) else {
+                continue;
+            };
             self.stats.tcp_connections_accepted.fetch_add(1, Relaxed);
             ready.push((
                 ConnInfo {
@@ -192,7 +218,9 @@ impl Gateway {
                 c.stream,
             ));
         }
-        self.stats.tcp_connections_open.store(self.netstack.connection_count() as u64, Relaxed);
+        self.stats
+            .tcp_connections_open
+            .store(self.netstack.connection_count() as u64, Relaxed);
         ready
     }
 

@@ -8,11 +8,19 @@
 //! shell around it; [`serve`] wires config, sockets, admin server and signals.
 
 pub mod allowed_ips;
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod driver;
 pub mod gateway;
 pub mod keys;
 pub mod netstack;
 pub mod peer;
+pub mod policy;
+pub mod proxy;
+pub mod quickstart;
 pub mod route;
+pub mod serve;
 pub mod stats;
 pub mod stream;
+pub mod telemetry;

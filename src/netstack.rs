@@ -158,14 +158,25 @@ pub struct Netstack {
 
 impl Netstack {
     /// `notify` is signalled by connection streams when they need the netstack polled.
-    pub fn new(addresses: &[ipnet::IpNet], mtu: usize, limits: Limits, seed: u64, notify: Arc<Notify>, now: Instant) -> Self {
+    pub fn new(
+        addresses: &[ipnet::IpNet],
+        mtu: usize,
+        limits: Limits,
+        seed: u64,
+        notify: Arc<Notify>,
+        now: Instant,
+    ) -> Self {
         let mut tx = TxQueue {
             ready: VecDeque::with_capacity(MAX_TX_QUEUE),
             spare: Vec::new(),
         };
         let mut config = IfaceConfig::new(HardwareAddress::Ip);
         config.random_seed = seed;
-        let mut device = TunnelDevice { rx: None, tx: &mut tx, mtu };
+        let mut device = TunnelDevice {
+            rx: None,
+            tx: &mut tx,
+            mtu,
+        };
         let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::from_micros(0));
         iface.update_ip_addrs(|addrs| {
             for net in addresses {
@@ -201,7 +212,9 @@ impl Netstack {
     }
 
     fn timestamp(&self, now: Instant) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(now.saturating_duration_since(self.epoch).as_micros() as i64)
+        smoltcp::time::Instant::from_micros(
+            now.saturating_duration_since(self.epoch).as_micros() as i64
+        )
     }
 
     /// Open connections, including ones still in their handshake.
@@ -214,11 +227,25 @@ impl Netstack {
     }
 
     /// Processes one inner packet that passed the route check.
-    pub fn receive(&mut self, now: Instant, peer: PeerId, packet: &[u8], kind: Accepted) -> Result<(), DropReason> {
-        if let Accepted::Tcp { src, src_port, dst_port, syn: true } = kind {
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        packet: &[u8],
+        kind: Accepted,
+    ) -> Result<(), DropReason> {
+        if let Accepted::Tcp {
+            src,
+            src_port,
+            dst_port,
+            syn: true,
+        } = kind
+        {
             let tuple = (src, src_port, dst_port);
             if !self.by_tuple.contains_key(&tuple) {
-                if self.conns.len() >= self.limits.total || self.connections_of(peer) >= self.limits.per_peer {
+                if self.conns.len() >= self.limits.total
+                    || self.connections_of(peer) >= self.limits.per_peer
+                {
                     // Dropping (not resetting) lets the client's SYN retry
                     // succeed once a slot frees up.
                     return Err(DropReason::ConnectionLimit);
@@ -232,7 +259,8 @@ impl Netstack {
             tx: &mut self.tx,
             mtu: self.mtu,
         };
-        self.iface.poll_ingress_single(ts, &mut device, &mut self.sockets);
+        self.iface
+            .poll_ingress_single(ts, &mut device, &mut self.sockets);
         Ok(())
     }
 
@@ -346,7 +374,11 @@ impl Netstack {
                 let discard = s.app_dropped;
                 let n = sock
                     .recv(|buf| {
-                        let n = if discard { buf.len() } else { s.rx.enqueue_slice(buf) };
+                        let n = if discard {
+                            buf.len()
+                        } else {
+                            s.rx.enqueue_slice(buf)
+                        };
                         (n, n)
                     })
                     .unwrap_or(0);

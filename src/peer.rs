@@ -189,10 +189,13 @@ impl PeerTable {
     /// place); a peer whose key or AllowedIPs changed is removed and re-added.
     pub fn apply(&mut self, peers: &[PeerConfig]) -> PeerDiff {
         let mut diff = PeerDiff::default();
-        let wanted: HashMap<[u8; 32], &PeerConfig> = peers.iter().map(|p| (p.public_key, p)).collect();
+        let wanted: HashMap<[u8; 32], &PeerConfig> =
+            peers.iter().map(|p| (p.public_key, p)).collect();
         let existing: Vec<PeerId> = self.iter().map(|(id, _)| id).collect();
         for id in existing {
-            let Some(peer) = self.get_mut(id) else { continue };
+            let Some(peer) = self.get_mut(id) else {
+                continue;
+            };
             match wanted.get(&peer.config.public_key) {
                 Some(new) if new.same_tunnel(&peer.config) => {
                     if peer.config.name != new.name {
@@ -218,11 +221,19 @@ impl PeerTable {
     }
 
     /// Authenticates one datagram and decrypts it into `buf`.
-    pub fn decapsulate<'a>(&mut self, src: SocketAddr, datagram: &[u8], buf: &'a mut [u8]) -> Decapsulated<'a> {
+    pub fn decapsulate<'a>(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        buf: &'a mut [u8],
+    ) -> Decapsulated<'a> {
         // Cheap checks first: parse, MAC1, and the load-dependent cookie check,
         // before any Diffie-Hellman is spent on the packet.
         let mut cookie = [0u8; 64];
-        let packet = match self.rate_limiter.verify_packet(Some(src.ip()), datagram, &mut cookie) {
+        let packet = match self
+            .rate_limiter
+            .verify_packet(Some(src.ip()), datagram, &mut cookie)
+        {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(reply)) => {
                 let n = reply.len();
@@ -276,7 +287,11 @@ impl PeerTable {
 
     /// After a `Reply`, boringtun may hold packets queued while there was no
     /// session. Call until it returns `None`; each `Some` goes to the endpoint.
-    pub fn flush_queued<'a>(&mut self, id: PeerId, buf: &'a mut [u8]) -> Option<(SocketAddr, &'a [u8])> {
+    pub fn flush_queued<'a>(
+        &mut self,
+        id: PeerId,
+        buf: &'a mut [u8],
+    ) -> Option<(SocketAddr, &'a [u8])> {
         let peer = self.get_mut(id)?;
         let endpoint = peer.endpoint?;
         match peer.tunn.decapsulate(None, &[], buf) {
@@ -288,7 +303,12 @@ impl PeerTable {
     /// Encrypts an inner packet for peer `id`. Returns the endpoint and the
     /// datagram, or `None` when the peer has no endpoint yet or no session
     /// (boringtun then queues it and starts a handshake if it can).
-    pub fn encapsulate<'a>(&mut self, id: PeerId, packet: &[u8], buf: &'a mut [u8]) -> Option<(SocketAddr, &'a [u8])> {
+    pub fn encapsulate<'a>(
+        &mut self,
+        id: PeerId,
+        packet: &[u8],
+        buf: &'a mut [u8],
+    ) -> Option<(SocketAddr, &'a [u8])> {
         let peer = self.get_mut(id)?;
         let endpoint = peer.endpoint?;
         match peer.tunn.encapsulate(packet, buf) {
@@ -305,7 +325,9 @@ impl PeerTable {
     pub fn tick(&mut self, buf: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
         self.rate_limiter.reset_count();
         for peer in self.slots.iter_mut().flatten() {
-            let Some(endpoint) = peer.endpoint else { continue };
+            let Some(endpoint) = peer.endpoint else {
+                continue;
+            };
             match peer.tunn.update_timers(buf) {
                 TunnResult::WriteToNetwork(out) => send(endpoint, out),
                 TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {

@@ -10,9 +10,7 @@
 
 use crate::peer::PeerId;
 use crate::stats::DropReason;
-use smoltcp::wire::{
-    IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::net::IpAddr;
 
 /// What an accepted inner packet is, for the netstack.
@@ -20,7 +18,12 @@ use std::net::IpAddr;
 pub enum Accepted {
     /// TCP to a served port; `syn` is set for a connection-opening segment
     /// (SYN without ACK), so the netstack can prepare a listening socket.
-    Tcp { src: IpAddr, src_port: u16, dst_port: u16, syn: bool },
+    Tcp {
+        src: IpAddr,
+        src_port: u16,
+        dst_port: u16,
+        syn: bool,
+    },
     /// An ICMP or ICMPv6 echo request.
     Ping,
 }
@@ -39,37 +42,38 @@ pub fn check_inbound(
     packet: &[u8],
     owner_of: impl Fn(IpAddr) -> Option<PeerId>,
 ) -> Result<Accepted, DropReason> {
-    let (src, dst, proto, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) = match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::MalformedInner)?;
-            if !ip.verify_checksum() {
-                return Err(DropReason::MalformedInner);
+    let (src, dst, proto, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) =
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::MalformedInner)?;
+                if !ip.verify_checksum() {
+                    return Err(DropReason::MalformedInner);
+                }
+                // No reassembly: fragments of a TCP segment never happen below our MSS.
+                if ip.more_frags() || ip.frag_offset() != 0 {
+                    return Err(DropReason::MalformedInner);
+                }
+                let header = usize::from(ip.header_len());
+                let total = usize::from(ip.total_len());
+                (
+                    IpAddr::V4(ip.src_addr()),
+                    IpAddr::V4(ip.dst_addr()),
+                    ip.next_header(),
+                    &packet[header..total],
+                )
             }
-            // No reassembly: fragments of a TCP segment never happen below our MSS.
-            if ip.more_frags() || ip.frag_offset() != 0 {
-                return Err(DropReason::MalformedInner);
+            Some(6) => {
+                let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::MalformedInner)?;
+                let total = ip.total_len();
+                (
+                    IpAddr::V6(ip.src_addr()),
+                    IpAddr::V6(ip.dst_addr()),
+                    ip.next_header(),
+                    &packet[40..total],
+                )
             }
-            let header = usize::from(ip.header_len());
-            let total = usize::from(ip.total_len());
-            (
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                ip.next_header(),
-                &packet[header..total],
-            )
-        }
-        Some(6) => {
-            let ip = Ipv6Packet::new_checked(packet).map_err(|_| DropReason::MalformedInner)?;
-            let total = ip.total_len();
-            (
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
-                ip.next_header(),
-                &packet[40..total],
-            )
-        }
-        _ => return Err(DropReason::MalformedInner),
-    };
+            _ => return Err(DropReason::MalformedInner),
+        };
     if owner_of(src) != Some(peer) {
         return Err(DropReason::SpoofedSource);
     }
@@ -174,19 +178,75 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: Vec<(&str, PeerId, Vec<u8>, Result<(), DropReason>)> = vec![
-            ("syn to served port", 1, tcp_packet(ALICE, GW, 80, TcpControl::Syn), Ok(())),
-            ("spoofed source (bob's address from alice)", 1, tcp_packet(BOB, GW, 80, TcpControl::Syn), Err(DropReason::SpoofedSource)),
-            ("source outside every AllowedIPs", 1, tcp_packet(Ipv4Addr::new(10, 9, 9, 9), GW, 80, TcpControl::Syn), Err(DropReason::SpoofedSource)),
-            ("peer to peer", 1, tcp_packet(ALICE, BOB, 80, TcpControl::Syn), Err(DropReason::WrongDestination)),
-            ("to the internet", 1, tcp_packet(ALICE, Ipv4Addr::new(1, 1, 1, 1), 443, TcpControl::Syn), Err(DropReason::WrongDestination)),
-            ("unserved port", 1, tcp_packet(ALICE, GW, 9090, TcpControl::Syn), Err(DropReason::ForbiddenPort)),
-            ("udp", 1, raw_ipv4(ALICE, GW, IpProtocol::Udp, &[0; 8]), Err(DropReason::ForbiddenProtocol)),
-            ("icmp echo", 1, raw_ipv4(ALICE, GW, IpProtocol::Icmp, &[8, 0, 0, 0, 0, 0, 0, 0]), Ok(())),
-            ("icmp other", 1, raw_ipv4(ALICE, GW, IpProtocol::Icmp, &[13, 0, 0, 0, 0, 0, 0, 0]), Err(DropReason::ForbiddenProtocol)),
-            ("garbage", 1, vec![0x45, 0, 0], Err(DropReason::MalformedInner)),
+        type Case = (&'static str, PeerId, Vec<u8>, Result<(), DropReason>);
+        let cases: Vec<Case> = vec![
+            (
+                "syn to served port",
+                1,
+                tcp_packet(ALICE, GW, 80, TcpControl::Syn),
+                Ok(()),
+            ),
+            (
+                "spoofed source (bob's address from alice)",
+                1,
+                tcp_packet(BOB, GW, 80, TcpControl::Syn),
+                Err(DropReason::SpoofedSource),
+            ),
+            (
+                "source outside every AllowedIPs",
+                1,
+                tcp_packet(Ipv4Addr::new(10, 9, 9, 9), GW, 80, TcpControl::Syn),
+                Err(DropReason::SpoofedSource),
+            ),
+            (
+                "peer to peer",
+                1,
+                tcp_packet(ALICE, BOB, 80, TcpControl::Syn),
+                Err(DropReason::WrongDestination),
+            ),
+            (
+                "to the internet",
+                1,
+                tcp_packet(ALICE, Ipv4Addr::new(1, 1, 1, 1), 443, TcpControl::Syn),
+                Err(DropReason::WrongDestination),
+            ),
+            (
+                "unserved port",
+                1,
+                tcp_packet(ALICE, GW, 9090, TcpControl::Syn),
+                Err(DropReason::ForbiddenPort),
+            ),
+            (
+                "udp",
+                1,
+                raw_ipv4(ALICE, GW, IpProtocol::Udp, &[0; 8]),
+                Err(DropReason::ForbiddenProtocol),
+            ),
+            (
+                "icmp echo",
+                1,
+                raw_ipv4(ALICE, GW, IpProtocol::Icmp, &[8, 0, 0, 0, 0, 0, 0, 0]),
+                Ok(()),
+            ),
+            (
+                "icmp other",
+                1,
+                raw_ipv4(ALICE, GW, IpProtocol::Icmp, &[13, 0, 0, 0, 0, 0, 0, 0]),
+                Err(DropReason::ForbiddenProtocol),
+            ),
+            (
+                "garbage",
+                1,
+                vec![0x45, 0, 0],
+                Err(DropReason::MalformedInner),
+            ),
             ("empty", 1, vec![], Err(DropReason::MalformedInner)),
-            ("ip version 7", 1, vec![0x70; 40], Err(DropReason::MalformedInner)),
+            (
+                "ip version 7",
+                1,
+                vec![0x70; 40],
+                Err(DropReason::MalformedInner),
+            ),
         ];
         for (name, peer, packet, want) in cases {
             let got = check(peer, &packet).map(|_| ());
@@ -204,7 +264,14 @@ mod tests {
     #[test]
     fn syn_is_flagged() {
         let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::Syn)).unwrap();
-        assert!(matches!(got, Accepted::Tcp { syn: true, dst_port: 80, .. }));
+        assert!(matches!(
+            got,
+            Accepted::Tcp {
+                syn: true,
+                dst_port: 80,
+                ..
+            }
+        ));
         let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::None)).unwrap();
         assert!(matches!(got, Accepted::Tcp { syn: false, .. }));
     }

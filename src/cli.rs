@@ -1,0 +1,175 @@
+//! The command line: `serve`, `check`, `status`, `genkey`, `pubkey`.
+
+use crate::config::{self, DEFAULT_CONFIG_PATH};
+use crate::keys::{PrivateKey, encode_key};
+use crate::telemetry::{LogFormat, init_logging};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "promgate",
+    version,
+    about = "Userspace WireGuard gateway to a cluster-internal Prometheus"
+)]
+pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. With no config anywhere, runs a quickstart in ./promgate-data.
+    Serve {
+        /// Config file [default: $PROMGATE_CONFIG or /etc/promgate/promgate.toml].
+        #[arg(long, env = "PROMGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Time open connections get to finish after SIGTERM.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        /// Where the quickstart keeps its key and configs.
+        #[arg(long, default_value = "promgate-data")]
+        data_dir: PathBuf,
+    },
+    /// Validate a config and its peers; print every problem; exit 1 on error.
+    Check {
+        #[arg(long, env = "PROMGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Show peers, endpoints, handshakes and transfer of the running gateway.
+    Status {
+        #[arg(long, env = "PROMGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print a new private key (like `wg genkey`).
+    Genkey,
+    /// Read a private key on stdin, print its public key (like `wg pubkey`).
+    Pubkey,
+}
+
+/// Entry point for `main`; returns the process exit code.
+pub fn main() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Genkey => {
+            println!("{}", PrivateKey::generate().to_base64());
+        }
+        Command::Pubkey => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading stdin")?;
+            let key = PrivateKey::from_base64(&input)
+                .map_err(|e| anyhow::anyhow!("stdin: the private key {e}"))?;
+            println!("{}", encode_key(key.public_key().as_bytes()));
+        }
+        Command::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                println!("{}: OK ({} peers)", config.display(), cfg.peers.len());
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{}: {} problem(s)", config.display(), errors.0.len());
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        },
+        Command::Status { config } => {
+            let addr = config::load(&config)
+                .ok()
+                .and_then(|c| c.admin.control_listen)
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9587)));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let peers = rt.block_on(crate::control::fetch(addr))?;
+            print!("{}", format_status(&peers));
+        }
+        Command::Serve {
+            config,
+            grace,
+            data_dir,
+        } => {
+            let path = match config {
+                Some(p) => p,
+                None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                    PathBuf::from(DEFAULT_CONFIG_PATH)
+                }
+                None => crate::quickstart::prepare(&data_dir)?,
+            };
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    anyhow::bail!(
+                        "{}: {} problem(s); nothing was started",
+                        path.display(),
+                        errors.0.len()
+                    );
+                }
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::serve::run(cfg, grace))?;
+        }
+    }
+    std::io::stdout().flush().ok();
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn format_status(peers: &[crate::control::PeerStatus]) -> String {
+    use std::fmt::Write as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = String::new();
+    for p in peers {
+        let _ = writeln!(out, "peer: {} ({})", p.public_key, p.name);
+        if let Some(e) = &p.endpoint {
+            let _ = writeln!(out, "  endpoint: {e}");
+        }
+        let _ = writeln!(out, "  allowed ips: {}", p.allowed_ips.join(", "));
+        let _ = writeln!(out, "  role: {}", p.role);
+        if p.last_handshake_unix > 0 {
+            let _ = writeln!(
+                out,
+                "  latest handshake: {} seconds ago",
+                now.saturating_sub(p.last_handshake_unix)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  transfer: {} received, {} sent\n",
+            human_bytes(p.rx_bytes),
+            human_bytes(p.tx_bytes)
+        );
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[i])
+    }
+}

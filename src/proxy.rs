@@ -1,0 +1,394 @@
+//! The HTTP reverse proxy that serves tunnel connections from the upstream.
+//!
+//! Each accepted tunnel TCP connection gets its own task running hyper's
+//! HTTP/1.1 server. Requests are checked against [`crate::policy`], get
+//! their identity headers (client copies stripped first), and go to the one
+//! upstream through a pooled client. Bodies stream in both directions; a
+//! large response is never buffered whole. An unreachable upstream gives a
+//! 502 page, a slow one a 504 page, never a hang.
+
+use crate::gateway::ConnInfo;
+use crate::policy::{self, Decision};
+use crate::stats::Stats;
+use crate::stream::TunnelStream;
+use crate::telemetry::{Health, HttpMetrics};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Largest request head accepted from a peer (hyper's read buffer).
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// A peer must send a complete request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect timeout to the upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Shared by every connection's task.
+pub struct Proxy {
+    client: Client<HttpConnector, Incoming>,
+    upstream: Uri,
+    identity_header: HeaderName,
+    timeout: Duration,
+    metrics: Arc<HttpMetrics>,
+    health: Arc<Health>,
+    stats: Arc<Stats>,
+}
+
+impl Proxy {
+    pub fn new(
+        upstream: Uri,
+        identity_header: HeaderName,
+        timeout: Duration,
+        metrics: Arc<HttpMetrics>,
+        health: Arc<Health>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            client,
+            upstream,
+            identity_header,
+            timeout,
+            metrics,
+            health,
+            stats,
+        }
+    }
+
+    /// Serves one tunnel connection until it closes or `shutdown` fires
+    /// (then the in-flight request completes and the connection closes).
+    pub async fn serve_connection(
+        self: Arc<Self>,
+        info: ConnInfo,
+        stream: TunnelStream,
+        shutdown: CancellationToken,
+    ) {
+        let info = Arc::new(info);
+        let span = tracing::debug_span!("conn", peer = %info.peer_name, remote = %info.remote);
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(&info, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let mut conn = std::pin::pin!(conn);
+        let _enter = span.enter();
+        drop(_enter);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "tunnel connection ended with an error");
+                }
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+
+    async fn handle(&self, info: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_string();
+        let audit = Audit {
+            peer: info.peer_name.clone(),
+            addr: info.remote.ip(),
+            method: method.clone(),
+            path: raw_path.clone(),
+            role: info.role,
+            start,
+            upstream_latency: None,
+            metrics: self.metrics.clone(),
+        };
+
+        let normalized = match policy::normalize(&raw_path) {
+            Ok(p) if policy::is_canonical(&raw_path) => p,
+            _ => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes)."))),
+        };
+        if let Decision::Deny(rule) = policy::decide(
+            info.role,
+            &info.allow_paths,
+            &info.deny_paths,
+            &method,
+            &normalized,
+        ) {
+            let body = format!(
+                "Peer \"{}\" (role {}) may not {} {}: {}.",
+                info.peer_name,
+                info.role.as_str(),
+                method,
+                raw_path,
+                rule
+            );
+            return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
+        }
+
+        let upstream_req = match self.upstream_request(info, req) {
+            Ok(r) => r,
+            Err(e) => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &e)),
+        };
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
+        let latency = sent.elapsed();
+        let mut audit = audit;
+        audit.upstream_latency = Some(latency);
+        match result {
+            Ok(Ok(mut resp)) => {
+                self.health.upstream_ok();
+                strip_hop_by_hop(resp.headers_mut());
+                audit.finish(resp.map(|b| b.boxed()))
+            }
+            Ok(Err(e)) => {
+                self.stats.upstream_errors.fetch_add(1, Relaxed);
+                self.health.upstream_failed();
+                tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
+                audit.finish(error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad gateway",
+                    &format!("promgate could not reach the upstream {}.", self.upstream),
+                ))
+            }
+            Err(_) => {
+                self.stats.upstream_errors.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %self.upstream, timeout = ?self.timeout, "upstream timed out");
+                audit.finish(error_page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway timeout",
+                    &format!(
+                        "The upstream {} did not answer within {}s.",
+                        self.upstream,
+                        self.timeout.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        info: &ConnInfo,
+        req: Request<Incoming>,
+    ) -> Result<Request<Incoming>, String> {
+        let (mut parts, body) = req.into_parts();
+        let base = self.upstream.path().trim_end_matches('/');
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(self.upstream.authority().map(|a| a.as_str()).unwrap_or(""))
+            .path_and_query(format!("{base}{pq}"))
+            .build()
+            .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "forwarded",
+        ] {
+            h.remove(name);
+        }
+        h.remove(&self.identity_header);
+        if let Some(host) = self
+            .upstream
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            h.insert(header::HOST, host);
+        }
+        if let Ok(v) = HeaderValue::from_str(&info.remote.ip().to_string()) {
+            h.insert("x-forwarded-for", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&info.peer_name) {
+            h.insert(self.identity_header.clone(), v);
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBody> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let html = format!(
+        "<!doctype html><html><head><title>{code} {title}</title></head><body><h1>{code} {title}</h1><p>{detail}</p><hr><p>promgate</p></body></html>\n",
+        code = status.as_u16(),
+        title = esc(title),
+        detail = esc(detail)
+    );
+    let body = http_body_util::Full::new(Bytes::from(html))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// One request's audit record; written when its response body ends.
+struct Audit {
+    peer: Arc<str>,
+    addr: std::net::IpAddr,
+    method: http::Method,
+    path: String,
+    role: crate::config::Role,
+    start: Instant,
+    upstream_latency: Option<Duration>,
+    metrics: Arc<HttpMetrics>,
+}
+
+impl Audit {
+    fn finish(self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let status = resp.status().as_u16();
+        resp.map(|inner| {
+            AuditedBody {
+                inner,
+                bytes: 0,
+                status,
+                audit: Some(self),
+            }
+            .boxed()
+        })
+    }
+}
+
+/// Counts response bytes and logs the audit line when the body is done
+/// (or dropped, when the client went away mid-stream).
+struct AuditedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    status: u16,
+    audit: Option<Audit>,
+}
+
+impl AuditedBody {
+    fn log(&mut self) {
+        if let Some(a) = self.audit.take() {
+            let elapsed = a.start.elapsed();
+            a.metrics.observe(&a.method, self.status, a.role, elapsed);
+            tracing::info!(
+                target: "promgate::audit",
+                peer = %a.peer,
+                addr = %a.addr,
+                role = a.role.as_str(),
+                method = %a.method,
+                path = %a.path,
+                status = self.status,
+                bytes = self.bytes,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                upstream_ms = a.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+                "request"
+            );
+        }
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.log(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        self.log();
+    }
+}

@@ -1,0 +1,203 @@
+//! `promgate serve`: wires a validated config to sockets, tasks and signals.
+//!
+//! Order matters: the config is validated completely before anything binds;
+//! the UDP socket is bound before readiness is reported; SIGTERM/SIGINT
+//! stop accepting and drain within the grace period; SIGHUP or a change on
+//! disk reloads the peer set, and a bad file is refused while the last good
+//! set stays in force.
+
+use crate::config::{self, Config};
+use crate::driver::{Command, Driver};
+use crate::gateway::Gateway;
+use crate::keys::encode_key;
+use crate::proxy::Proxy;
+use crate::stats::Stats;
+use crate::telemetry::{Health, PeerView, Telemetry};
+use anyhow::Context as _;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How often the config file and peers directory are checked for changes.
+/// Polling (not inotify) sees Kubernetes' ConfigMap symlink swaps reliably.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs the gateway until SIGTERM or SIGINT. `config` is already validated.
+pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats::default());
+    let health = Arc::new(Health::new(config.admin.upstream_unready_after));
+    health.config_loaded.store(true, Relaxed);
+    let peer_view: PeerView = Arc::new(RwLock::new(Vec::new()));
+    let telemetry = Telemetry::new(stats.clone(), peer_view.clone(), health.clone());
+    let shutdown = CancellationToken::new();
+
+    let socket = bind_udp(config.gateway.listen_port).await?;
+    health.udp_bound.store(true, Relaxed);
+
+    if let Some(addr) = config.admin.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the admin server to {addr}"))?;
+        let router = telemetry.clone().router();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        tracing::info!(%addr, "admin server: /metrics /healthz /readyz");
+    }
+    if let Some(addr) = config.admin.control_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the control endpoint to {addr}"))?;
+        let router = crate::control::router(peer_view.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
+
+    let notify = Arc::new(Notify::new());
+    let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+    let gateway = Gateway::new(
+        &config.gateway,
+        &config.peers,
+        stats.clone(),
+        notify.clone(),
+        seed,
+        Instant::now(),
+    );
+    let proxy = Arc::new(Proxy::new(
+        config.gateway.upstream.clone(),
+        config.gateway.identity_header.clone(),
+        config.gateway.upstream_timeout,
+        telemetry.http.clone(),
+        health.clone(),
+        stats.clone(),
+    ));
+    let (commands, command_rx) = mpsc::channel(8);
+    let driver = Driver {
+        gateway,
+        socket,
+        notify,
+        proxy,
+        peer_view,
+        grace,
+    };
+    tracing::info!(
+        public_key = %encode_key(&config.gateway.private_key.public_key().to_bytes()),
+        port = config.gateway.listen_port,
+        addresses = ?config.gateway.addresses,
+        upstream = %config.gateway.upstream,
+        peers = config.peers.len(),
+        "promgate is up"
+    );
+    let driver_task = tokio::spawn(driver.run(command_rx, shutdown.clone()));
+    tokio::spawn(watch_and_reload(config, commands, stats, shutdown.clone()));
+
+    wait_for_stop_signal().await;
+    shutdown.cancel();
+    let _ = driver_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind_udp(port: u16) -> anyhow::Result<UdpSocket> {
+    // Dual-stack first; fall back to IPv4 where IPv6 is disabled (common in pods).
+    match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+        Ok(s) => Ok(s),
+        Err(_) => UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+            .await
+            .with_context(|| format!("binding UDP port {port}")),
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+/// A cheap summary of the files that make up the peer set: paths with their
+/// modification time, size and inode, following symlinks.
+fn fingerprint(
+    config_path: &Path,
+    peers_dir: Option<&Path>,
+) -> Vec<(PathBuf, Option<SystemTime>, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = vec![config_path.to_path_buf()];
+    if let Some(dir) = peers_dir
+        && let Ok(rd) = std::fs::read_dir(dir)
+    {
+        let mut more: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    files
+        .into_iter()
+        .map(|p| match std::fs::metadata(&p) {
+            Ok(m) => (p, m.modified().ok(), m.len(), m.ino()),
+            Err(_) => (p, None, 0, 0),
+        })
+        .collect()
+}
+
+async fn watch_and_reload(
+    config: Config,
+    commands: mpsc::Sender<Command>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let peers_dir = config.gateway.peers_dir.clone();
+    let mut last = fingerprint(&config.path, peers_dir.as_deref());
+    let mut interval = tokio::time::interval(WATCH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = fingerprint(&config.path, peers_dir.as_deref());
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match config::load_peers(&config.path, &config.gateway) {
+            Ok(peers) => {
+                let (tx, rx) = oneshot::channel();
+                if commands.send(Command::ApplyPeers(peers, tx)).await.is_err() {
+                    return;
+                }
+                if let Ok(diff) = rx.await {
+                    stats.reloads_applied.fetch_add(1, Relaxed);
+                    let removed: Vec<&str> = diff.removed.iter().map(|(_, n)| n.as_str()).collect();
+                    tracing::info!(added = ?diff.added, removed = ?removed, unchanged = diff.kept, "peers reloaded");
+                }
+            }
+            Err(errors) => {
+                stats.reloads_refused.fetch_add(1, Relaxed);
+                tracing::error!(reason = %errors, "config reload refused; the last good peer set stays in force");
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The gateway's own telemetry: logging setup, Prometheus metrics, and the
+//! admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! The admin server listens on the cluster network, never inside the
+//! tunnel. It exposes counts only; peer names appear in per-peer series,
+//! whose cardinality is bounded by the configured peer set, while the
+//! request histogram carries no peer label at all.
+
+use crate::config::Role;
+use crate::gateway::PeerSnapshot;
+use crate::stats::{DropReason, Stats};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides the level.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub status: String,
+    pub role: String,
+}
+
+/// Metrics the HTTP proxy records.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    pub duration: Family<HttpLabels, Histogram>,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, method: &http::Method, status: u16, role: Role, elapsed: Duration) {
+        // Unknown methods collapse into one label value to bound cardinality.
+        let method = match *method {
+            http::Method::GET
+            | http::Method::POST
+            | http::Method::HEAD
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::OPTIONS => method.as_str(),
+            _ => "other",
+        };
+        self.duration
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                status: status.to_string(),
+                role: role.as_str().to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// State the admin server reads.
+#[derive(Debug)]
+pub struct Health {
+    pub config_loaded: AtomicBool,
+    pub udp_bound: AtomicBool,
+    /// Unix seconds since the upstream last answered, 0 if never.
+    pub upstream_ok_unix: AtomicU64,
+    /// Unix seconds of the first failure since the last success, 0 if none.
+    pub upstream_failing_since_unix: AtomicU64,
+    pub unready_after: Option<Duration>,
+}
+
+impl Health {
+    pub fn new(unready_after: Option<Duration>) -> Self {
+        Health {
+            config_loaded: AtomicBool::new(false),
+            udp_bound: AtomicBool::new(false),
+            upstream_ok_unix: AtomicU64::new(0),
+            upstream_failing_since_unix: AtomicU64::new(0),
+            unready_after,
+        }
+    }
+
+    pub fn upstream_ok(&self) {
+        self.upstream_ok_unix.store(unix_now(), Relaxed);
+        self.upstream_failing_since_unix.store(0, Relaxed);
+    }
+
+    pub fn upstream_failed(&self) {
+        let _ = self
+            .upstream_failing_since_unix
+            .compare_exchange(0, unix_now(), Relaxed, Relaxed);
+    }
+
+    /// Ready: config loaded, socket bound, and the upstream not failing for too long.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.config_loaded.load(Relaxed) {
+            return Err("config not loaded".into());
+        }
+        if !self.udp_bound.load(Relaxed) {
+            return Err("UDP socket not bound".into());
+        }
+        if let Some(limit) = self.unready_after {
+            let since = self.upstream_failing_since_unix.load(Relaxed);
+            if since != 0 && unix_now().saturating_sub(since) > limit.as_secs() {
+                return Err(format!(
+                    "upstream unreachable for more than {}s",
+                    limit.as_secs()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The peer list telemetry sees; replaced (not mutated) on each reload.
+pub type PeerView = Arc<RwLock<Vec<PeerSnapshot>>>;
+
+/// Exports gateway counters, per-peer counters and process metrics on scrape.
+#[derive(Debug)]
+struct GatewayCollector {
+    stats: Arc<Stats>,
+    peers: PeerView,
+    started: Instant,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        {
+            let mut m = enc.encode_descriptor(
+                "promgate_packets_dropped",
+                "Packets dropped, by reason.",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in DropReason::ALL {
+                ConstCounter::new(s.dropped(r))
+                    .encode(m.encode_family(&ReasonLabel { reason: r.as_str() })?)?;
+            }
+        }
+        counter(
+            &mut enc,
+            "promgate_handshake_cookie_replies",
+            "Handshakes answered with a cookie reply because the gateway was under load.",
+            s.cookie_replies.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "promgate_config_reloads_refused",
+            "Config reloads refused because the new config did not parse or validate.",
+            s.reloads_refused.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "promgate_config_reloads_applied",
+            "Config reloads applied.",
+            s.reloads_applied.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "promgate_upstream_errors",
+            "Requests that failed because the upstream was unreachable or too slow.",
+            s.upstream_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "promgate_tunnel_tcp_connections_accepted",
+            "TCP connections accepted inside the tunnel.",
+            s.tcp_connections_accepted.load(Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "promgate_tunnel_tcp_connections",
+            "TCP connections open inside the tunnel.",
+            s.tcp_connections_open.load(Relaxed) as f64,
+        )?;
+
+        let peers = self.peers.read().map(|p| p.clone()).unwrap_or_default();
+        let now = unix_now();
+        // "Connected": a handshake within the last 180 s (WireGuard's REJECT_AFTER_TIME).
+        let connected = peers
+            .iter()
+            .filter(|p| {
+                let t = p.stats.last_handshake_unix.load(Relaxed);
+                t != 0 && now.saturating_sub(t) < 180
+            })
+            .count();
+        gauge(
+            &mut enc,
+            "promgate_peers_connected",
+            "Peers with a handshake in the last 180 seconds.",
+            connected as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "promgate_peers_configured",
+            "Peers in the active configuration.",
+            peers.len() as f64,
+        )?;
+        type Get = fn(&PeerSnapshot) -> u64;
+        let per_peer: [(&str, &str, MetricType, Get); 4] = [
+            (
+                "promgate_peer_received_bytes",
+                "Bytes received from the peer (WireGuard datagrams).",
+                MetricType::Counter,
+                |p| p.stats.rx_bytes.load(Relaxed),
+            ),
+            (
+                "promgate_peer_sent_bytes",
+                "Bytes sent to the peer (WireGuard datagrams).",
+                MetricType::Counter,
+                |p| p.stats.tx_bytes.load(Relaxed),
+            ),
+            (
+                "promgate_peer_handshakes",
+                "Handshakes completed with the peer.",
+                MetricType::Counter,
+                |p| p.stats.handshakes.load(Relaxed),
+            ),
+            (
+                "promgate_peer_last_handshake_timestamp_seconds",
+                "Unix time of the last handshake with the peer, 0 if none.",
+                MetricType::Gauge,
+                |p| p.stats.last_handshake_unix.load(Relaxed),
+            ),
+        ];
+        for (name, help, kind, get) in per_peer {
+            let mut m = enc.encode_descriptor(name, help, None, kind)?;
+            for p in &peers {
+                let labels = PeerLabel {
+                    peer: p.name.to_string(),
+                };
+                if kind == MetricType::Counter {
+                    ConstCounter::new(get(p)).encode(m.encode_family(&labels)?)?;
+                } else {
+                    ConstGauge::new(get(p) as f64).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        encode_process_metrics(&mut enc, self.started)
+    }
+}
+
+/// The standard `process_*` metrics, from /proc, as client_golang names them.
+fn encode_process_metrics(
+    enc: &mut DescriptorEncoder,
+    started: Instant,
+) -> Result<(), std::fmt::Error> {
+    let ticks = 100.0; // USER_HZ: 100 on every Linux architecture we ship for.
+    let page = 4096.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is parenthesised and may hold spaces.
+        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            // utime is field 14, stime 15, vsize 23, rss 24 (1-based); rest starts at 3.
+            let cpu = (num(11) + num(12)) / ticks;
+            ConstCounter::new(cpu).encode(enc.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                MetricType::Counter,
+            )?)?;
+            gauge(
+                enc,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                num(20),
+            )?;
+            gauge(
+                enc,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                num(21) * page,
+            )?;
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            enc,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        )?;
+    }
+    let start = SystemTime::now()
+        .checked_sub(started.elapsed())
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    gauge(
+        enc,
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        start,
+    )?;
+    Ok(())
+}
+
+/// Everything the admin server needs.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Arc<Registry>,
+    pub http: Arc<HttpMetrics>,
+    pub health: Arc<Health>,
+}
+
+impl Telemetry {
+    pub fn new(stats: Arc<Stats>, peers: PeerView, health: Arc<Health>) -> Self {
+        let mut registry = Registry::default();
+        let http = Arc::new(HttpMetrics {
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+            }),
+        });
+        registry.register(
+            "promgate_http_request_duration_seconds",
+            "Time from request to the end of the response body, by method, status and role.",
+            http.duration.clone(),
+        );
+        registry.register_collector(Box::new(GatewayCollector {
+            stats,
+            peers,
+            started: Instant::now(),
+        }));
+        Telemetry {
+            registry: Arc::new(registry),
+            http,
+            health,
+        }
+    }
+
+    /// Renders `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(self)
+    }
+}
+
+async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        t.render(),
+    )
+}
+
+async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
+    match t.health.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
