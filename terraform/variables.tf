@@ -150,7 +150,7 @@ variable "tunnel_address" {
     condition = (
       can(cidrnetmask(var.tunnel_address))
       && can(regex("^[0-9.]+/[0-9]+$", var.tunnel_address))
-      && split("/", var.tunnel_address)[0] != cidrhost(var.tunnel_address, 0)
+      && try(split("/", var.tunnel_address)[0] != cidrhost(var.tunnel_address, 0), false)
     )
     error_message = "tunnel_address must be an IPv4 host address with a prefix length, e.g. 10.13.13.1/24, and not the network address."
   }
