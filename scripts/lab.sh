@@ -170,13 +170,14 @@ lab_spawn() {
     LAB_PIDS+=("$LAB_LAST_PID")
 }
 
-# lab_wait_http NS URL SECONDS [EXPECTED_CODE] — poll until URL answers.
+# lab_wait_http NS URL SECONDS [CODES] — poll until URL answers with a status
+# matching the regex CODES (default 200).
 lab_wait_http() {
     local ns=$1 url=$2 secs=$3 want=${4:-200} code deadline
     deadline=$((SECONDS + secs))
     while [ $SECONDS -lt $deadline ]; do
         code=$(ip netns exec "$ns" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)
-        [ "$code" = "$want" ] && return 0
+        [[ $code =~ ^($want)$ ]] && return 0
         sleep 0.3
     done
     return 1
@@ -242,9 +243,7 @@ http {
 EOF
     lab_spawn "$ns" "nginx-${listen##*:}" nginx -c "$d/nginx.conf" -e "$d/error.log"
     local host=${listen%:*}; [ "$host" = 0.0.0.0 ] && host=127.0.0.1
-    lab_wait_http "$ns" "http://$host:${listen##*:}/" 20 404 ||
-        lab_wait_http "$ns" "http://$host:${listen##*:}/" 5 403 ||
-        lab_wait_http "$ns" "http://$host:${listen##*:}/" 5 200 ||
+    lab_wait_http "$ns" "http://$host:${listen##*:}/" 20 '200|403|404' ||
         lab_die "nginx not answering on $listen"
     lab_log "nginx on $listen in $ns (pid $LAB_LAST_PID)"
 }
