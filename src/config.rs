@@ -748,18 +748,29 @@ fn resolve_private_key(
 
 #[cfg(unix)]
 fn warn_if_key_file_readable_by_others(file: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // Kubernetes Secret mounts are symlinks to 0644 files by default; say so once.
-    if let Ok(meta) = std::fs::metadata(file) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                file = %file.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "the private key file can be read by group or others; chmod 600 it (or set defaultMode: 0400 on the Secret volume)"
-            );
-        }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = std::fs::metadata(file) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    // Group access is only a risk when the group is not our own: Kubernetes
+    // gives Secret files to the pod's fsGroup, which is the gateway itself.
+    let group_is_ours = own_gid() == Some(meta.gid());
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !group_is_ours) {
+        tracing::warn!(
+            file = %file.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the private key file can be read by group or others; chmod 600 it"
+        );
     }
+}
+
+/// The process's effective group id, from /proc (no unsafe libc call).
+#[cfg(unix)]
+fn own_gid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Gid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 #[cfg(not(unix))]

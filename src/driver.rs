@@ -124,7 +124,12 @@ impl Driver {
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::ApplyPeers(peers, reply) => {
-                let diff = self.gateway.apply_peers(&peers);
+                let stats = self.gateway.stats().clone();
+                let mut sink = UdpSink {
+                    socket: &self.socket,
+                    stats: &stats,
+                };
+                let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
                 self.publish_peers();
                 let _ = reply.send(diff);
             }

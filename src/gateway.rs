@@ -224,13 +224,23 @@ impl Gateway {
         ready
     }
 
-    /// Replaces the peer set; removed peers lose their connections at once.
-    pub fn apply_peers(&mut self, peers: &[PeerConfig]) -> PeerDiff {
-        let diff = self.peers.apply(peers);
-        for (id, _) in &diff.removed {
-            self.netstack.abort_peer(*id);
+    /// Replaces the peer set. Removed peers lose their connections at once:
+    /// each gets a TCP reset through its tunnel while it can still be
+    /// routed, then its session is dropped.
+    pub fn apply_peers(
+        &mut self,
+        now: Instant,
+        peers: &[PeerConfig],
+        out: &mut impl Transmit,
+    ) -> PeerDiff {
+        let leaving = self.peers.removals_for(peers);
+        if !leaving.is_empty() {
+            for id in &leaving {
+                self.netstack.abort_peer(*id);
+            }
+            self.poll(now, out);
         }
-        diff
+        self.peers.apply(peers)
     }
 
     /// Resets every tunnel connection (end of the shutdown grace period).

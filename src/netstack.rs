@@ -307,6 +307,37 @@ impl Netstack {
         };
         self.iface.poll_maintenance(ts);
         self.iface.poll_egress(ts, &mut device, &mut self.sockets);
+        self.reap();
+    }
+
+    /// Frees finished connections. Runs after egress, so that the final ACK
+    /// of a close has been emitted; TIME-WAIT is not kept (its only use is
+    /// re-ACKing a lost final FIN, and it would hold connection slots).
+    fn reap(&mut self) {
+        for (h, conn) in self.conns.iter() {
+            let sock = self.sockets.get::<tcp::Socket>(*h);
+            if matches!(sock.state(), State::Closed | State::TimeWait)
+                && (!conn.accepted || conn.pipe.lock().app_dropped)
+            {
+                self.removals.push(*h);
+            }
+        }
+        self.remove_pending();
+    }
+
+    fn remove_pending(&mut self) {
+        for h in std::mem::take(&mut self.removals) {
+            if let Some(conn) = self.conns.remove(&h) {
+                self.by_tuple.remove(&conn.tuple);
+                if let Some(n) = self.per_peer.get_mut(&conn.peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_peer.remove(&conn.peer);
+                    }
+                }
+            }
+            self.sockets.remove(h);
+        }
     }
 
     /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
@@ -444,23 +475,9 @@ impl Netstack {
                 }
                 s.wake_reader();
                 s.wake_writer();
-                if s.app_dropped || !conn.accepted {
-                    removals.push(*h);
-                }
             }
-        }
-        for h in removals.drain(..) {
-            if let Some(conn) = self.conns.remove(&h) {
-                self.by_tuple.remove(&conn.tuple);
-                if let Some(n) = self.per_peer.get_mut(&conn.peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_peer.remove(&conn.peer);
-                    }
-                }
-            }
-            self.sockets.remove(h);
         }
         self.removals = removals;
+        self.remove_pending();
     }
 }

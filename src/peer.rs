@@ -24,7 +24,7 @@ use boringtun::x25519::PublicKey;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Index of a peer's slot in the table.
 pub type PeerId = u32;
@@ -45,8 +45,6 @@ pub struct Peer {
     /// Where to send this peer's datagrams: its latest authenticated source.
     pub endpoint: Option<SocketAddr>,
     pub stats: Arc<PeerStats>,
-    /// Handshake time last seen, to count new handshakes.
-    last_handshake: Option<Duration>,
 }
 
 /// What an incoming datagram turned into.
@@ -171,7 +169,6 @@ impl PeerTable {
             tunn,
             endpoint: None,
             stats: Arc::new(PeerStats::default()),
-            last_handshake: None,
         });
         id
     }
@@ -182,6 +179,20 @@ impl PeerTable {
         self.routes.remove_value(id);
         self.free.push(id);
         Some(peer)
+    }
+
+    /// The peers that [`Self::apply`] would remove for this new set.
+    pub fn removals_for(&self, peers: &[PeerConfig]) -> Vec<PeerId> {
+        let wanted: HashMap<[u8; 32], &PeerConfig> =
+            peers.iter().map(|p| (p.public_key, p)).collect();
+        self.iter()
+            .filter(|(_, p)| {
+                !wanted
+                    .get(&p.config.public_key)
+                    .is_some_and(|n| n.same_tunnel(&p.config))
+            })
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Replaces the peer set. Peers whose tunnel parameters did not change
@@ -245,6 +256,10 @@ impl PeerTable {
             }
             Err(_) => return Decapsulated::Dropped(DropReason::Malformed),
         };
+        let is_handshake = matches!(
+            packet,
+            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
+        );
         let id = match packet {
             Packet::HandshakeInit(ref init) => {
                 match parse_handshake_anon(self.private_key.secret(), &self.public_key, init) {
@@ -265,12 +280,17 @@ impl PeerTable {
         match peer.tunn.decapsulate(Some(src.ip()), datagram, buf) {
             TunnResult::Done => {
                 peer.authenticated_from(src);
+                if is_handshake {
+                    peer.count_handshake();
+                }
                 Decapsulated::Nothing(Some(id))
             }
             TunnResult::Err(_) => Decapsulated::Dropped(DropReason::Unauthenticated),
             TunnResult::WriteToNetwork(out) => {
                 peer.authenticated_from(src);
-                peer.note_handshake();
+                if is_handshake {
+                    peer.count_handshake();
+                }
                 Decapsulated::Reply(id, out)
             }
             TunnResult::WriteToTunnelV4(out, _) | TunnResult::WriteToTunnelV6(out, _) => {
@@ -336,7 +356,6 @@ impl PeerTable {
                 }
                 _ => {}
             }
-            peer.note_handshake();
         }
     }
 }
@@ -351,24 +370,15 @@ impl Peer {
         }
     }
 
-    /// Counts a handshake when boringtun's "time since last handshake" goes down.
-    fn note_handshake(&mut self) {
-        let since = self.tunn.time_since_last_handshake();
-        let is_new = match (self.last_handshake, since) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(prev), Some(now)) => now < prev,
-        };
-        self.last_handshake = since;
-        if is_new && let Some(since) = since {
-            use std::sync::atomic::Ordering::Relaxed;
-            self.stats.handshakes.fetch_add(1, Relaxed);
-            let at = SystemTime::now()
-                .checked_sub(since)
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            self.stats.last_handshake_unix.store(at, Relaxed);
-        }
+    /// Records a completed handshake (as responder: the initiation
+    /// authenticated and we answered; as initiator: the response arrived).
+    fn count_handshake(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.handshakes.fetch_add(1, Relaxed);
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.stats.last_handshake_unix.store(at, Relaxed);
     }
 }

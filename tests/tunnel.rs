@@ -1,0 +1,826 @@
+//! In-process integration tests: a test peer built on boringtun plus a
+//! client-side smoltcp stack talks to the gateway core with no sockets and
+//! no root. Behind the gateway, the real proxy talks to a real HTTP server
+//! on loopback.
+
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use promgate::config::{GatewayConfig, Origin, PeerConfig, Role};
+use promgate::gateway::Gateway;
+use promgate::keys::PrivateKey;
+use promgate::proxy::Proxy;
+use promgate::stats::{DropReason, Stats};
+use promgate::telemetry::{Health, Telemetry};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 1);
+
+// ---------------------------------------------------------------------------
+// A real HTTP upstream on loopback.
+
+async fn start_upstream() -> SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hello from upstream" }))
+        .route(
+            "/headers",
+            get(|h: axum::http::HeaderMap| async move {
+                let v = |n: &str| {
+                    h.get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string()
+                };
+                format!(
+                    "xff={} peer={} host={}",
+                    v("x-forwarded-for"),
+                    v("x-promgate-peer"),
+                    v("host")
+                )
+            }),
+        )
+        .route("/big", get(|| async { vec![b'x'; 4 << 20] }))
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            axum::routing::post(|| async { "snapshot" }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+// ---------------------------------------------------------------------------
+// The test peer: boringtun + smoltcp.
+
+#[derive(Default)]
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0; len];
+        let r = f(&mut b);
+        self.0.push_back(b);
+        r
+    }
+}
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 1420;
+        c
+    }
+}
+
+struct TestPeer {
+    tunn: Tunn,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: Queues,
+    /// The peer's UDP endpoint as the gateway sees it.
+    endpoint: SocketAddr,
+    epoch: Instant,
+    next_port: u16,
+    received: usize,
+    responses: std::collections::HashMap<SocketHandle, Vec<u8>>,
+    pending: std::collections::HashMap<SocketHandle, Vec<u8>>,
+}
+
+impl TestPeer {
+    fn new(
+        secret: &StaticSecret,
+        gateway_public: PublicKey,
+        inner: Ipv4Addr,
+        endpoint_port: u16,
+    ) -> Self {
+        let tunn = Tunn::new(
+            secret.clone(),
+            gateway_public,
+            None,
+            None,
+            u32::from(endpoint_port),
+            None,
+        );
+        let mut dev = Queues::default();
+        let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
+        cfg.random_seed = u64::from(endpoint_port);
+        let mut iface = Interface::new(cfg, &mut dev, smoltcp::time::Instant::from_millis(0));
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(inner), 24)).unwrap();
+        });
+        iface.routes_mut().add_default_ipv4_route(GW).unwrap();
+        TestPeer {
+            tunn,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            endpoint: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), endpoint_port),
+            epoch: Instant::now(),
+            next_port: 40000,
+            received: 0,
+            responses: Default::default(),
+            pending: Default::default(),
+        }
+    }
+
+    fn ts(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// Opens a TCP connection to `dst:port` and queues `request` to send.
+    fn connect(&mut self, dst: Ipv4Addr, port: u16, request: &str) -> SocketHandle {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 1 << 20]),
+            tcp::SocketBuffer::new(vec![0; 64 << 10]),
+        );
+        s.set_ack_delay(None);
+        let local = self.next_port;
+        self.next_port += 1;
+        s.connect(self.iface.context(), (IpAddress::Ipv4(dst), port), local)
+            .unwrap();
+        let h = self.sockets.add(s);
+        self.pending.insert(h, request.as_bytes().to_vec());
+        h
+    }
+
+    /// Datagrams the peer wants to send to the gateway now.
+    fn outgoing(&mut self) -> Vec<Vec<u8>> {
+        let ts = self.ts();
+        self.iface.poll(ts, &mut self.dev, &mut self.sockets);
+        for (h, data) in self.pending.iter_mut() {
+            let s = self.sockets.get_mut::<tcp::Socket>(*h);
+            if s.may_send() && !data.is_empty() {
+                let n = s.send_slice(data).unwrap_or(0);
+                data.drain(..n);
+            }
+        }
+        self.iface.poll(ts, &mut self.dev, &mut self.sockets);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Some(p) = self.dev.tx.pop_front() {
+            if let TunnResult::WriteToNetwork(d) = self.tunn.encapsulate(&p, &mut buf) {
+                out.push(d.to_vec());
+            }
+        }
+        if let TunnResult::WriteToNetwork(d) = self.tunn.update_timers(&mut buf) {
+            out.push(d.to_vec());
+        }
+        out
+    }
+
+    /// Handles a datagram from the gateway; returns datagrams to send back.
+    fn incoming(&mut self, datagram: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut input: &[u8] = datagram;
+        loop {
+            match self.tunn.decapsulate(None, input, &mut buf) {
+                TunnResult::WriteToNetwork(d) => {
+                    out.push(d.to_vec());
+                    input = &[];
+                }
+                TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
+                    self.received += 1;
+                    if std::env::var("TUNNEL_TRACE").is_ok() {
+                        eprintln!(
+                            "{} <- {:?}",
+                            self.endpoint,
+                            smoltcp::wire::Ipv4Packet::new_checked(&p[..]).map(|ip| {
+                                smoltcp::wire::TcpPacket::new_checked(ip.payload()).map(|t| {
+                                    format!(
+                                        "{}->{} {}:{} syn={} ack={} fin={} rst={} len={}",
+                                        ip.src_addr(),
+                                        ip.dst_addr(),
+                                        t.src_port(),
+                                        t.dst_port(),
+                                        t.syn(),
+                                        t.ack(),
+                                        t.fin(),
+                                        t.rst(),
+                                        t.payload().len()
+                                    )
+                                })
+                            })
+                        );
+                    }
+                    self.dev.rx.push_back(p.to_vec());
+                    break;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn response(&mut self, h: SocketHandle) -> Option<String> {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        let mut data = Vec::new();
+        while s.can_recv() {
+            s.recv(|b| {
+                data.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        let acc = self.responses.entry(h).or_default();
+        acc.extend_from_slice(&data);
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if !s.may_recv() && !matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived) {
+            // Like a real client: close our side once the server closed its.
+            s.close();
+            return Some(String::from_utf8_lossy(&self.responses[&h]).into_owned());
+        }
+        None
+    }
+
+    fn state(&self, h: SocketHandle) -> tcp::State {
+        self.sockets.get::<tcp::Socket>(h).state()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lab: gateway core + peers + proxy, stepped by hand.
+
+struct Lab {
+    gateway: Gateway,
+    gateway_key: PrivateKey,
+    stats: Arc<Stats>,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+    notify: Arc<Notify>,
+    config: GatewayConfig,
+}
+
+fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        public_key: PublicKey::from(secret).to_bytes(),
+        allowed_ips: vec![format!("{ip}/32").parse().unwrap()],
+        preshared_key: None,
+        persistent_keepalive: None,
+        role,
+        allow_paths: vec![],
+        deny_paths: vec![],
+        origin: Origin {
+            file: "test".into(),
+            line: 1,
+        },
+    }
+}
+
+impl Lab {
+    async fn new(peers: &[PeerConfig]) -> Lab {
+        let upstream = start_upstream().await;
+        let key = PrivateKey::generate();
+        let config = GatewayConfig {
+            private_key: key.clone(),
+            listen_port: 51820,
+            addresses: vec!["10.13.13.1/24".parse().unwrap()],
+            mtu: 1420,
+            upstream: format!("http://{upstream}").parse().unwrap(),
+            http_ports: vec![80],
+            endpoint: None,
+            peers_dir: None,
+            identity_header: http::HeaderName::from_static("x-promgate-peer"),
+            upstream_timeout: Duration::from_secs(5),
+            max_connections_per_peer: 64,
+            max_connections: 256,
+            tcp_idle_timeout: Duration::from_secs(60),
+        };
+        let stats = Arc::new(Stats::default());
+        let notify = Arc::new(Notify::new());
+        let health = Arc::new(Health::new(None));
+        let telemetry = Telemetry::new(stats.clone(), Default::default(), health.clone());
+        let gateway = Gateway::new(
+            &config,
+            peers,
+            stats.clone(),
+            notify.clone(),
+            7,
+            Instant::now(),
+        );
+        let proxy = Arc::new(Proxy::new(
+            config.upstream.clone(),
+            config.identity_header.clone(),
+            config.upstream_timeout,
+            telemetry.http.clone(),
+            health,
+            stats.clone(),
+        ));
+        Lab {
+            gateway,
+            gateway_key: key,
+            stats,
+            proxy,
+            shutdown: CancellationToken::new(),
+            notify,
+            config,
+        }
+    }
+
+    fn public(&self) -> PublicKey {
+        self.gateway_key.public_key()
+    }
+
+    /// Restarts the gateway core with the same key and peers: all sessions are lost.
+    fn restart(&mut self, peers: &[PeerConfig]) {
+        self.gateway = Gateway::new(
+            &self.config,
+            peers,
+            self.stats.clone(),
+            self.notify.clone(),
+            8,
+            Instant::now(),
+        );
+    }
+
+    /// One round trip of traffic between all peers and the gateway.
+    fn step(&mut self, peers: &mut [&mut TestPeer]) -> usize {
+        let now = Instant::now();
+        let mut to_gateway: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, p) in peers.iter_mut().enumerate() {
+            for d in p.outgoing() {
+                to_gateway.push((i, d));
+            }
+        }
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let moved = to_gateway.len();
+        for (i, d) in to_gateway {
+            self.gateway
+                .handle_datagram(now, peers[i].endpoint, &d, &mut out);
+        }
+        self.gateway.poll(now, &mut out);
+        for (info, stream) in self.gateway.take_accepted() {
+            tokio::spawn(
+                self.proxy
+                    .clone()
+                    .serve_connection(info, stream, self.shutdown.clone()),
+            );
+        }
+        let moved = moved + out.len();
+        for (dst, d) in out {
+            if let Some(p) = peers.iter_mut().find(|p| p.endpoint == dst) {
+                for back in p.incoming(&d) {
+                    let mut more = Vec::new();
+                    self.gateway
+                        .handle_datagram(now, p.endpoint, &back, &mut more);
+                    for (dst2, d2) in more {
+                        if dst2 == p.endpoint {
+                            p.incoming(&d2);
+                        }
+                    }
+                }
+            }
+        }
+        moved
+    }
+
+    /// Steps until `done` or the deadline; yields to tokio between steps so
+    /// the proxy tasks run.
+    async fn run_until(
+        &mut self,
+        peers: &mut [&mut TestPeer],
+        timeout: Duration,
+        mut done: impl FnMut(&mut [&mut TestPeer]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let moved = self.step(peers);
+            if done(peers) {
+                return true;
+            }
+            if moved == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        false
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
+}
+
+fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_all_succeed() {
+    let alice_key = StaticSecret::random();
+    let alice_cfg = peer_config(
+        "alice",
+        &alice_key,
+        Ipv4Addr::new(10, 13, 13, 2),
+        Role::Viewer,
+    );
+    let mut lab = Lab::new(&[alice_cfg]).await;
+    let mut alice = TestPeer::new(
+        &alice_key,
+        lab.public(),
+        Ipv4Addr::new(10, 13, 13, 2),
+        50001,
+    );
+    // A browser-like burst: 24 connections opened at the same instant.
+    let handles: Vec<_> = (0..24)
+        .map(|_| alice.connect(GW, 80, &get("/hello")))
+        .collect();
+    let mut responses = vec![None; handles.len()];
+    let ok = lab
+        .run_until(&mut [&mut alice], Duration::from_secs(20), |p| {
+            for (i, h) in handles.iter().enumerate() {
+                if responses[i].is_none() {
+                    responses[i] = p[0].response(*h);
+                }
+            }
+            responses.iter().all(|r| r.is_some())
+        })
+        .await;
+    assert!(
+        ok,
+        "not all responses arrived: {:?}",
+        responses.iter().filter(|r| r.is_none()).count()
+    );
+    for r in responses.iter().flatten() {
+        assert_eq!(status_of(r), 200, "{r}");
+        assert_eq!(body_of(r), "hello from upstream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_set_and_client_copies_stripped() {
+    let alice_key = StaticSecret::random();
+    let mut lab = Lab::new(&[peer_config(
+        "alice",
+        &alice_key,
+        Ipv4Addr::new(10, 13, 13, 2),
+        Role::Viewer,
+    )])
+    .await;
+    let mut alice = TestPeer::new(
+        &alice_key,
+        lab.public(),
+        Ipv4Addr::new(10, 13, 13, 2),
+        50002,
+    );
+    let req = "GET /headers HTTP/1.1\r\nHost: evil\r\nX-Promgate-Peer: bob\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n";
+    let h = alice.connect(GW, 80, req);
+    let mut resp = None;
+    assert!(
+        lab.run_until(&mut [&mut alice], Duration::from_secs(10), |p| {
+            resp = p[0].response(h);
+            resp.is_some()
+        })
+        .await
+    );
+    let resp = resp.unwrap();
+    let body = body_of(&resp);
+    assert!(
+        body.starts_with("xff=10.13.13.2 peer=alice host=127.0.0.1:"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_download_streams_intact() {
+    let alice_key = StaticSecret::random();
+    let mut lab = Lab::new(&[peer_config(
+        "alice",
+        &alice_key,
+        Ipv4Addr::new(10, 13, 13, 2),
+        Role::Viewer,
+    )])
+    .await;
+    let mut alice = TestPeer::new(
+        &alice_key,
+        lab.public(),
+        Ipv4Addr::new(10, 13, 13, 2),
+        50003,
+    );
+    let h = alice.connect(GW, 80, &get("/big"));
+    let mut resp = None;
+    assert!(
+        lab.run_until(&mut [&mut alice], Duration::from_secs(60), |p| {
+            resp = p[0].response(h);
+            resp.is_some()
+        })
+        .await
+    );
+    let resp = resp.unwrap();
+    assert_eq!(status_of(&resp), 200);
+    assert_eq!(body_of(&resp).len(), 4 << 20);
+    assert!(body_of(&resp).bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_admin_endpoints() {
+    let v = StaticSecret::random();
+    let a = StaticSecret::random();
+    let mut lab = Lab::new(&[
+        peer_config("viewer", &v, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer),
+        peer_config("admin", &a, Ipv4Addr::new(10, 13, 13, 3), Role::Admin),
+    ])
+    .await;
+    let mut viewer = TestPeer::new(&v, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50004);
+    let mut admin = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 3), 50005);
+    let post = "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let tricky = "POST //api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let hv = viewer.connect(GW, 80, post);
+    let ht = viewer.connect(GW, 80, tricky);
+    let ha = admin.connect(GW, 80, post);
+    let (mut rv, mut rt, mut ra) = (None, None, None);
+    assert!(
+        lab.run_until(
+            &mut [&mut viewer, &mut admin],
+            Duration::from_secs(10),
+            |p| {
+                rv = rv.take().or_else(|| p[0].response(hv));
+                rt = rt.take().or_else(|| p[0].response(ht));
+                ra = ra.take().or_else(|| p[1].response(ha));
+                rv.is_some() && rt.is_some() && ra.is_some()
+            }
+        )
+        .await
+    );
+    let rv = rv.unwrap();
+    assert_eq!(status_of(&rv), 403, "{rv}");
+    assert!(rv.contains("viewer") && rv.contains("admin role"), "{rv}");
+    assert_ne!(status_of(&rt.unwrap()), 200);
+    let ra = ra.unwrap();
+    assert_eq!(status_of(&ra), 200, "{ra}");
+    assert_eq!(body_of(&ra), "snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_inner_source_is_dropped() {
+    let alice_key = StaticSecret::random();
+    let mut lab = Lab::new(&[peer_config(
+        "alice",
+        &alice_key,
+        Ipv4Addr::new(10, 13, 13, 2),
+        Role::Viewer,
+    )])
+    .await;
+    // Alice's key, but her stack claims 10.13.13.99.
+    let mut alice = TestPeer::new(
+        &alice_key,
+        lab.public(),
+        Ipv4Addr::new(10, 13, 13, 99),
+        50006,
+    );
+    let h = alice.connect(GW, 80, &get("/hello"));
+    let established = lab
+        .run_until(&mut [&mut alice], Duration::from_secs(2), |p| {
+            p[0].state(h) == tcp::State::Established
+        })
+        .await;
+    assert!(!established);
+    assert!(lab.stats.dropped(DropReason::SpoofedSource) > 0);
+    assert_eq!(lab.gateway.open_connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_gets_no_answer() {
+    let alice_key = StaticSecret::random();
+    let mut lab = Lab::new(&[peer_config(
+        "alice",
+        &alice_key,
+        Ipv4Addr::new(10, 13, 13, 2),
+        Role::Viewer,
+    )])
+    .await;
+    let stranger_key = StaticSecret::random();
+    let mut stranger = TestPeer::new(
+        &stranger_key,
+        lab.public(),
+        Ipv4Addr::new(10, 13, 13, 2),
+        50007,
+    );
+    stranger.connect(GW, 80, &get("/hello"));
+    let now = Instant::now();
+    let mut answered = 0;
+    for _ in 0..3 {
+        for d in stranger.outgoing() {
+            let mut out = Vec::new();
+            lab.gateway
+                .handle_datagram(now, stranger.endpoint, &d, &mut out);
+            answered += out.len();
+        }
+    }
+    assert_eq!(answered, 0, "the gateway answered an unknown key");
+    assert!(lab.stats.dropped(DropReason::UnknownPeer) > 0);
+    // Garbage and truncated messages are dropped and counted, never answered.
+    let mut out = Vec::new();
+    for junk in [
+        &[][..],
+        &[1u8][..],
+        &[1, 0, 0, 0, 9, 9][..],
+        &[4u8; 32][..],
+        &[2u8; 92][..],
+    ] {
+        lab.gateway
+            .handle_datagram(now, stranger.endpoint, junk, &mut out);
+    }
+    assert!(out.is_empty());
+    assert!(
+        lab.stats.dropped(DropReason::Malformed) + lab.stats.dropped(DropReason::Unauthenticated)
+            >= 4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_destination_port_and_peer_to_peer_are_dropped() {
+    let a = StaticSecret::random();
+    let b = StaticSecret::random();
+    let mut lab = Lab::new(&[
+        peer_config("alice", &a, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer),
+        peer_config("bob", &b, Ipv4Addr::new(10, 13, 13, 3), Role::Viewer),
+    ])
+    .await;
+    let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50008);
+    let mut bob = TestPeer::new(&b, lab.public(), Ipv4Addr::new(10, 13, 13, 3), 50009);
+    // Bob says hello first so that he has a session the gateway could (wrongly) use.
+    let hb = bob.connect(GW, 80, &get("/hello"));
+    assert!(
+        lab.run_until(&mut [&mut alice, &mut bob], Duration::from_secs(10), |p| p
+            [1]
+        .response(hb)
+        .is_some())
+            .await
+    );
+    // Let bob's connection finish closing before counting what he receives.
+    lab.run_until(
+        &mut [&mut alice, &mut bob],
+        Duration::from_millis(500),
+        |_| false,
+    )
+    .await;
+    let bob_received = bob.received;
+
+    let to_port = alice.connect(GW, 9090, &get("/"));
+    let to_bob = alice.connect(Ipv4Addr::new(10, 13, 13, 3), 80, &get("/"));
+    let to_world = alice.connect(Ipv4Addr::new(1, 1, 1, 1), 80, &get("/"));
+    lab.run_until(&mut [&mut alice, &mut bob], Duration::from_secs(2), |_| {
+        false
+    })
+    .await;
+    for h in [to_port, to_bob, to_world] {
+        // Dropped, not reset: the client is still waiting for a SYN-ACK.
+        assert_eq!(alice.state(h), tcp::State::SynSent);
+    }
+    assert!(lab.stats.dropped(DropReason::ForbiddenPort) > 0);
+    assert!(lab.stats.dropped(DropReason::WrongDestination) >= 2);
+    assert_eq!(
+        bob.received, bob_received,
+        "bob received something after alice tried to reach him"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_peer_is_cut_off_and_unchanged_peer_keeps_its_session() {
+    let a = StaticSecret::random();
+    let b = StaticSecret::random();
+    let alice_cfg = peer_config("alice", &a, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer);
+    let bob_cfg = peer_config("bob", &b, Ipv4Addr::new(10, 13, 13, 3), Role::Viewer);
+    let mut lab = Lab::new(&[alice_cfg.clone(), bob_cfg]).await;
+    let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50010);
+    let mut bob = TestPeer::new(&b, lab.public(), Ipv4Addr::new(10, 13, 13, 3), 50011);
+    let ha = alice.connect(GW, 80, &get("/hello"));
+    let hb = bob.connect(GW, 80, &get("/hello"));
+    let (mut ra, mut rb) = (None, None);
+    assert!(
+        lab.run_until(&mut [&mut alice, &mut bob], Duration::from_secs(10), |p| {
+            ra = ra.take().or_else(|| p[0].response(ha));
+            rb = rb.take().or_else(|| p[1].response(hb));
+            ra.is_some() && rb.is_some()
+        })
+        .await
+    );
+    let handshakes = |lab: &Lab, name: &str| {
+        lab.gateway
+            .snapshot()
+            .iter()
+            .find(|p| &*p.name == name)
+            .map(|p| p.stats.handshakes.load(Relaxed))
+    };
+    let alice_handshakes = handshakes(&lab, "alice");
+
+    // A slow request from bob stays open while bob is removed.
+    let long = bob.connect(GW, 80, "GET /hello HTTP/1.1\r\nHost: p\r\n");
+    lab.run_until(
+        &mut [&mut alice, &mut bob],
+        Duration::from_millis(300),
+        |_| false,
+    )
+    .await;
+    let mut out = Vec::new();
+    let diff = lab
+        .gateway
+        .apply_peers(Instant::now(), &[alice_cfg], &mut out);
+    for (dst, d) in out {
+        assert_eq!(dst, bob.endpoint, "the reset went to someone else");
+        bob.incoming(&d);
+    }
+    assert_eq!(diff.removed.len(), 1);
+    assert_eq!(diff.kept, 1);
+    lab.run_until(
+        &mut [&mut alice, &mut bob],
+        Duration::from_millis(300),
+        |_| false,
+    )
+    .await;
+    assert_eq!(
+        bob.state(long),
+        tcp::State::Closed,
+        "bob's connection survived his removal"
+    );
+    assert_eq!(lab.gateway.open_connections(), 0);
+
+    let ha2 = alice.connect(GW, 80, &get("/hello"));
+    let mut r = None;
+    assert!(
+        lab.run_until(&mut [&mut alice, &mut bob], Duration::from_secs(10), |p| {
+            r = p[0].response(ha2);
+            r.is_some()
+        })
+        .await
+    );
+    assert_eq!(status_of(&r.unwrap()), 200);
+    assert_eq!(
+        handshakes(&lab, "alice"),
+        alice_handshakes,
+        "alice handshook again after a reload that did not change her"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_handshakes_again_after_gateway_restart() {
+    let a = StaticSecret::random();
+    let alice_cfg = peer_config("alice", &a, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer);
+    let mut lab = Lab::new(std::slice::from_ref(&alice_cfg)).await;
+    let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50012);
+    let h = alice.connect(GW, 80, &get("/hello"));
+    assert!(
+        lab.run_until(&mut [&mut alice], Duration::from_secs(10), |p| p[0]
+            .response(h)
+            .is_some())
+            .await
+    );
+
+    lab.restart(&[alice_cfg]);
+    // The client keeps sending on its old session; the gateway cannot
+    // decrypt it, and the client's own timers start a new handshake
+    // (after REKEY_TIMEOUT + KEEPALIVE_TIMEOUT, 15 s in WireGuard).
+    let h2 = alice.connect(GW, 80, &get("/hello"));
+    let mut r = None;
+    let ok = lab
+        .run_until(&mut [&mut alice], Duration::from_secs(40), |p| {
+            r = p[0].response(h2);
+            r.is_some()
+        })
+        .await;
+    assert!(ok, "no response after the gateway restarted");
+    assert_eq!(status_of(&r.unwrap()), 200);
+}
