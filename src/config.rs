@@ -1241,4 +1241,23 @@ allowed_ips = ["10.13.13.2/32"]
             errs[0]
         );
     }
+
+    #[test]
+    fn the_shipped_example_config_validates() {
+        let dir = tempdir("example");
+        write_key(&dir);
+        let text = include_str!("../config/promgate.example.toml")
+            .replace(
+                "/etc/promgate/key/private.key",
+                &dir.join("private.key").display().to_string(),
+            )
+            .replace("peers_dir = \"/etc/promgate/peers.d\"", "");
+        let cfg = parse(&dir.join("promgate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
+        assert_eq!(
+            cfg.admin.upstream_unready_after,
+            Some(Duration::from_secs(60))
+        );
+    }
 }
