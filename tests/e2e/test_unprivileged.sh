@@ -83,7 +83,7 @@ done
 check "NoNewPrivs is 1" test "$(status NoNewPrivs)" = 1
 check "/dev/net/tun does not exist in promgate's mount namespace" test ! -e "/proc/$PG/root/dev/net/tun"
 check "promgate holds no TUN fd" bash -c "! ls -l /proc/$PG/fd 2>/dev/null | grep -q 'net/tun'"
-udp_owner() { on server ss -Hulnpe "sport = :51820" | grep -q "uid:$NOBODY\b.*pid=$PG,\|pid=$PG,.*uid:$NOBODY\b"; }
+udp_owner() { on server ss -Hulnpe "sport = :51820" 2>/dev/null | grep -q "uid:$NOBODY\b.*pid=$PG,\|pid=$PG,.*uid:$NOBODY\b"; }
 check "UDP :51820 is bound by pid $PG as uid $NOBODY" udp_owner
 check "no OS TCP socket on port 80 in the server netns" \
     test -z "$(on server ss -Htln 'sport = :80')"
