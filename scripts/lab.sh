@@ -58,12 +58,12 @@ lab_require_tools() {
 
 # Kill every process in a namespace, then delete it.
 lab__del_ns() {
-    local ns=$1 pids p i
+    local ns=$1 pids
     ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns" || return 0
     pids=$(ip netns pids "$ns" 2>/dev/null)
     if [ -n "$pids" ]; then
         kill -TERM $pids 2>/dev/null
-        for i in $(seq 1 20); do
+        for _ in $(seq 1 20); do
             pids=$(ip netns pids "$ns" 2>/dev/null)
             [ -z "$pids" ] && break
             sleep 0.1
@@ -251,13 +251,13 @@ EOF
 # lab_wg_iface NS IFNAME CONF ADDR [ROUTE...]
 lab_wg_iface() {
     local ns=$1 ifname=$2 conf=$3 addr=$4; shift 4
-    local sock="/var/run/wireguard/$ifname.sock" i r
+    local sock="/var/run/wireguard/$ifname.sock" r
     [ ${#ifname} -le 15 ] || lab_die "ifname too long: $ifname"
     [ -e "$sock" ] && lab_die "wireguard socket $sock already exists (name collision)"
     LAB_IFNAMES+=("$ifname")
     lab_spawn "$ns" "wg-$ifname" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
         LOG_LEVEL="${LAB_WG_LOG_LEVEL:-error}" wireguard-go -f "$ifname"
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         [ -S "$sock" ] && break
         lab_pid_alive "$LAB_LAST_PID" || { cat "$LAB_DIR/wg-$ifname.log" >&2; lab_die "wireguard-go $ifname exited"; }
         sleep 0.1
@@ -338,9 +338,9 @@ lab_start_promgate() {
 
 # lab_stop_pid PID — TERM the process group, wait up to 5 s, then KILL.
 lab_stop_pid() {
-    local pid=$1 i
+    local pid=$1
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done

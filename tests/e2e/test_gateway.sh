@@ -145,7 +145,7 @@ check "carol: wireguard-go reports no handshake" \
     bash -c "ip netns exec $(lab_ns c) wg show $(lab_ifname c) latest-handshakes | awk '{exit !(\$2 == 0)}'"
 
 t_log "alice: nothing else is reachable"
-T_CURL_MAX=4
+export T_CURL_MAX=4
 check "alice: http://$GW:9090/ (upstream port) fails" expect_code a "http://$GW:9090/" 000
 check "alice: http://$GW:9586/healthz (admin port) fails" expect_code a "http://$GW:9586/healthz" 000
 check "alice: http://$GW:8080/ fails" expect_code a "http://$GW:8080/" 000

@@ -74,8 +74,8 @@ status() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$PG/status"; }
 check "process is the promgate binary ($(readlink "/proc/$PG/exe"))" \
     test "$(readlink "/proc/$PG/exe")" = "$(readlink -f "$BIN")"
 check "Uid is $NOBODY (real, effective, saved, fs): $(grep ^Uid: /proc/$PG/status | tr -s '\t' ' ')" \
-    bash -c "grep -Eq '^Uid:[[:space:]]+$NOBODY[[:space:]]+$NOBODY[[:space:]]+$NOBODY[[:space:]]+$NOBODY\$' /proc/$PG/status"
-check "Gid is $NOBODY" bash -c "grep -Eq '^Gid:[[:space:]]+$NOBODY[[:space:]]+$NOBODY[[:space:]]+$NOBODY[[:space:]]+$NOBODY\$' /proc/$PG/status"
+    bash -c "grep -Eq '^Uid:[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}\$' /proc/$PG/status"
+check "Gid is $NOBODY" bash -c "grep -Eq '^Gid:[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}\$' /proc/$PG/status"
 check "no supplementary groups" test -z "$(status Groups)"
 for c in CapEff CapPrm CapBnd CapInh CapAmb; do
     check "$c is 0 ($(status $c))" test "$(status $c)" = 0000000000000000
