@@ -165,7 +165,7 @@ impl Gateway {
         {
             self.last_tick = Some(now);
             self.peers
-                .tick(&mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
+                .tick(now, &mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
         }
         self.netstack.poll(now);
         let peers = &mut self.peers;

@@ -24,7 +24,7 @@ use boringtun::x25519::PublicKey;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Index of a peer's slot in the table.
 pub type PeerId = u32;
@@ -41,7 +41,9 @@ pub struct Peer {
     pub config: PeerConfig,
     /// Shared with telemetry and the proxy; cheap to clone.
     pub name: Arc<str>,
-    pub tunn: Tunn,
+    /// Created on the peer's first authenticated handshake: an idle peer
+    /// costs no Diffie-Hellman at load time and no session memory.
+    tunn: Option<Box<Tunn>>,
     /// Where to send this peer's datagrams: its latest authenticated source.
     pub endpoint: Option<SocketAddr>,
     pub stats: Arc<PeerStats>,
@@ -80,6 +82,7 @@ pub struct PeerTable {
     by_key: HashMap<[u8; 32], PeerId>,
     routes: AllowedIps<PeerId>,
     rate_limiter: Arc<RateLimiter>,
+    last_reset: Option<Instant>,
 }
 
 impl PeerTable {
@@ -94,6 +97,7 @@ impl PeerTable {
             by_key: HashMap::with_capacity(peers.len()),
             routes: AllowedIps::new(),
             rate_limiter,
+            last_reset: None,
         };
         for p in peers {
             table.insert(p.clone());
@@ -151,14 +155,6 @@ impl PeerTable {
                 id as PeerId
             }
         };
-        let tunn = Tunn::new(
-            self.private_key.secret().clone(),
-            PublicKey::from(config.public_key),
-            config.preshared_key,
-            config.persistent_keepalive,
-            id,
-            Some(self.rate_limiter.clone()),
-        );
         for net in &config.allowed_ips {
             self.routes.insert(*net, id);
         }
@@ -166,7 +162,7 @@ impl PeerTable {
         self.slots[id as usize] = Some(Peer {
             name: Arc::from(config.name.as_str()),
             config,
-            tunn,
+            tunn: None,
             endpoint: None,
             stats: Arc::new(PeerStats::default()),
         });
@@ -274,10 +270,25 @@ impl PeerTable {
             Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
             Packet::PacketData(ref p) => p.receiver_idx >> 8,
         };
+        let private_key = &self.private_key;
+        let rate_limiter = &self.rate_limiter;
         let Some(peer) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else {
             return Decapsulated::Dropped(DropReason::Unauthenticated);
         };
-        match peer.tunn.decapsulate(Some(src.ip()), datagram, buf) {
+        let tunn = match (&mut peer.tunn, &packet) {
+            (Some(t), _) => t,
+            // The initiation was decrypted with this peer's key above.
+            (t @ None, Packet::HandshakeInit(_)) => t.insert(Box::new(Tunn::new(
+                private_key.secret().clone(),
+                PublicKey::from(peer.config.public_key),
+                peer.config.preshared_key,
+                peer.config.persistent_keepalive,
+                id,
+                Some(rate_limiter.clone()),
+            ))),
+            (None, _) => return Decapsulated::Dropped(DropReason::Unauthenticated),
+        };
+        match tunn.decapsulate(Some(src.ip()), datagram, buf) {
             TunnResult::Done => {
                 peer.authenticated_from(src);
                 if is_handshake {
@@ -314,7 +325,7 @@ impl PeerTable {
     ) -> Option<(SocketAddr, &'a [u8])> {
         let peer = self.get_mut(id)?;
         let endpoint = peer.endpoint?;
-        match peer.tunn.decapsulate(None, &[], buf) {
+        match peer.tunn.as_mut()?.decapsulate(None, &[], buf) {
             TunnResult::WriteToNetwork(out) => Some((endpoint, out)),
             _ => None,
         }
@@ -331,7 +342,7 @@ impl PeerTable {
     ) -> Option<(SocketAddr, &'a [u8])> {
         let peer = self.get_mut(id)?;
         let endpoint = peer.endpoint?;
-        match peer.tunn.encapsulate(packet, buf) {
+        match peer.tunn.as_mut()?.encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.stats.add_tx(out.len());
                 Some((endpoint, out))
@@ -342,13 +353,20 @@ impl PeerTable {
 
     /// Runs boringtun's timers for every peer that has ever been seen and
     /// resets the shared rate limiter. Calls `send` for each datagram to emit.
-    pub fn tick(&mut self, buf: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
-        self.rate_limiter.reset_count();
+    pub fn tick(&mut self, now: Instant, buf: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
+        // The limit is per second, so reset once a second, not every tick.
+        if self
+            .last_reset
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.rate_limiter.reset_count();
+            self.last_reset = Some(now);
+        }
         for peer in self.slots.iter_mut().flatten() {
-            let Some(endpoint) = peer.endpoint else {
+            let (Some(endpoint), Some(tunn)) = (peer.endpoint, peer.tunn.as_mut()) else {
                 continue;
             };
-            match peer.tunn.update_timers(buf) {
+            match tunn.update_timers(buf) {
                 TunnResult::WriteToNetwork(out) => send(endpoint, out),
                 TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
                     // Session and keys are gone after REJECT_AFTER_TIME * 3; we are

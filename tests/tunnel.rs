@@ -824,3 +824,45 @@ async fn client_handshakes_again_after_gateway_restart() {
     assert!(ok, "no response after the gateway restarted");
     assert_eq!(status_of(&r.unwrap()), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_of_the_tunnel_address_is_answered() {
+    let a = StaticSecret::random();
+    let mut lab = Lab::new(&[peer_config(
+        "alice",
+        &a,
+        Ipv4Addr::new(10, 13, 13, 2),
+        Role::Viewer,
+    )])
+    .await;
+    let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50013);
+    // An ICMP echo request built with smoltcp's wire types.
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr};
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 7,
+        seq_no: 1,
+        data: b"promgate",
+    };
+    let ip = Ipv4Repr {
+        src_addr: Ipv4Addr::new(10, 13, 13, 2),
+        dst_addr: GW,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut packet = vec![0u8; ip.buffer_len() + icmp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut packet);
+    ip.emit(&mut p, &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
+    // Queue it on the peer's device as if its stack had sent it.
+    alice.dev.tx.push_back(packet);
+    let before = alice.received;
+    assert!(
+        lab.run_until(&mut [&mut alice], Duration::from_secs(5), |p| p[0].received
+            > before)
+            .await,
+        "no echo reply"
+    );
+}
