@@ -7,6 +7,8 @@
 //! [`gateway`] ties the I/O-free part together; [`driver`] is the thin tokio
 //! shell around it; [`serve`] wires config, sockets, admin server and signals.
 
+#![forbid(unsafe_code)]
+
 pub mod allowed_ips;
 pub mod cli;
 pub mod config;
