@@ -47,10 +47,58 @@ enum Command {
         #[arg(long, env = "PROMGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Add, remove or list peers.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Print a new private key (like `wg genkey`).
     Genkey,
     /// Read a private key on stdin, print its public key (like `wg pubkey`).
     Pubkey,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Add a peer, print its client config (wg-quick format) and a QR code.
+    Add {
+        name: String,
+        /// The client's public key. Recommended: the client keeps its private
+        /// key, and the printed config has a placeholder for it.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// The peer's tunnel address [default: the next free one].
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// host:port clients connect to [default: `endpoint` in the config].
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, value_enum, default_value = "viewer")]
+        role: RoleArg,
+        /// Write the QR code to this PNG file instead of the terminal.
+        #[arg(long)]
+        qr_png: Option<PathBuf>,
+        /// Print no QR code.
+        #[arg(long)]
+        no_qr: bool,
+        #[arg(long, env = "PROMGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Remove a peer; a running gateway cuts it off on reload.
+    Remove {
+        name: String,
+        #[arg(long, env = "PROMGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// List peers, with last handshake and transfer from the running gateway.
+    List {
+        #[arg(long, env = "PROMGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Viewer,
+    Admin,
 }
 
 /// Entry point for `main`; returns the process exit code.
@@ -58,6 +106,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Peer(cmd) => peer_command(cmd)?,
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
         }
@@ -126,6 +175,102 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
     }
     std::io::stdout().flush().ok();
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
+    use crate::onboarding;
+    match cmd {
+        PeerCommand::Add {
+            name,
+            public_key,
+            ip,
+            endpoint,
+            role,
+            qr_png,
+            no_qr,
+            config,
+        } => {
+            let role = match role {
+                RoleArg::Viewer => crate::config::Role::Viewer,
+                RoleArg::Admin => crate::config::Role::Admin,
+            };
+            let added = onboarding::add_peer(
+                &config,
+                &onboarding::AddPeer {
+                    name: name.clone(),
+                    public_key,
+                    ip,
+                    endpoint,
+                    role,
+                },
+            )?;
+            print!("{}", added.client_config);
+            eprintln!(
+                "promgate: added peer \"{name}\" to {}; a running gateway picks it up within a second",
+                added.written.display()
+            );
+            if let Some(png) = qr_png {
+                onboarding::qr_png(&added.client_config, &png)?;
+                eprintln!("promgate: QR code written to {}", png.display());
+            } else if !no_qr && let Some(qr) = onboarding::qr_terminal(&added.client_config) {
+                eprintln!("{qr}");
+            }
+        }
+        PeerCommand::Remove { name, config } => {
+            let file = onboarding::remove_peer(&config, &name)?;
+            eprintln!("promgate: removed peer \"{name}\" from {}", file.display());
+        }
+        PeerCommand::List { config } => {
+            let peers = onboarding::list_peers(&config)?;
+            let addr = config::load(&config)
+                .ok()
+                .and_then(|c| c.admin.control_listen);
+            let live = match addr {
+                Some(a) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(crate::control::fetch(a))
+                    .ok(),
+                None => None,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            println!(
+                "{:<24} {:<20} {:<7} {:>16} {:>12} {:>12}",
+                "NAME", "ADDRESS", "ROLE", "LAST HANDSHAKE", "RECEIVED", "SENT"
+            );
+            for (name, addrs, role) in peers {
+                let status = live
+                    .as_ref()
+                    .and_then(|l| l.iter().find(|p| p.name == name));
+                let (hs, rx, tx) = match status {
+                    Some(s) if s.last_handshake_unix > 0 => (
+                        format!("{}s ago", now.saturating_sub(s.last_handshake_unix)),
+                        human_bytes(s.rx_bytes),
+                        human_bytes(s.tx_bytes),
+                    ),
+                    Some(s) => (
+                        "never".into(),
+                        human_bytes(s.rx_bytes),
+                        human_bytes(s.tx_bytes),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                println!(
+                    "{name:<24} {addrs:<20} {:<7} {hs:>16} {rx:>12} {tx:>12}",
+                    role.as_str()
+                );
+            }
+            if live.is_none() {
+                eprintln!(
+                    "promgate: the gateway is not running here (or its control endpoint is off): no live figures"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn format_status(peers: &[crate::control::PeerStatus]) -> String {

@@ -435,6 +435,23 @@ pub fn load_peers(path: &Path, gateway: &GatewayConfig) -> Result<Vec<PeerConfig
     }
 }
 
+/// Validates the text of one peers file (`[[peer]]` tables only).
+pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, ConfigErrors> {
+    let raw: RawPeersFile =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(file, text, e)]))?;
+    let mut sink = Sink::new(file, text);
+    let peers: Vec<PeerConfig> = raw
+        .peer
+        .into_iter()
+        .filter_map(|p| validate_peer(&mut sink, p))
+        .collect();
+    if sink.errors.is_empty() {
+        Ok(peers)
+    } else {
+        Err(ConfigErrors(sink.errors))
+    }
+}
+
 /// Reads every `*.toml` file of a peers directory, in name order. Hidden
 /// entries are skipped: Kubernetes keeps its ConfigMap versions in `..data`
 /// style directories and exposes the files through symlinks.
@@ -460,17 +477,9 @@ pub fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
                 continue;
             }
         };
-        match toml::from_str::<RawPeersFile>(&text) {
-            Ok(raw) => {
-                let mut sink = Sink::new(&file, &text);
-                peers.extend(
-                    raw.peer
-                        .into_iter()
-                        .filter_map(|p| validate_peer(&mut sink, p)),
-                );
-                errors.extend(sink.errors);
-            }
-            Err(e) => errors.push(toml_error(&file, &text, e)),
+        match parse_peers_text(&file, &text) {
+            Ok(more) => peers.extend(more),
+            Err(ConfigErrors(e)) => errors.extend(e),
         }
     }
     if errors.is_empty() {

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod gateway;
 pub mod keys;
 pub mod netstack;
+pub mod onboarding;
 pub mod peer;
 pub mod policy;
 pub mod proxy;

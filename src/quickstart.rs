@@ -73,11 +73,7 @@ listen = "127.0.0.1:9586"
         dir = dir.display(),
         client = client_path.display()
     );
-    if let Ok(code) = qrcode::QrCode::new(client_conf.as_bytes()) {
-        let qr = code
-            .render::<qrcode::render::unicode::Dense1x2>()
-            .quiet_zone(true)
-            .build();
+    if let Some(qr) = crate::onboarding::qr_terminal(&client_conf) {
         eprintln!("{qr}\n");
     }
     Ok(config)

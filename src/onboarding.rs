@@ -1,0 +1,345 @@
+//! `promgate peer add | remove | list`: edit the peer set on disk and hand
+//! out client configs.
+//!
+//! Edits are validated as a whole config before anything is written, and
+//! written atomically (temp file in the same directory, then rename), so
+//! the watching gateway never reads a half-written file. With `peers_dir`
+//! each peer is its own file; otherwise the `[[peer]]` table is appended to
+//! or removed from the main config with `toml_edit`, which keeps comments
+//! and layout.
+
+use crate::config::{self, Config, Role};
+use crate::keys::{PrivateKey, decode_key, encode_key};
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Placeholder written where the client's private key goes when promgate
+/// never saw it (`--public-key`).
+pub const PRIVATE_KEY_PLACEHOLDER: &str = "<CLIENT_PRIVATE_KEY>";
+
+/// What `peer add` needs.
+pub struct AddPeer {
+    pub name: String,
+    pub public_key: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub endpoint: Option<String>,
+    pub role: Role,
+}
+
+/// The result of `peer add`: the client config and where the peer went.
+pub struct Added {
+    pub client_config: String,
+    pub written: PathBuf,
+}
+
+/// Adds a peer and returns the client config to hand to its owner.
+pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
+    let cfg = load(config_path)?;
+    if cfg.peers.iter().any(|p| p.name == req.name) {
+        bail!("a peer named \"{}\" already exists", req.name);
+    }
+    let (client_key, public_key) = match &req.public_key {
+        Some(k) => {
+            let bytes = decode_key(k).map_err(|e| anyhow::anyhow!("--public-key: the key {e}"))?;
+            (None, encode_key(&bytes))
+        }
+        None => {
+            let k = PrivateKey::generate();
+            let public = encode_key(k.public_key().as_bytes());
+            (Some(k), public)
+        }
+    };
+    let gateway_net = *cfg
+        .gateway
+        .addresses
+        .first()
+        .context("the gateway has no tunnel address")?;
+    let ip = match req.ip {
+        Some(ip) => ip,
+        None => next_free_address(&cfg, gateway_net)
+            .context("no free address left in the gateway's prefix; pass --ip")?,
+    };
+    let host = IpNet::from(ip);
+    let endpoint = req
+        .endpoint
+        .clone()
+        .or_else(|| cfg.gateway.endpoint.clone())
+        .context("no endpoint: set `endpoint = \"host:port\"` in [gateway] or pass --endpoint")?;
+
+    let entry = format!(
+        "[[peer]]\nname = \"{}\"\npublic_key = \"{public_key}\"\nallowed_ips = [\"{host}\"]\nrole = \"{}\"\n",
+        req.name,
+        req.role.as_str()
+    );
+    let written = match &cfg.gateway.peers_dir {
+        Some(dir) => {
+            let file = dir.join(format!("{}.toml", req.name));
+            if file.exists() {
+                bail!("{} already exists", file.display());
+            }
+            validate_with(config_path, Some((&file, &entry)), None)?;
+            write_atomically(&file, &entry)?;
+            file
+        }
+        None => {
+            let text = std::fs::read_to_string(config_path)
+                .with_context(|| format!("reading {}", config_path.display()))?;
+            let mut new = text.clone();
+            if !new.ends_with('\n') {
+                new.push('\n');
+            }
+            new.push('\n');
+            new.push_str(&entry);
+            validate_with(config_path, None, Some(&new))?;
+            write_atomically(config_path, &new)?;
+            config_path.to_path_buf()
+        }
+    };
+
+    let gateway_public = encode_key(cfg.gateway.private_key.public_key().as_bytes());
+    let private = client_key
+        .map(|k| k.to_base64())
+        .unwrap_or_else(|| PRIVATE_KEY_PLACEHOLDER.to_string());
+    let gateway_hosts: Vec<String> = cfg
+        .gateway
+        .addresses
+        .iter()
+        .map(|n| IpNet::from(n.addr()).to_string())
+        .collect();
+    let client_config = format!(
+        "[Interface]\nPrivateKey = {private}\nAddress = {host}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = {endpoint}\nAllowedIPs = {}\nPersistentKeepalive = 25\n",
+        gateway_hosts.join(", ")
+    );
+    Ok(Added {
+        client_config,
+        written,
+    })
+}
+
+/// Removes a peer by name from the peers directory or the main config.
+pub fn remove_peer(config_path: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let cfg = load(config_path)?;
+    let Some(peer) = cfg.peers.iter().find(|p| p.name == name) else {
+        bail!("no peer named \"{name}\"");
+    };
+    let file = peer.origin.file.clone();
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("parsing {}", file.display()))?;
+    let remaining = {
+        let Some(peers) = doc.get_mut("peer").and_then(|p| p.as_array_of_tables_mut()) else {
+            bail!("{}: no [[peer]] tables", file.display());
+        };
+        peers.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some(name));
+        peers.len()
+    };
+    if remaining == 0 && file != config_path {
+        // The peer's own file in peers_dir: remove it rather than leave it empty.
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+    } else {
+        write_atomically(&file, &doc.to_string())?;
+    }
+    Ok(file)
+}
+
+/// Names and addresses from the config, for `peer list`.
+pub fn list_peers(config_path: &Path) -> anyhow::Result<Vec<(String, String, Role)>> {
+    let cfg = load(config_path)?;
+    Ok(cfg
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.allowed_ips
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.role,
+            )
+        })
+        .collect())
+}
+
+/// Renders a client config as a QR code for a terminal.
+pub fn qr_terminal(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// Writes a client config as a QR code PNG.
+pub fn qr_png(text: &str, path: &Path) -> anyhow::Result<()> {
+    let code = qrcode::QrCode::new(text.as_bytes())
+        .context("the client config does not fit in a QR code")?;
+    let image = code
+        .render::<image::Luma<u8>>()
+        .min_dimensions(400, 400)
+        .build();
+    image
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))
+}
+
+/// Validates the config as it would be after the edit, without touching disk.
+fn validate_with(
+    config_path: &Path,
+    extra_file: Option<(&Path, &str)>,
+    new_main: Option<&str>,
+) -> anyhow::Result<()> {
+    let main = match new_main {
+        Some(t) => t.to_string(),
+        None => std::fs::read_to_string(config_path)?,
+    };
+    let cfg = config::parse(config_path, &main).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some((file, text)) = extra_file {
+        let more = config::parse_peers_text(file, text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut all = cfg.peers.clone();
+        all.extend(more);
+        let errors = config::cross_check_peers(&all, &cfg.gateway);
+        if !errors.is_empty() {
+            bail!("{}", config::ConfigErrors(errors));
+        }
+    }
+    Ok(())
+}
+
+/// The first host address in the gateway's prefix that no peer owns.
+fn next_free_address(cfg: &Config, net: IpNet) -> Option<IpAddr> {
+    let taken = |ip: IpAddr| {
+        ip == net.addr()
+            || cfg
+                .peers
+                .iter()
+                .any(|p| p.allowed_ips.iter().any(|n| n.contains(&ip)))
+    };
+    // IPv6 prefixes are huge; 65,536 candidates are more than any gateway needs.
+    net.hosts().take(65_536).find(|ip| !taken(*ip))
+}
+
+fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("peers");
+    // A dot-name is skipped by the peers_dir reader, so a crash never leaves a half peer behind.
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(tag: &str, peers_dir: bool) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("promgate-onboard-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("peers.d")).unwrap();
+        std::fs::write(dir.join("private.key"), PrivateKey::generate().to_base64()).unwrap();
+        let extra = if peers_dir {
+            "peers_dir = \"peers.d\"\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "# operator's comment stays\n[gateway]\nprivate_key_file = \"private.key\"\naddress = \"10.13.13.1/24\"\nendpoint = \"vpn.example.com:51820\"\n{extra}\n[[peer]]\nname = \"alice\" # alice's laptop\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\n",
+            encode_key(PrivateKey::generate().public_key().as_bytes())
+        );
+        std::fs::write(dir.join("promgate.toml"), text).unwrap();
+        dir.join("promgate.toml")
+    }
+
+    fn req(name: &str) -> AddPeer {
+        AddPeer {
+            name: name.into(),
+            public_key: None,
+            ip: None,
+            endpoint: None,
+            role: Role::Viewer,
+        }
+    }
+
+    #[test]
+    fn add_to_main_config_keeps_comments_and_allocates_next_address() {
+        let path = setup("main", false);
+        let added = add_peer(&path, &req("bob")).unwrap();
+        assert!(
+            added.client_config.contains("Address = 10.13.13.3/32"),
+            "{}",
+            added.client_config
+        );
+        assert!(added.client_config.contains("AllowedIPs = 10.13.13.1/32"));
+        assert!(
+            added
+                .client_config
+                .contains("Endpoint = vpn.example.com:51820")
+        );
+        assert!(added.client_config.contains("PersistentKeepalive = 25"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# operator's comment stays") && text.contains("# alice's laptop"));
+        let cfg = config::load(&path).unwrap();
+        assert_eq!(cfg.peers.len(), 2);
+
+        // Removing keeps alice's comment too.
+        remove_peer(&path, "bob").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("# alice's laptop") && !text.contains("\"bob\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn add_to_peers_dir_with_public_key_never_holds_a_private_key() {
+        let path = setup("dir", true);
+        let client = PrivateKey::generate();
+        let mut r = req("carol");
+        r.public_key = Some(encode_key(client.public_key().as_bytes()));
+        r.ip = Some("10.13.13.77".parse().unwrap());
+        let added = add_peer(&path, &r).unwrap();
+        assert_eq!(
+            added.written,
+            path.parent().unwrap().join("peers.d/carol.toml")
+        );
+        assert!(added.client_config.contains(PRIVATE_KEY_PLACEHOLDER));
+        assert!(added.client_config.contains("Address = 10.13.13.77/32"));
+        assert!(!added.client_config.contains(&client.to_base64()));
+        assert_eq!(config::load(&path).unwrap().peers.len(), 2);
+        remove_peer(&path, "carol").unwrap();
+        assert!(!path.parent().unwrap().join("peers.d/carol.toml").exists());
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let path = setup("refuse", true);
+        let e = add_peer(&path, &req("alice")).err().unwrap().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        let mut r = req("dave");
+        r.ip = Some("10.13.13.2".parse().unwrap());
+        let e = add_peer(&path, &r).err().unwrap().to_string();
+        assert!(e.contains("overlaps"), "{e}");
+        let e = remove_peer(&path, "nobody").err().unwrap().to_string();
+        assert!(e.contains("no peer named"), "{e}");
+    }
+}
