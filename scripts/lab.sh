@@ -20,7 +20,9 @@
 #   lab_spawn NS LOG CMD...     start CMD in NS in its own session; sets LAB_LAST_PID
 #   lab_start_prometheus NS [FLAGS...]
 #                               Debian prometheus, temp storage, 1 s self-scrape,
-#                               listen ${LAB_PROM_LISTEN:-127.0.0.1:9090}; waits /-/ready
+#                               listen ${LAB_PROM_LISTEN:-127.0.0.1:9090}; waits /-/ready;
+#                               $LAB_PROM_EXTRA_SCRAPE (YAML, items of scrape_configs
+#                               indented by 2) is appended to its scrape_configs
 #   lab_start_nginx NS LISTEN ROOT
 #                               static file server (nginx-light); waits for 200
 #   lab_wg_iface NS IFNAME CONF ADDR [ROUTE...]
@@ -201,6 +203,7 @@ scrape_configs:
   - job_name: prometheus
     static_configs:
       - targets: ['$host:$port']
+${LAB_PROM_EXTRA_SCRAPE:-}
 EOF
     lab_spawn "$ns" "prometheus-$port" prometheus \
         --config.file="$d/prometheus.yml" \

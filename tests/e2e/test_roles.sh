@@ -27,6 +27,11 @@ BIN=$(lab_promgate_bin)
 ADMIN=127.0.0.1:9586
 PROMDATA=$D/prom-9090/data
 
+# Prometheus also scrapes promgate's /metrics: a real OpenMetrics parser.
+# shellcheck disable=SC2034 # read by lab_start_prometheus
+LAB_PROM_EXTRA_SCRAPE="  - job_name: promgate
+    static_configs:
+      - targets: ['$ADMIN']"
 lab_start_prometheus "$SRV" --web.enable-admin-api --web.enable-lifecycle
 PROM_PID=$LAB_PROM_PID
 
@@ -244,6 +249,24 @@ check "/metrics has promgate_peer_received_bytes_total{peer=\"adam\"}" metric_ha
 check "/metrics has promgate_peers_connected 2" metric_has '^promgate_peers_connected 2(\.0*)?$'
 check "/metrics has promgate_config_reloads_refused_total" metric_has '^promgate_config_reloads_refused_total '
 check "/metrics ends with # EOF (OpenMetrics)" test "$(tail -n 1 "$D/metrics.txt")" = "# EOF"
+scraped_by_prometheus() {
+    on server curl -s --max-time 5 -o "$D/targets.json" http://127.0.0.1:9090/api/v1/targets &&
+        python3 - "$D/targets.json" <<'PY'
+import json, sys
+ts = [t for t in json.load(open(sys.argv[1]))["data"]["activeTargets"] if t["labels"].get("job") == "promgate"]
+ok = ts and all(t["health"] == "up" and not t["lastError"] for t in ts)
+if not ok:
+    print("        promgate target: " + "; ".join(f'{t["health"]} {t["lastError"]!r}' for t in ts))
+sys.exit(0 if ok else 1)
+PY
+}
+check "Prometheus scrapes /metrics without error (target up, no lastError)" retry 10 scraped_by_prometheus
+scraped_series() {
+    on server curl -s --max-time 5 -o "$D/hist.json" -G http://127.0.0.1:9090/api/v1/query \
+        --data-urlencode 'query=promgate_http_request_duration_seconds_count{job="promgate",role="admin",status="200"}' &&
+        python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["data"]["result"] else 1)' "$D/hist.json"
+}
+check "Prometheus has promgate_http_request_duration_seconds_count{role=\"admin\",status=\"200\"}" retry 5 scraped_series
 
 lab_stop_pid "$PG"
 
