@@ -139,12 +139,12 @@ printf '[[peer]]\nname = "carol"\npublic_key = "this is not a key"\nallowed_ips 
 mv -f "$D/peers.d/.carol.tmp" "$D/peers.d/carol.toml"
 refused_up() { local v; v=$(metric promgate_config_reloads_refused_total); [ "${v%.*}" -gt "${REFUSED0%.*}" ]; }
 check "broken carol.toml: promgate_config_reloads_refused_total goes up within 3 s (was $REFUSED0)" retry 3 refused_up
+got_at_broken=$(stat -c %s "$D/a-big.bin" 2>/dev/null || echo 0)
 check "log: ERROR 'config reload refused' naming carol.toml" \
     bash -c "sed 's/\x1b\[[0-9;]*m//g' '$PGLOG' | grep 'config reload refused' | grep -q 'ERROR.*carol.toml\|carol.toml.*ERROR'"
 check "bob: still served with the refused file in place" expect_code b "http://$GW/" 200
 check "carol: not served (her file was refused)" expect_code c "http://$GW/" 000
 check "gateway still running" lab_pid_alive "$PG"
-got_at_broken=$(stat -c %s "$D/a-big.bin" 2>/dev/null || echo 0)
 check "alice: still downloading during the refused reload ($((got_at_broken / 1048576)) MiB of $BIG_MIB)" \
     test "$got_at_broken" -lt "$BIG_SIZE"
 
