@@ -138,6 +138,25 @@ concurrent() {
 check "alice and bob: 2 x 10 concurrent queries all 200 + success" concurrent
 check "bob: GET /-/ready is 200" expect_code b "http://$GW/-/ready" 200
 
+t_log "connection slots are freed"
+# 200 requests, each on a new TCP connection (more than the default 128 per
+# peer): all must succeed, so closed connections give their slots back.
+many_sequential() {
+    local ok
+    ok=$(on a curl -s --max-time 60 -H 'Connection: close' -o /dev/null -w '%{http_code}\n' \
+        "http://$GW/-/ready?n=[1-200]" | grep -c '^200$')
+    echo "        $ok of 200 answered 200"
+    [ "$ok" = 200 ]
+}
+check "alice: 200 sequential connections (Connection: close) all 200" many_sequential
+tcp_gauge() {
+    on server curl -s --max-time 3 http://127.0.0.1:9586/metrics |
+        awk '$1 == "promgate_tunnel_tcp_connections" {print $2}'
+}
+gauge_zero() { local v; v=$(tcp_gauge); [ -n "$v" ] && awk -v v="$v" 'BEGIN{exit !(v + 0 == 0)}'; }
+retry 15 gauge_zero
+check "promgate_tunnel_tcp_connections back to 0 within 15 s (now: $(tcp_gauge))" gauge_zero
+
 t_log "carol: unknown key"
 check_not "carol: ping $GW fails" quiet on c ping -c 2 -W 2 "$GW"
 T_CURL_MAX=5 check "carol: curl http://$GW/-/ready gets nothing (000)" expect_code c "http://$GW/-/ready" 000
