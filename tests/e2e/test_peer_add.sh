@@ -8,6 +8,8 @@
 #                         the Endpoint comes from the config's gateway.endpoint)
 #   carol (c) 10.13.13.4  peer add carol (QR code on); `wg-quick up` on the printed
 #                         config as is (wg-quick falls back to wireguard-go)
+#   yara  (d) 10.13.13.3  of a second gateway (UDP 51821) whose config has no
+#                         peers_dir: peer add appends to the config file
 #
 # Also: the QR code (stderr, --qr-png), refused adds (duplicate name, key, IP,
 # bad name), `peer remove` cutting alice off within ~2 s, `check` pointing at
@@ -21,6 +23,7 @@ lab_up
 lab_add_client a
 lab_add_client b
 lab_add_client c
+lab_add_client d
 SRV=$(lab_ns server)
 D=$LAB_DIR
 BIN=$(lab_promgate_bin)
@@ -293,13 +296,14 @@ cat > "$D/inline/promgate.toml" <<EOF
 # Inline peers. This comment must survive.
 [gateway]
 private_key_file = "gw.key"   # trailing comment
-listen_port = 51820
+listen_port = 51821
 address = "$GW/24"
 upstream = "http://127.0.0.1:9090"
 
 # the admin section, with a blank line above
 [admin]
-listen = "off"
+listen = "127.0.0.1:9596"
+control_listen = "127.0.0.1:9597"
 
 [[peer]]
 name = "zed"                  # the first peer
@@ -307,7 +311,9 @@ public_key = "$(cat "$D/b.pub")"
 allowed_ips = ["10.13.13.2/32"]
 EOF
 cp "$D/inline/promgate.toml" "$D/inline/before.toml"
-"$BIN" peer add yara --endpoint "$EP" --no-qr --config "$D/inline/promgate.toml" > "$D/yara.conf" 2> "$D/yara.err"
+lab_start_promgate "$SRV" "$D/inline/promgate.toml"
+PG2=$LAB_PROMGATE_PID
+"$BIN" peer add yara --endpoint "$(lab_ip server):51821" --no-qr --config "$D/inline/promgate.toml" > "$D/yara.conf" 2> "$D/yara.err"
 rc=$?
 check "peer add yara (no peers_dir) exits 0 (stderr: $(head -c 200 "$D/yara.err" | tr '\n' ' '))" test $rc = 0
 check "the original file is kept byte for byte as the start of the new one (comments, layout)" \
@@ -319,9 +325,16 @@ check "yara got the next free address (10.13.13.3/32, zed has .2)" \
 check "promgate check accepts the appended file" quiet "$BIN" check --config "$D/inline/promgate.toml"
 check "peer list shows zed and yara" \
     bash -c "out=\$('$BIN' peer list --config '$D/inline/promgate.toml' 2>/dev/null); grep -q '^zed\b' <<< \"\$out\" && grep -q '^yara\b' <<< \"\$out\""
+strip_wg_quick "$D/yara.conf" "$D/yara.setconf"
+lab_wg_iface "$(lab_ns d)" "$(lab_ifname d)" "$D/yara.setconf" "$(conf_get "$D/yara.conf" Interface Address)" "$GW/32"
+check "yara: GET /-/ready through the second gateway is 200 within 10 s (config file hot-reloaded)" \
+    retry 10 expect_code d "http://$GW/-/ready" 200
 "$BIN" peer remove yara --config "$D/inline/promgate.toml" > /dev/null 2> "$D/yrm.err"
 rc=$?
 check "peer remove yara exits 0" test $rc = 0
+yara_gone() { [ "$(http_code d "http://$GW/-/ready" --max-time 0.5)" != 200 ]; }
+check "yara: cut off within ~2 s of peer remove" retry 2 yara_gone
+check "second gateway still running" lab_pid_alive "$PG2"
 check "after removing yara the file equals the original up to blank lines (diff -B)" \
     bash -c "diff -B '$D/inline/before.toml' '$D/inline/promgate.toml' > /dev/null || { diff '$D/inline/before.toml' '$D/inline/promgate.toml' | sed 's/^/        /' | head -10; false; }"
 
