@@ -9,7 +9,8 @@
 # alice's download must finish complete (curl exit 0, every byte, same hash)
 # and her session must survive: no new handshake on either side. A broken
 # file is refused (logged, counted) while alice and bob keep working, and
-# a SIGHUP reloads without touching sessions.
+# a SIGHUP reloads without touching sessions. Finally bob's file is removed
+# while he streams: his stream must end at once, the others stay served.
 #
 # The upstream is nginx serving static files in the server netns.
 set -u
@@ -184,6 +185,30 @@ check "SIGHUP: gateway still running" lab_pid_alive "$PG"
 check "alice: GET / still 200 after SIGHUP" expect_code a "http://$GW/" 200
 check "alice: still no new handshake after SIGHUP ($HS_A2 -> $(metric 'promgate_peer_handshakes_total{peer="alice"}'))" \
     test "$HS_A2" = "$(metric 'promgate_peer_handshakes_total{peer="alice"}')"
+
+t_log "removing bob while he streams"
+on b curl -s --limit-rate "$RATE" --max-time 60 -o "$D/b-big.bin" \
+    -w '%{http_code} %{size_download}' "http://$GW/big.bin" > "$D/b-big.result" 2> /dev/null &
+BDL=$!
+b_growing() { [ "$(stat -c %s "$D/b-big.bin" 2>/dev/null || echo 0)" -gt $((4 * 1024 * 1024)) ]; }
+check "bob: download under way (> 4 MiB)" retry 10 b_growing
+T1=$(now)
+rm -f "$D/peers.d/bob.toml"
+b_done() { ! kill -0 "$BDL" 2>/dev/null; }
+if retry 5 b_done; then BCUT=$(since "$T1"); else BCUT=never; fi
+wait "$BDL" 2>/dev/null; BDL_RC=$?
+read -r _ B_SIZE _ < "$D/b-big.result" 2>/dev/null
+check "bob: his stream ends within ~3 s of removing bob.toml (took ${BCUT}s, curl exit $BDL_RC)" \
+    python3 -c "import sys; sys.exit(0 if '$BCUT' != 'never' and float('$BCUT') <= 3.0 else 1)"
+check "bob: the stream was cut short, not completed (${B_SIZE:-?} of $BIG_SIZE bytes)" \
+    test "$BDL_RC" != 0 -a "${B_SIZE:-0}" -lt "$BIG_SIZE"
+rm -f "$D/b-big.bin"
+T_CURL_MAX=3 check "bob: no longer served (000)" expect_code b "http://$GW/" 000
+check "alice: GET / still 200 after bob's removal" expect_code a "http://$GW/" 200
+check "carol: GET / still 200 after bob's removal" expect_code c "http://$GW/" 200
+check "alice: still on her first handshake ($HS_A0 -> $(metric 'promgate_peer_handshakes_total{peer="alice"}'))" \
+    test "$HS_A0" = "$(metric 'promgate_peer_handshakes_total{peer="alice"}')"
+kill "$BDL" 2>/dev/null
 
 t_log "summary: refused $REFUSED0 -> $(metric promgate_config_reloads_refused_total), applied $APPLIED0 -> $(metric promgate_config_reloads_applied_total)"
 t_finish
