@@ -25,6 +25,8 @@
 #                               indented by 2) is appended to its scrape_configs
 #   lab_start_nginx NS LISTEN ROOT
 #                               static file server (nginx-light); waits for 200
+#   lab_start_pyhttp NS LISTEN ROOT
+#                               static file server (python3 -m http.server); waits for 200
 #   lab_wg_iface NS IFNAME CONF ADDR [ROUTE...]
 #                               wireguard-go -f IFNAME in NS, wg setconf CONF,
 #                               address, MTU 1420, link up, routes
@@ -249,6 +251,20 @@ EOF
     lab_wait_http "$ns" "http://$host:${listen##*:}/" 20 '200|403|404' ||
         lab_die "nginx not answering on $listen"
     lab_log "nginx on $listen in $ns (pid $LAB_LAST_PID)"
+}
+
+# lab_start_pyhttp NS LISTEN ROOT — python3 -m http.server (threaded) serving
+# ROOT; for the e2e tests, which do not need nginx. Sets LAB_LAST_PID.
+lab_start_pyhttp() {
+    local ns=$1 listen=$2 root=$3
+    local host=${listen%:*} port=${listen##*:}
+    lab_spawn "$ns" "pyhttp-$port" python3 -m http.server --bind "$host" --directory "$root" "$port"
+    local pid=$LAB_LAST_PID
+    [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+    lab_wait_http "$ns" "http://$host:$port/" 20 '200|403|404' ||
+        { tail -5 "$LAB_DIR/pyhttp-$port.log" >&2; lab_die "python3 http.server not answering on $listen"; }
+    LAB_LAST_PID=$pid
+    lab_log "python3 http.server on $listen in $ns (pid $pid)"
 }
 
 # lab_wg_iface NS IFNAME CONF ADDR [ROUTE...]

@@ -12,7 +12,8 @@
 # a SIGHUP reloads without touching sessions. Finally bob's file is removed
 # while he streams: his stream must end at once, the others stay served.
 #
-# The upstream is nginx serving static files in the server netns.
+# The upstream is python3's http.server serving static files in the server
+# netns (the e2e tests do not need nginx).
 set -u
 . "$(dirname "$0")/lib.sh"
 
@@ -28,13 +29,13 @@ D=$LAB_DIR
 BIN=$(lab_promgate_bin)
 ADMIN=127.0.0.1:9586
 
-t_log "upstream: nginx with a $BIG_MIB MiB file"
+t_log "upstream: python3 http.server with a $BIG_MIB MiB file"
 mkdir -p "$D/www"
 echo '<html><body>hot reload upstream</body></html>' > "$D/www/index.html"
 head -c "$((BIG_MIB * 1024 * 1024))" /dev/urandom > "$D/www/big.bin"
 BIG_SIZE=$(stat -c %s "$D/www/big.bin")
 BIG_SUM=$(sha256sum < "$D/www/big.bin" | cut -d' ' -f1)
-lab_start_nginx "$SRV" 127.0.0.1:8080 "$D/www"
+lab_start_pyhttp "$SRV" 127.0.0.1:8080 "$D/www"
 
 (umask 077; "$BIN" genkey > "$D/gw.key")
 "$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
