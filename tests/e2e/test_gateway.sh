@@ -164,12 +164,30 @@ check "carol: wireguard-go reports no handshake" \
     bash -c "ip netns exec $(lab_ns c) wg show $(lab_ifname c) latest-handshakes | awk '{exit !(\$2 == 0)}'"
 
 t_log "alice: nothing else is reachable"
-export T_CURL_MAX=4
-check "alice: http://$GW:9090/ (upstream port) fails" expect_code a "http://$GW:9090/" 000
-check "alice: http://$GW:9586/healthz (admin port) fails" expect_code a "http://$GW:9586/healthz" 000
-check "alice: http://$GW:8080/ fails" expect_code a "http://$GW:8080/" 000
+# The contract is "everything else is dropped": no RST, so curl times out
+# (exit 28) rather than being refused (exit 7). The drop counters say why.
+dropped() { # REASON -> value of promgate_packets_dropped_total{reason=REASON}
+    on server curl -s --max-time 3 http://127.0.0.1:9586/metrics |
+        awk -v r="promgate_packets_dropped_total{reason=\"$1\"}" '$1 == r {print $2 + 0}'
+}
+curl_times_out() { # NODE URL
+    local rc
+    on "$1" curl -s -o /dev/null --max-time 3 "$2"
+    rc=$?
+    [ $rc = 28 ] || { echo "        curl $2: exit $rc, want 28 (timeout: silently dropped)"; return 1; }
+}
+fp0=$(dropped forbidden_port)
+check "alice: http://$GW:9090/ (upstream port) is dropped" curl_times_out a "http://$GW:9090/"
+check "alice: http://$GW:9586/healthz (admin port) is dropped" curl_times_out a "http://$GW:9586/healthz"
+check "alice: http://$GW:8080/ is dropped" curl_times_out a "http://$GW:8080/"
+fp1=$(dropped forbidden_port)
+check "drop counter forbidden_port rose ($fp0 -> $fp1)" test "${fp1:-0}" -gt "${fp0:-0}"
+wd0=$(dropped wrong_destination)
 check_not "alice: ping 10.13.13.3 (bob, via the gateway) fails" quiet on a ping -c 2 -W 2 10.13.13.3
 check_not "alice: ping 10.13.13.99 fails" quiet on a ping -c 2 -W 2 10.13.13.99
+wd1=$(dropped wrong_destination)
+check "drop counter wrong_destination rose by >= 4 ($wd0 -> $wd1)" test "${wd1:-0}" -ge $((${wd0:-0} + 4))
+export T_CURL_MAX=4
 check "alice: http://10.13.13.3/ (bob) fails" expect_code a "http://10.13.13.3/" 000
 check "alice: no OS port answers on the veth address (http://$(lab_ip server):9586)" \
     expect_code a "http://$(lab_ip server):9586/healthz" 000
@@ -185,6 +203,7 @@ on a ip addr add 10.13.13.3/32 dev "$(lab_ifname a)"
 bob_rx() { on b wg show "$(lab_ifname b)" transfer | awk '{print $2}'; }
 sleep 1
 rx0=$(bob_rx)
+sp0=$(dropped spoofed_source)
 on a ping -c 3 -W 1 -I 10.13.13.3 "$GW" >/dev/null 2>&1
 on a curl -s -o /dev/null --max-time 3 --interface 10.13.13.3 "http://$GW/-/ready"
 sleep 1
@@ -192,6 +211,8 @@ rx1=$(bob_rx)
 # A forwarded data packet is >= 96 bytes on the wire; a 32-byte keepalive from
 # the gateway's own timers may land in the window and is not a leak.
 check "gateway drops alice's packets with bob's source (bob rx bytes $rx0 -> $rx1)" test $((rx1 - rx0)) -lt 96
+sp1=$(dropped spoofed_source)
+check "drop counter spoofed_source rose by >= 3 ($sp0 -> $sp1)" test "${sp1:-0}" -ge $((${sp0:-0} + 3))
 on a ip addr del 10.13.13.3/32 dev "$(lab_ifname a)"
 check "alice: still served after the spoofing attempt" expect_code a "http://$GW/-/ready" 200
 
