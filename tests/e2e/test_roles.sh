@@ -326,7 +326,15 @@ check "json: nor its base64 body without padding" bash -c "! grep -qF -- '${GWKE
 t_log "phase 2: upstream down -> /readyz 503"
 check "/readyz 200 while Prometheus is up" expect_code server "http://$ADMIN/readyz" 200
 check "adam: POST /-/quit is 200 (lifecycle API through the tunnel)" expect b POST /-/quit 200
-prom_gone() { ! lab_pid_alive "$PROM_PID"; }
+# Not `! lab_pid_alive`: between its kill -0 and its read of /proc/PID/stat
+# the shell may reap the zombie, and an unreadable stat counts as alive there.
+prom_gone() {
+    local st
+    [ "$(http_code server http://127.0.0.1:9090/-/ready)" = 000 ] || return 1
+    kill -0 "$PROM_PID" 2>/dev/null || return 0
+    st=$(awk '{print $3}' "/proc/$PROM_PID/stat" 2>/dev/null)
+    [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ]
+}
 if ! retry 10 prom_gone; then
     t_log "Prometheus did not quit; stopping it"
     lab_stop_pid "$PROM_PID"
