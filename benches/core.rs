@@ -59,6 +59,7 @@ fn gateway_config(key: &PrivateKey) -> GatewayConfig {
         max_connections_per_peer: 64,
         max_connections: 1024,
         tcp_idle_timeout: Duration::from_secs(60),
+        tcp_send_buffer: 64 * 1024,
     }
 }
 

@@ -156,6 +156,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// A tunnel TCP connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Send buffer per tunnel TCP connection in bytes: the most it has in flight.
+    pub tcp_send_buffer: usize,
 }
 
 /// The `[admin]` table, validated.
@@ -230,6 +232,7 @@ struct RawGateway {
     max_connections_per_peer: Option<Spanned<usize>>,
     max_connections: Option<Spanned<usize>>,
     tcp_idle_timeout: Option<Spanned<String>>,
+    tcp_send_buffer: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -650,6 +653,18 @@ fn validate_gateway(
     );
     let max_connections = positive(sink, "gateway.max_connections", raw.max_connections, 1024);
 
+    let tcp_send_buffer = match raw.tcp_send_buffer {
+        None => crate::netstack::DEFAULT_TCP_SEND_BUFFER,
+        Some(b) if (16 * 1024..=16 * 1024 * 1024).contains(b.get_ref()) => *b.get_ref(),
+        Some(b) => {
+            sink.push(
+                b.span(),
+                "gateway.tcp_send_buffer",
+                "must be between 16384 and 16777216 bytes",
+            );
+            crate::netstack::DEFAULT_TCP_SEND_BUFFER
+        }
+    };
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
 
     if sink.errors.len() > before {
@@ -669,6 +684,7 @@ fn validate_gateway(
         max_connections_per_peer,
         max_connections,
         tcp_idle_timeout,
+        tcp_send_buffer,
     })
 }
 

@@ -28,16 +28,58 @@ pub enum Command {
     ApplyPeers(Vec<PeerConfig>, oneshot::Sender<PeerDiff>),
 }
 
+/// Datagrams waiting for room in the socket's send buffer. When the kernel
+/// says "would block" we keep the datagram and stop pulling from the
+/// netstack until the socket is writable again: dropping it instead turns a
+/// full send buffer into TCP loss, which smoltcp (no SACK) recovers from
+/// slowly. 2048 datagrams is ~3 MB, a few milliseconds at line rate.
+const MAX_PENDING: usize = 2048;
+
 struct UdpSink<'a> {
     socket: &'a UdpSocket,
     stats: &'a Stats,
+    pending: &'a mut std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    spare: &'a mut Vec<Vec<u8>>,
 }
 
 impl Transmit for UdpSink<'_> {
     fn send_datagram(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        if self.socket.try_send_to(datagram, dst).is_err() {
-            self.stats.drop_packet(DropReason::SendFailed);
+        if self.pending.is_empty() {
+            match self.socket.try_send_to(datagram, dst) {
+                Ok(_) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    // Unreachable destination and the like: UDP is best effort.
+                    self.stats.drop_packet(DropReason::SendFailed);
+                    return;
+                }
+            }
         }
+        if self.pending.len() >= MAX_PENDING {
+            self.stats.drop_packet(DropReason::SendFailed);
+            return;
+        }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.pending.push_back((dst, buf));
+    }
+}
+
+impl UdpSink<'_> {
+    /// Sends queued datagrams until the socket would block. True when all went.
+    fn flush(&mut self) -> bool {
+        while let Some((dst, buf)) = self.pending.front() {
+            match self.socket.try_send_to(buf, *dst) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(_) => self.stats.drop_packet(DropReason::SendFailed),
+                Ok(_) => {}
+            }
+            if let Some((_, buf)) = self.pending.pop_front() {
+                self.spare.push(buf);
+            }
+        }
+        true
     }
 }
 
@@ -58,7 +100,10 @@ impl Driver {
         let stats = self.gateway.stats().clone();
         self.publish_peers();
         let mut drain_deadline: Option<Instant> = None;
+        let mut pending = std::collections::VecDeque::new();
+        let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
+            let blocked = !pending.is_empty();
             let now = Instant::now();
             let deadline = self.gateway.poll_at(now);
             let sleep = tokio::time::sleep_until(deadline.max(now).into());
@@ -68,10 +113,15 @@ impl Driver {
                     conn_shutdown.cancel();
                     drain_deadline = Some(Instant::now() + self.grace);
                 }
+                r = self.socket.writable(), if blocked => {
+                    if r.is_ok() {
+                        UdpSink { socket: &self.socket, stats: &stats, pending: &mut pending, spare: &mut spare }.flush();
+                    }
+                }
                 r = self.socket.readable() => {
                     if r.is_ok() {
                         let now = Instant::now();
-                        let mut sink = UdpSink { socket: &self.socket, stats: &stats };
+                        let mut sink = UdpSink { socket: &self.socket, stats: &stats, pending: &mut pending, spare: &mut spare };
                         for _ in 0..RECV_BATCH {
                             match self.socket.try_recv_from(&mut buf) {
                                 Ok((n, src)) => self.gateway.handle_datagram(now, src, &buf[..n], &mut sink),
@@ -88,8 +138,14 @@ impl Driver {
             let mut sink = UdpSink {
                 socket: &self.socket,
                 stats: &stats,
+                pending: &mut pending,
+                spare: &mut spare,
             };
-            self.gateway.poll(now, &mut sink);
+            // Pull more from the netstack only once the socket has taken
+            // everything queued; its TCP sees the delay as a slower link.
+            if sink.flush() {
+                self.gateway.poll(now, &mut sink);
+            }
             for (info, stream) in self.gateway.take_accepted() {
                 if drain_deadline.is_some() {
                     continue; // dropping the stream closes it
@@ -113,8 +169,11 @@ impl Driver {
                     let mut sink = UdpSink {
                         socket: &self.socket,
                         stats: &stats,
+                        pending: &mut pending,
+                        spare: &mut spare,
                     };
                     self.gateway.poll(now, &mut sink);
+                    sink.flush();
                     break;
                 }
             }
@@ -125,11 +184,15 @@ impl Driver {
         match cmd {
             Command::ApplyPeers(peers, reply) => {
                 let stats = self.gateway.stats().clone();
+                let (mut pending, mut spare) = (std::collections::VecDeque::new(), Vec::new());
                 let mut sink = UdpSink {
                     socket: &self.socket,
                     stats: &stats,
+                    pending: &mut pending,
+                    spare: &mut spare,
                 };
                 let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
+                sink.flush();
                 self.publish_peers();
                 let _ = reply.send(diff);
             }

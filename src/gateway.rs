@@ -84,6 +84,7 @@ impl Gateway {
         now: Instant,
     ) -> Self {
         let limits = Limits {
+            send_buffer: config.tcp_send_buffer,
             per_peer: config.max_connections_per_peer,
             total: config.max_connections,
             idle_timeout: config.tcp_idle_timeout,

@@ -31,10 +31,14 @@ use tokio::sync::Notify;
 /// Receive buffer per connection: requests are small, so 64 KiB is ample,
 /// and it still advertises a window that never stalls an upload on a LAN.
 const TCP_RX_BUFFER: usize = 64 * 1024;
-/// Send buffer per connection: downloads dominate (query results, the UI's
-/// JavaScript), and throughput is bounded by send buffer / RTT. 512 KiB
-/// sustains > 500 MB/s at 1 ms RTT.
-const TCP_TX_BUFFER: usize = 512 * 1024;
+/// Default send buffer per connection, which is also the most a connection
+/// has in flight. smoltcp has no SACK, so a burst that overruns the client
+/// (a wireguard-go client's UDP socket buffer, in the benchmark) costs a
+/// retransmission timeout. Measured on the 2-core lab (MB/s, client drops):
+/// 32 KiB 40/0, 64 KiB 50/0, 96 KiB 52/2, 128 KiB 19/38, 512 KiB 13/258.
+/// Throughput is at most buffer / RTT, so high-latency links want more
+/// (`tcp_send_buffer`).
+pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
 pub const MAX_TX_QUEUE: usize = 1024;
@@ -42,6 +46,8 @@ pub const MAX_TX_QUEUE: usize = 1024;
 /// Limits on tunnel TCP state.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Bytes of send buffer per connection (the in-flight ceiling).
+    pub send_buffer: usize,
     pub per_peer: usize,
     pub total: usize,
     pub idle_timeout: Duration,
@@ -267,7 +273,7 @@ impl Netstack {
     fn open_listener(&mut self, now: Instant, peer: PeerId, tuple: (IpAddr, u16, u16)) {
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_TX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; self.limits.send_buffer]),
         );
         socket.set_congestion_control(CongestionControl::Cubic);
         // Immediate ACKs: our inbound data is small (requests), so delayed
@@ -306,7 +312,12 @@ impl Netstack {
             mtu: self.mtu,
         };
         self.iface.poll_maintenance(ts);
-        self.iface.poll_egress(ts, &mut device, &mut self.sockets);
+        // One poll_egress emits at most one segment per socket, so loop until
+        // nothing is left to send. Bounded: the device refuses tokens once the
+        // transmit queue holds MAX_TX_QUEUE packets, which ends the loop.
+        while self.iface.poll_egress(ts, &mut device, &mut self.sockets)
+            == smoltcp::iface::PollResult::SocketStateChanged
+        {}
         self.reap();
     }
 

@@ -349,12 +349,17 @@ impl AuditedBody {
                 path = %a.path,
                 status = self.status,
                 bytes = self.bytes,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                upstream_ms = a.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+                duration_ms = millis(elapsed),
+                upstream_ms = a.upstream_latency.map(millis),
                 "request"
             );
         }
     }
+}
+
+/// Milliseconds with microsecond resolution, without float noise in logs.
+fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
 }
 
 impl Body for AuditedBody {

@@ -110,14 +110,24 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Socket buffers asked for: bursts of a few hundred datagrams must not
+/// overflow them. The kernel caps this at net.core.{r,w}mem_max without
+/// privileges; whatever it grants is fine, the driver backs off on a full
+/// send buffer rather than dropping.
+const UDP_SOCKET_BUFFER: usize = 4 << 20;
+
 async fn bind_udp(port: u16) -> anyhow::Result<UdpSocket> {
     // Dual-stack first; fall back to IPv4 where IPv6 is disabled (common in pods).
-    match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
-        Ok(s) => Ok(s),
+    let socket = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+        Ok(s) => s,
         Err(_) => UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
             .await
-            .with_context(|| format!("binding UDP port {port}")),
-    }
+            .with_context(|| format!("binding UDP port {port}"))?,
+    };
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER);
+    let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER);
+    Ok(socket)
 }
 
 async fn wait_for_stop_signal() {

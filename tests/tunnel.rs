@@ -317,6 +317,7 @@ impl Lab {
             max_connections_per_peer: 64,
             max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(60),
+            tcp_send_buffer: 64 * 1024,
         };
         let stats = Arc::new(Stats::default());
         let notify = Arc::new(Notify::new());
