@@ -45,7 +45,12 @@ async fn status(State(peers): State<PeerView>) -> axum::Json<Vec<PeerStatus>> {
                     .endpoint
                     .lock()
                     .ok()
-                    .and_then(|e| e.map(|e| e.to_string())),
+                    // The socket is dual-stack; show IPv4 peers as IPv4, like `wg show`.
+                    .and_then(|e| {
+                        e.map(|e| {
+                            std::net::SocketAddr::new(e.ip().to_canonical(), e.port()).to_string()
+                        })
+                    }),
                 last_handshake_unix: p.stats.last_handshake_unix.load(Relaxed),
                 rx_bytes: p.stats.rx_bytes.load(Relaxed),
                 tx_bytes: p.stats.tx_bytes.load(Relaxed),
