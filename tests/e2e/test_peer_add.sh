@@ -222,8 +222,14 @@ check "peer list exits 0" test $rc = 0
 check "peer list shows alice with 10.13.13.2" grep -qE '^alice[[:space:]].*10\.13\.13\.2' "$D/list.txt"
 check "peer list shows bob, carol, dave" bash -c "grep -q '^bob\b' '$D/list.txt' && grep -q '^carol\b' '$D/list.txt' && grep -q '^dave\b' '$D/list.txt'"
 on a curl -s -o /dev/null --max-time 5 "http://$GW/api/v1/query?query=up"
-on server "$BIN" status --config "$CFG" > "$D/status.txt" 2> "$D/status.err"
-rc=$?
+# The watcher applies dave's file within ~0.5 s of `peer add`; wait for it
+# (bounded) so that status sees the same peer set as `peer list`.
+for _ in $(seq 1 30); do
+    on server "$BIN" status --config "$CFG" > "$D/status.txt" 2> "$D/status.err"
+    rc=$?
+    grep -q '(dave)' "$D/status.txt" && break
+    sleep 0.1
+done
 check "status (in the server netns) exits 0 (stderr: $(head -c 200 "$D/status.err" | tr '\n' ' '))" test $rc = 0
 alice_block() { awk '/^peer: /{p = /\(alice\)/} p' "$D/status.txt"; }
 A_EP_LINE=$(alice_block | grep 'endpoint:')
