@@ -412,14 +412,59 @@ impl Telemetry {
     }
 }
 
-async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        t.render(),
-    )
+/// Serves OpenMetrics to clients that ask for it (Prometheus does), and the
+/// classic text format 0.0.4 otherwise, so `curl` and `promtool check
+/// metrics` see the format they expect.
+async fn metrics(State(t): State<Telemetry>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let body = t.render();
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            openmetrics_to_text(&body),
+        )
+    }
+}
+
+/// Converts prometheus-client's OpenMetrics output to text format 0.0.4: a
+/// counter family `x` becomes `x_total` in HELP and TYPE, `# UNIT` and
+/// `# EOF` go. Sample lines are the same in both formats.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line.starts_with("# EOF") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
@@ -429,5 +474,47 @@ async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_their_total_suffix() {
+        let om = "# HELP a_total_thing x.\n# TYPE req counter\n# HELP req Requests.\nreq_total 3\n# TYPE g gauge\ng 1.0\n# UNIT g seconds\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert!(
+            text.contains("# TYPE req_total counter\n# HELP req_total Requests.\nreq_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE g gauge\ng 1.0\n"));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    }
+
+    #[test]
+    fn rendered_metrics_include_the_team_s_queries() {
+        let t = Telemetry::new(
+            Arc::new(Stats::default()),
+            Default::default(),
+            Arc::new(Health::new(None)),
+        );
+        t.http.observe(
+            &http::Method::GET,
+            200,
+            Role::Viewer,
+            Duration::from_millis(3),
+        );
+        let text = openmetrics_to_text(&t.render());
+        for needle in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "promgate_http_request_duration_seconds_count{method=\"GET\",status=\"200\",role=\"viewer\"} 1",
+            "promgate_packets_dropped_total{reason=\"spoofed_source\"} 0",
+            "# TYPE promgate_config_reloads_refused_total counter",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
     }
 }
