@@ -283,4 +283,68 @@ mod tests {
             let _ = check(1, &p[..n]);
         }
     }
+
+    #[test]
+    fn ipv6_inner_packets_follow_the_same_rules() {
+        use smoltcp::wire::{Ipv6Address, Ipv6Packet, Ipv6Repr};
+        let gw: Ipv6Address = "fd13::1".parse().unwrap();
+        let alice: Ipv6Address = "fd13::2".parse().unwrap();
+        let bob: Ipv6Address = "fd13::3".parse().unwrap();
+        let packet = |src: Ipv6Address, dst: Ipv6Address, port: u16| {
+            let tcp = TcpRepr {
+                src_port: 40000,
+                dst_port: port,
+                control: TcpControl::Syn,
+                seq_number: TcpSeqNumber(1),
+                ack_number: None,
+                window_len: 1000,
+                window_scale: None,
+                max_seg_size: None,
+                sack_permitted: false,
+                sack_ranges: [None; 3],
+                timestamp: None,
+                payload: &[],
+            };
+            let ip = Ipv6Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+            let caps = ChecksumCapabilities::default();
+            let mut p = Ipv6Packet::new_unchecked(&mut buf);
+            ip.emit(&mut p);
+            tcp.emit(
+                &mut TcpPacket::new_unchecked(p.payload_mut()),
+                &IpAddress::Ipv6(src),
+                &IpAddress::Ipv6(dst),
+                &caps,
+            );
+            buf
+        };
+        let addrs = [IpAddr::V6(gw)];
+        let policy = Policy {
+            gateway_addrs: &addrs,
+            http_ports: &[80],
+        };
+        let owner = |a: IpAddr| (a == IpAddr::V6(alice)).then_some(1);
+        assert!(matches!(
+            check_inbound(&policy, 1, &packet(alice, gw, 80), owner),
+            Ok(Accepted::Tcp { syn: true, .. })
+        ));
+        assert_eq!(
+            check_inbound(&policy, 1, &packet(bob, gw, 80), owner),
+            Err(DropReason::SpoofedSource)
+        );
+        assert_eq!(
+            check_inbound(&policy, 1, &packet(alice, bob, 80), owner),
+            Err(DropReason::WrongDestination)
+        );
+        assert_eq!(
+            check_inbound(&policy, 1, &packet(alice, gw, 22), owner),
+            Err(DropReason::ForbiddenPort)
+        );
+    }
 }
