@@ -36,6 +36,9 @@ enum Command {
         /// Where the quickstart keeps its key and configs.
         #[arg(long, default_value = "promgate-data")]
         data_dir: PathBuf,
+        /// Runtime worker threads; 1 runs everything on one thread.
+        #[arg(long, env = "PROMGATE_THREADS", default_value_t = 2)]
+        threads: usize,
     },
     /// Validate a config and its peers; print every problem; exit 1 on error.
     Check {
@@ -146,6 +149,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             config,
             grace,
             data_dir,
+            threads,
         } => {
             let path = match config {
                 Some(p) => p,
@@ -167,9 +171,16 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
                     );
                 }
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()?
+            };
             rt.block_on(crate::serve::run(cfg, grace))?;
         }
     }
