@@ -11,6 +11,7 @@ use crate::peer::PeerDiff;
 use crate::proxy::Proxy;
 use crate::stats::{DropReason, Stats};
 use crate::telemetry::PeerView;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,26 +36,57 @@ pub enum Command {
 /// slowly. 2048 datagrams is ~3 MB, a few milliseconds at line rate.
 const MAX_PENDING: usize = 2048;
 
-struct UdpSink<'a> {
-    socket: &'a UdpSocket,
-    stats: &'a Stats,
-    pending: &'a mut std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
-    spare: &'a mut Vec<Vec<u8>>,
+/// Largest GSO batch in bytes (the kernel's limit is 64 KiB per send).
+const MAX_BATCH_BYTES: usize = 60 * 1024;
+
+/// The sending half of the UDP socket: consecutive datagrams to the same
+/// endpoint with the same size go out as one UDP GSO send (one syscall for
+/// up to 64 datagrams) where the kernel supports it; a full send buffer
+/// queues instead of dropping.
+struct UdpOut {
+    state: quinn_udp::UdpSocketState,
+    stats: Arc<Stats>,
+    max_segments: usize,
+    batch: Vec<u8>,
+    batch_dst: Option<SocketAddr>,
+    batch_segment: usize,
+    batch_count: usize,
+    pending: VecDeque<(SocketAddr, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
 }
 
-impl Transmit for UdpSink<'_> {
-    fn send_datagram(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        if self.pending.is_empty() {
-            match self.socket.try_send_to(datagram, dst) {
-                Ok(_) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    // Unreachable destination and the like: UDP is best effort.
-                    self.stats.drop_packet(DropReason::SendFailed);
-                    return;
-                }
-            }
-        }
+/// `UdpOut` bound to its socket for one round of sends.
+struct UdpSink<'a> {
+    socket: &'a UdpSocket,
+    out: &'a mut UdpOut,
+}
+
+impl UdpOut {
+    fn new(socket: &UdpSocket, stats: Arc<Stats>) -> std::io::Result<Self> {
+        let state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(socket))?;
+        let max_segments = state.max_gso_segments().clamp(1, 64);
+        Ok(UdpOut {
+            state,
+            stats,
+            max_segments,
+            batch: Vec::with_capacity(MAX_BATCH_BYTES + MAX_DATAGRAM),
+            batch_dst: None,
+            batch_segment: 0,
+            batch_count: 0,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+        })
+    }
+
+    fn sink<'a>(&'a mut self, socket: &'a UdpSocket) -> UdpSink<'a> {
+        UdpSink { socket, out: self }
+    }
+
+    fn is_blocked(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn queue(&mut self, dst: SocketAddr, datagram: &[u8]) {
         if self.pending.len() >= MAX_PENDING {
             self.stats.drop_packet(DropReason::SendFailed);
             return;
@@ -66,17 +98,86 @@ impl Transmit for UdpSink<'_> {
     }
 }
 
+impl Transmit for UdpSink<'_> {
+    fn send_datagram(&mut self, dst: SocketAddr, datagram: &[u8]) {
+        let out = &mut *self.out;
+        if out.is_blocked() {
+            out.queue(dst, datagram);
+            return;
+        }
+        let fits = out.batch_dst == Some(dst)
+            && datagram.len() <= out.batch_segment
+            // A short segment ends a GSO batch; nothing may follow it.
+            && out.batch.len().is_multiple_of(out.batch_segment)
+            && out.batch_count < out.max_segments
+            && out.batch.len() + datagram.len() <= MAX_BATCH_BYTES;
+        if !fits {
+            self.send_batch();
+            let out = &mut *self.out;
+            out.batch_dst = Some(dst);
+            out.batch_segment = datagram.len().max(1);
+        }
+        let out = &mut *self.out;
+        out.batch.extend_from_slice(datagram);
+        out.batch_count += 1;
+    }
+}
+
 impl UdpSink<'_> {
-    /// Sends queued datagrams until the socket would block. True when all went.
+    /// Sends the current GSO batch; on a full buffer its datagrams are queued.
+    fn send_batch(&mut self) {
+        let out = &mut *self.out;
+        let Some(dst) = out.batch_dst.take() else {
+            return;
+        };
+        if out.batch.is_empty() {
+            return;
+        }
+        let transmit = quinn_udp::Transmit {
+            destination: dst,
+            ecn: None,
+            contents: &out.batch,
+            segment_size: (out.batch_count > 1).then_some(out.batch_segment),
+            src_ip: None,
+        };
+        let state = &out.state;
+        // try_io keeps tokio's readiness in step: a WouldBlock here makes
+        // the next writable() really wait.
+        let result = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            state.try_send(quinn_udp::UdpSockRef::from(self.socket), &transmit)
+        });
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let batch = std::mem::take(&mut out.batch);
+                for d in batch.chunks(out.batch_segment) {
+                    out.queue(dst, d);
+                }
+                out.batch = batch;
+            }
+            Err(_) => {
+                for _ in 0..out.batch_count {
+                    out.stats.drop_packet(DropReason::SendFailed);
+                }
+            }
+        }
+        out.batch.clear();
+        out.batch_count = 0;
+    }
+
+    /// Sends the batch, then queued datagrams until the socket would block.
+    /// True when nothing is left waiting.
     fn flush(&mut self) -> bool {
-        while let Some((dst, buf)) = self.pending.front() {
+        self.send_batch();
+        let out = &mut *self.out;
+        while let Some((dst, buf)) = out.pending.front() {
             match self.socket.try_send_to(buf, *dst) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(_) => self.stats.drop_packet(DropReason::SendFailed),
+                Err(_) => out.stats.drop_packet(DropReason::SendFailed),
                 Ok(_) => {}
             }
-            if let Some((_, buf)) = self.pending.pop_front() {
-                self.spare.push(buf);
+            if let Some((_, buf)) = out.pending.pop_front() {
+                out.spare.push(buf);
             }
         }
         true
@@ -97,13 +198,17 @@ impl Driver {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let conn_shutdown = CancellationToken::new();
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let stats = self.gateway.stats().clone();
+        let mut out = match UdpOut::new(&self.socket, self.gateway.stats().clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the UDP socket for sending");
+                return;
+            }
+        };
         self.publish_peers();
         let mut drain_deadline: Option<Instant> = None;
-        let mut pending = std::collections::VecDeque::new();
-        let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
-            let blocked = !pending.is_empty();
+            let blocked = out.is_blocked();
             let now = Instant::now();
             let deadline = self.gateway.poll_at(now);
             let sleep = tokio::time::sleep_until(deadline.max(now).into());
@@ -115,13 +220,13 @@ impl Driver {
                 }
                 r = self.socket.writable(), if blocked => {
                     if r.is_ok() {
-                        UdpSink { socket: &self.socket, stats: &stats, pending: &mut pending, spare: &mut spare }.flush();
+                        out.sink(&self.socket).flush();
                     }
                 }
                 r = self.socket.readable() => {
                     if r.is_ok() {
                         let now = Instant::now();
-                        let mut sink = UdpSink { socket: &self.socket, stats: &stats, pending: &mut pending, spare: &mut spare };
+                        let mut sink = out.sink(&self.socket);
                         for _ in 0..RECV_BATCH {
                             match self.socket.try_recv_from(&mut buf) {
                                 Ok((n, src)) => self.gateway.handle_datagram(now, src, &buf[..n], &mut sink),
@@ -132,19 +237,23 @@ impl Driver {
                 }
                 _ = self.notify.notified() => {}
                 _ = sleep => {}
-                Some(cmd) = commands.recv() => self.handle_command(cmd),
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::ApplyPeers(peers, reply) => {
+                        let mut sink = out.sink(&self.socket);
+                        let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
+                        sink.flush();
+                        self.publish_peers();
+                        let _ = reply.send(diff);
+                    }
+                },
             }
             let now = Instant::now();
-            let mut sink = UdpSink {
-                socket: &self.socket,
-                stats: &stats,
-                pending: &mut pending,
-                spare: &mut spare,
-            };
+            let mut sink = out.sink(&self.socket);
             // Pull more from the netstack only once the socket has taken
             // everything queued; its TCP sees the delay as a slower link.
             if sink.flush() {
                 self.gateway.poll(now, &mut sink);
+                sink.flush();
             }
             for (info, stream) in self.gateway.take_accepted() {
                 if drain_deadline.is_some() {
@@ -166,35 +275,11 @@ impl Driver {
                         "grace period over: resetting remaining connections"
                     );
                     self.gateway.abort_connections();
-                    let mut sink = UdpSink {
-                        socket: &self.socket,
-                        stats: &stats,
-                        pending: &mut pending,
-                        spare: &mut spare,
-                    };
+                    let mut sink = out.sink(&self.socket);
                     self.gateway.poll(now, &mut sink);
                     sink.flush();
                     break;
                 }
-            }
-        }
-    }
-
-    fn handle_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::ApplyPeers(peers, reply) => {
-                let stats = self.gateway.stats().clone();
-                let (mut pending, mut spare) = (std::collections::VecDeque::new(), Vec::new());
-                let mut sink = UdpSink {
-                    socket: &self.socket,
-                    stats: &stats,
-                    pending: &mut pending,
-                    spare: &mut spare,
-                };
-                let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
-                sink.flush();
-                self.publish_peers();
-                let _ = reply.send(diff);
             }
         }
     }
