@@ -19,9 +19,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Datagrams read per wake-up before the netstack runs, so one busy peer
-/// cannot starve timers and streams.
-const RECV_BATCH: usize = 64;
+/// Receive calls per wake-up, each of up to RECV_BUFS datagrams (or GRO
+/// trains), before the netstack runs, so one busy peer cannot starve timers
+/// and streams.
+const RECV_ROUNDS: usize = 4;
+const RECV_BUFS: usize = 16;
 
 /// Requests to the driver from the rest of the process.
 pub enum Command {
@@ -197,7 +199,10 @@ pub struct Driver {
 impl Driver {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let conn_shutdown = CancellationToken::new();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Receive buffers, allocated once: each holds one datagram, or a GRO
+        // train of same-sized datagrams from one source.
+        let mut rx_bufs: [Vec<u8>; RECV_BUFS] = std::array::from_fn(|_| vec![0u8; 64 * 1024]);
+        let mut rx_meta = [quinn_udp::RecvMeta::default(); RECV_BUFS];
         let mut out = match UdpOut::new(&self.socket, self.gateway.stats().clone()) {
             Ok(o) => o,
             Err(e) => {
@@ -226,11 +231,22 @@ impl Driver {
                 r = self.socket.readable() => {
                     if r.is_ok() {
                         let now = Instant::now();
-                        let mut sink = out.sink(&self.socket);
-                        for _ in 0..RECV_BATCH {
-                            match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => self.gateway.handle_datagram(now, src, &buf[..n], &mut sink),
-                                Err(_) => break,
+                        for _ in 0..RECV_ROUNDS {
+                            // recvmmsg (and GRO where the kernel coalesces):
+                            // up to RECV_BUFS syscall-free datagrams per call.
+                            let mut slices = rx_bufs.each_mut().map(|b| std::io::IoSliceMut::new(&mut b[..]));
+                            let state = &out.state;
+                            let socket = &self.socket;
+                            let got = socket.try_io(tokio::io::Interest::READABLE, || {
+                                state.recv(quinn_udp::UdpSockRef::from(socket), &mut slices, &mut rx_meta)
+                            });
+                            let Ok(n) = got else { break };
+                            let mut sink = out.sink(&self.socket);
+                            for (buf, meta) in rx_bufs.iter().zip(rx_meta.iter()).take(n) {
+                                let data = &buf[..meta.len.min(buf.len())];
+                                for datagram in data.chunks(meta.stride.max(1)) {
+                                    self.gateway.handle_datagram(now, meta.addr, datagram, &mut sink);
+                                }
                             }
                         }
                     }
