@@ -158,6 +158,8 @@ pub struct GatewayConfig {
     pub tcp_idle_timeout: Duration,
     /// Send buffer per tunnel TCP connection in bytes: the most it has in flight.
     pub tcp_send_buffer: usize,
+    /// Handshakes per second, all peers together, before cookies are demanded.
+    pub handshake_rate_limit: u64,
 }
 
 /// The `[admin]` table, validated.
@@ -233,6 +235,7 @@ struct RawGateway {
     max_connections: Option<Spanned<usize>>,
     tcp_idle_timeout: Option<Spanned<String>>,
     tcp_send_buffer: Option<Spanned<usize>>,
+    handshake_rate_limit: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -665,6 +668,18 @@ fn validate_gateway(
             crate::netstack::DEFAULT_TCP_SEND_BUFFER
         }
     };
+    let handshake_rate_limit = match raw.handshake_rate_limit {
+        None => crate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        Some(n) if *n.get_ref() > 0 => *n.get_ref(),
+        Some(n) => {
+            sink.push(
+                n.span(),
+                "gateway.handshake_rate_limit",
+                "must be at least 1",
+            );
+            crate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT
+        }
+    };
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
 
     if sink.errors.len() > before {
@@ -685,6 +700,7 @@ fn validate_gateway(
         max_connections,
         tcp_idle_timeout,
         tcp_send_buffer,
+        handshake_rate_limit,
     })
 }
 

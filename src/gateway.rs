@@ -90,7 +90,11 @@ impl Gateway {
             idle_timeout: config.tcp_idle_timeout,
         };
         Gateway {
-            peers: PeerTable::new(config.private_key.clone(), peers),
+            peers: PeerTable::new(
+                config.private_key.clone(),
+                peers,
+                config.handshake_rate_limit,
+            ),
             netstack: Netstack::new(
                 &config.addresses,
                 usize::from(config.mtu),

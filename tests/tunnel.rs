@@ -318,6 +318,7 @@ impl Lab {
             max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(60),
             tcp_send_buffer: 64 * 1024,
+            handshake_rate_limit: promgate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
         };
         let stats = Arc::new(Stats::default());
         let notify = Arc::new(Notify::new());
@@ -865,5 +866,77 @@ async fn ping_of_the_tunnel_address_is_answered() {
             > before)
             .await,
         "no echo reply"
+    );
+}
+
+#[tokio::test]
+async fn under_load_handshakes_get_cookie_replies_and_cookie_holders_get_through() {
+    let key = PrivateKey::generate();
+    let secrets: Vec<StaticSecret> = (0..6).map(|_| StaticSecret::random()).collect();
+    let peers: Vec<PeerConfig> = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            peer_config(
+                &format!("p{i}"),
+                s,
+                Ipv4Addr::new(10, 13, 13, 2 + i as u8),
+                Role::Viewer,
+            )
+        })
+        .collect();
+    let lab = Lab::new(&[]).await;
+    let mut config = lab.config.clone();
+    config.private_key = key.clone();
+    config.handshake_rate_limit = 1;
+    let stats = Arc::new(Stats::default());
+    let mut gw = Gateway::new(
+        &config,
+        &peers,
+        stats.clone(),
+        Arc::new(Notify::new()),
+        1,
+        Instant::now(),
+    );
+    let mut buf = vec![0u8; 2048];
+    let mut types = Vec::new();
+    let mut cookie_for: Option<(usize, Vec<u8>)> = None;
+    let mut clients: Vec<Tunn> = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Tunn::new(s.clone(), key.public_key(), None, None, i as u32, None))
+        .collect();
+    let src = |i: usize| SocketAddr::from(([192, 0, 2, 50], 2000 + i as u16));
+    for (i, c) in clients.iter_mut().enumerate() {
+        let TunnResult::WriteToNetwork(init) = c.format_handshake_initiation(&mut buf, true) else {
+            panic!("no initiation")
+        };
+        let mut out = Vec::new();
+        gw.handle_datagram(Instant::now(), src(i), init, &mut out);
+        let (_, reply) = out.pop().expect("the gateway answered nothing");
+        types.push(reply[0]);
+        if reply[0] == 3 && cookie_for.is_none() {
+            cookie_for = Some((i, reply));
+        }
+    }
+    assert_eq!(
+        types[0], 2,
+        "the first handshake must be answered normally: {types:?}"
+    );
+    let (i, cookie) = cookie_for.unwrap_or_else(|| panic!("no cookie reply under load: {types:?}"));
+    assert!(stats.cookie_replies.load(Relaxed) > 0);
+    // The client stores the cookie; its next initiation carries a valid mac2
+    // and is answered even though the gateway is still under load.
+    let _ = clients[i].decapsulate(None, &cookie, &mut buf);
+    let TunnResult::WriteToNetwork(init) = clients[i].format_handshake_initiation(&mut buf, true)
+    else {
+        panic!("no initiation")
+    };
+    let mut out = Vec::new();
+    gw.handle_datagram(Instant::now(), src(i), init, &mut out);
+    assert_eq!(
+        out.first().map(|(_, d)| d[0]),
+        Some(2),
+        "a cookie holder was refused under load"
     );
 }
