@@ -376,20 +376,16 @@ impl Netstack {
 
     /// Resets every connection of a removed peer at once.
     pub fn abort_peer(&mut self, peer: PeerId) {
-        for (h, conn) in self.conns.iter_mut() {
-            if conn.peer == peer {
-                self.sockets.get_mut::<tcp::Socket>(*h).abort();
-                let mut s = conn.pipe.lock();
-                s.reset = true;
-                s.wake_reader();
-                s.wake_writer();
-            }
-        }
+        self.abort_where(|c| c.peer == peer);
     }
 
     /// Resets every connection (shutdown after the grace period).
     pub fn abort_all(&mut self) {
-        for (h, conn) in self.conns.iter_mut() {
+        self.abort_where(|_| true);
+    }
+
+    fn abort_where(&mut self, select: impl Fn(&Conn) -> bool) {
+        for (h, conn) in self.conns.iter_mut().filter(|(_, c)| select(c)) {
             self.sockets.get_mut::<tcp::Socket>(*h).abort();
             let mut s = conn.pipe.lock();
             s.reset = true;
