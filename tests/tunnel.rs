@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 1);
+const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd13, 0, 0, 0, 0, 0, 0, 1);
 
 // ---------------------------------------------------------------------------
 // A real HTTP upstream on loopback.
@@ -159,7 +160,15 @@ impl TestPeer {
     }
 
     /// Opens a TCP connection to `dst:port` and queues `request` to send.
-    fn connect(&mut self, dst: Ipv4Addr, port: u16, request: &str) -> SocketHandle {
+    /// Gives the peer an IPv6 tunnel address too, routed via the gateway's.
+    fn add_ipv6(&mut self, inner: std::net::Ipv6Addr) {
+        self.iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv6(inner), 64)).unwrap();
+        });
+        self.iface.routes_mut().add_default_ipv6_route(GW6).unwrap();
+    }
+
+    fn connect(&mut self, dst: impl Into<IpAddr>, port: u16, request: &str) -> SocketHandle {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 1 << 20]),
             tcp::SocketBuffer::new(vec![0; 64 << 10]),
@@ -167,8 +176,12 @@ impl TestPeer {
         s.set_ack_delay(None);
         let local = self.next_port;
         self.next_port += 1;
-        s.connect(self.iface.context(), (IpAddress::Ipv4(dst), port), local)
-            .unwrap();
+        s.connect(
+            self.iface.context(),
+            (IpAddress::from(dst.into()), port),
+            local,
+        )
+        .unwrap();
         let h = self.sockets.add(s);
         self.pending.insert(h, request.as_bytes().to_vec());
         h
@@ -306,7 +319,10 @@ impl Lab {
         let config = GatewayConfig {
             private_key: key.clone(),
             listen_port: 51820,
-            addresses: vec!["10.13.13.1/24".parse().unwrap()],
+            addresses: vec![
+                "10.13.13.1/24".parse().unwrap(),
+                "fd13::1/64".parse().unwrap(),
+            ],
             mtu: 1420,
             upstream: format!("http://{upstream}").parse().unwrap(),
             http_ports: vec![80],
@@ -939,4 +955,37 @@ async fn under_load_handshakes_get_cookie_replies_and_cookie_holders_get_through
         Some(2),
         "a cookie holder was refused under load"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inner_ipv6_is_served_and_checked_like_ipv4() {
+    let a = StaticSecret::random();
+    let mut cfg = peer_config("alice", &a, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer);
+    cfg.allowed_ips.push("fd13::2/128".parse().unwrap());
+    let mut lab = Lab::new(&[cfg]).await;
+    let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50014);
+    alice.add_ipv6("fd13::2".parse().unwrap());
+    let h = alice.connect(GW6, 80, &get("/headers"));
+    let mut r = None;
+    assert!(
+        lab.run_until(&mut [&mut alice], Duration::from_secs(10), |p| {
+            r = p[0].response(h);
+            r.is_some()
+        })
+        .await,
+        "no response over IPv6"
+    );
+    let r = r.unwrap();
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert!(body_of(&r).starts_with("xff=fd13::2 peer=alice"), "{r}");
+
+    // An IPv6 source outside alice's AllowedIPs is dropped like an IPv4 one.
+    let mut spoofer = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50015);
+    spoofer.add_ipv6("fd13::99".parse().unwrap());
+    let before = lab.stats.dropped(DropReason::SpoofedSource);
+    let hs = spoofer.connect(GW6, 80, &get("/hello"));
+    lab.run_until(&mut [&mut spoofer], Duration::from_secs(2), |_| false)
+        .await;
+    assert_ne!(spoofer.state(hs), tcp::State::Established);
+    assert!(lab.stats.dropped(DropReason::SpoofedSource) > before);
 }
