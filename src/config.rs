@@ -384,27 +384,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let gateway = validate_gateway(&mut sink, path, gw_span, gw.into_inner());
     let admin = validate_admin(&mut sink, raw.admin);
 
-    let mut peers = Vec::new();
-    for p in raw.peer {
-        if let Some(peer) = validate_peer(&mut sink, p) {
-            peers.push(peer);
-        }
-    }
-    let mut errors = sink.errors;
-
+    let inline = validate_peers(&mut sink, raw.peer);
     let Some(gateway) = gateway else {
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors(sink.errors));
     };
-    if let Some(dir) = &gateway.peers_dir {
-        match load_peers_dir(dir) {
-            Ok(more) => peers.extend(more),
-            Err(ConfigErrors(e)) => errors.extend(e),
-        }
-    }
-    errors.extend(cross_check_peers(&peers, &gateway));
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
-    }
+    let peers = complete_peer_set(inline, sink.errors, &gateway)?;
     Ok(Config {
         path: path.to_path_buf(),
         gateway,
@@ -421,12 +405,24 @@ pub fn load_peers(path: &Path, gateway: &GatewayConfig) -> Result<Vec<PeerConfig
     let raw: RawFile =
         toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, e)]))?;
     let mut sink = Sink::new(path, &text);
-    let mut peers: Vec<PeerConfig> = raw
-        .peer
-        .into_iter()
-        .filter_map(|p| validate_peer(&mut sink, p))
-        .collect();
-    let mut errors = sink.errors;
+    let inline = validate_peers(&mut sink, raw.peer);
+    complete_peer_set(inline, sink.errors, gateway)
+}
+
+fn validate_peers(sink: &mut Sink<'_>, raw: Vec<Spanned<RawPeer>>) -> Vec<PeerConfig> {
+    raw.into_iter()
+        .filter_map(|p| validate_peer(sink, p))
+        .collect()
+}
+
+/// Adds the peers of `peers_dir` to the inline ones and checks the whole
+/// set; `errors` are the problems found so far. Shared by start and reload,
+/// so a reload refuses exactly what a start would.
+fn complete_peer_set(
+    mut peers: Vec<PeerConfig>,
+    mut errors: Vec<ConfigError>,
+    gateway: &GatewayConfig,
+) -> Result<Vec<PeerConfig>, ConfigErrors> {
     if let Some(dir) = &gateway.peers_dir {
         match load_peers_dir(dir) {
             Ok(more) => peers.extend(more),
@@ -446,11 +442,7 @@ pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, Conf
     let raw: RawPeersFile =
         toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(file, text, e)]))?;
     let mut sink = Sink::new(file, text);
-    let peers: Vec<PeerConfig> = raw
-        .peer
-        .into_iter()
-        .filter_map(|p| validate_peer(&mut sink, p))
-        .collect();
+    let peers = validate_peers(&mut sink, raw.peer);
     if sink.errors.is_empty() {
         Ok(peers)
     } else {

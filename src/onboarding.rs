@@ -103,20 +103,34 @@ pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
     let private = client_key
         .map(|k| k.to_base64())
         .unwrap_or_else(|| PRIVATE_KEY_PLACEHOLDER.to_string());
-    let gateway_hosts: Vec<String> = cfg
+    let gateway_hosts: Vec<IpNet> = cfg
         .gateway
         .addresses
         .iter()
-        .map(|n| IpNet::from(n.addr()).to_string())
+        .map(|n| IpNet::from(n.addr()))
         .collect();
-    let client_config = format!(
-        "[Interface]\nPrivateKey = {private}\nAddress = {host}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = {endpoint}\nAllowedIPs = {}\nPersistentKeepalive = 25\n",
-        gateway_hosts.join(", ")
-    );
+    let client_config = client_config(&private, host, &gateway_public, &endpoint, &gateway_hosts);
     Ok(Added {
         client_config,
         written,
     })
+}
+
+/// A client config in wg-quick format. `[Peer] AllowedIPs` holds only the
+/// gateway's own tunnel addresses: nothing else is reachable through it, so
+/// routing more would only black-hole the client's traffic.
+pub fn client_config(
+    private_key: &str,
+    address: IpNet,
+    gateway_public: &str,
+    endpoint: &str,
+    gateway_hosts: &[IpNet],
+) -> String {
+    let allowed: Vec<String> = gateway_hosts.iter().map(|n| n.to_string()).collect();
+    format!(
+        "[Interface]\nPrivateKey = {private_key}\nAddress = {address}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = {endpoint}\nAllowedIPs = {}\nPersistentKeepalive = 25\n",
+        allowed.join(", ")
+    )
 }
 
 /// Removes a peer by name from the peers directory or the main config.

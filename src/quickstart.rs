@@ -56,10 +56,12 @@ listen = "127.0.0.1:9586"
             encode_key(client_key.public_key().as_bytes())
         ),
     )?;
-    let client_conf = format!(
-        "[Interface]\nPrivateKey = {}\nAddress = 10.13.13.2/32\n\n[Peer]\nPublicKey = {}\nEndpoint = {endpoint}\nAllowedIPs = 10.13.13.1/32\nPersistentKeepalive = 25\n",
-        client_key.to_base64(),
-        encode_key(gateway_key.public_key().as_bytes())
+    let client_conf = crate::onboarding::client_config(
+        &client_key.to_base64(),
+        "10.13.13.2/32".parse().expect("constant address"),
+        &encode_key(gateway_key.public_key().as_bytes()),
+        &endpoint,
+        &["10.13.13.1/32".parse().expect("constant address")],
     );
     let client_path = dir.join("first-peer.conf");
     write_private(&client_path, &client_conf)?;

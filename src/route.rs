@@ -113,8 +113,9 @@ mod tests {
     const ALICE: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 2);
     const BOB: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 3);
 
-    fn tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, control: TcpControl) -> Vec<u8> {
-        let tcp = TcpRepr {
+    /// A bare TCP segment from port 40000, for the packet builders below.
+    fn tcp_repr(dst_port: u16, control: TcpControl) -> TcpRepr<'static> {
+        TcpRepr {
             src_port: 40000,
             dst_port,
             control,
@@ -127,7 +128,11 @@ mod tests {
             sack_ranges: [None; 3],
             timestamp: None,
             payload: &[],
-        };
+        }
+    }
+
+    fn tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, control: TcpControl) -> Vec<u8> {
+        let tcp = tcp_repr(dst_port, control);
         let ip = Ipv4Repr {
             src_addr: src,
             dst_addr: dst,
@@ -291,20 +296,7 @@ mod tests {
         let alice: Ipv6Address = "fd13::2".parse().unwrap();
         let bob: Ipv6Address = "fd13::3".parse().unwrap();
         let packet = |src: Ipv6Address, dst: Ipv6Address, port: u16| {
-            let tcp = TcpRepr {
-                src_port: 40000,
-                dst_port: port,
-                control: TcpControl::Syn,
-                seq_number: TcpSeqNumber(1),
-                ack_number: None,
-                window_len: 1000,
-                window_scale: None,
-                max_seg_size: None,
-                sack_permitted: false,
-                sack_ranges: [None; 3],
-                timestamp: None,
-                payload: &[],
-            };
+            let tcp = tcp_repr(port, TcpControl::Syn);
             let ip = Ipv6Repr {
                 src_addr: src,
                 dst_addr: dst,

@@ -448,6 +448,29 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Steps until `peers[i]` has the whole response on connection `h`;
+    /// panics with `what` after `timeout`.
+    async fn response_of(
+        &mut self,
+        peers: &mut [&mut TestPeer],
+        i: usize,
+        h: SocketHandle,
+        timeout: Duration,
+        what: &str,
+    ) -> String {
+        let mut r = None;
+        let done = self
+            .run_until(peers, timeout, |p| {
+                r = p[i].response(h);
+                r.is_some()
+            })
+            .await;
+        assert!(done, "{what}: no response within {timeout:?}");
+        r.unwrap_or_default()
+    }
+}
+
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
 }
@@ -525,15 +548,15 @@ async fn identity_headers_are_set_and_client_copies_stripped() {
     );
     let req = "GET /headers HTTP/1.1\r\nHost: evil\r\nX-Promgate-Peer: bob\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n";
     let h = alice.connect(GW, 80, req);
-    let mut resp = None;
-    assert!(
-        lab.run_until(&mut [&mut alice], Duration::from_secs(10), |p| {
-            resp = p[0].response(h);
-            resp.is_some()
-        })
-        .await
-    );
-    let resp = resp.unwrap();
+    let resp = lab
+        .response_of(
+            &mut [&mut alice],
+            0,
+            h,
+            Duration::from_secs(10),
+            "identity headers",
+        )
+        .await;
     let body = body_of(&resp);
     assert!(
         body.starts_with("xff=10.13.13.2 peer=alice host=127.0.0.1:"),
@@ -558,15 +581,15 @@ async fn large_download_streams_intact() {
         50003,
     );
     let h = alice.connect(GW, 80, &get("/big"));
-    let mut resp = None;
-    assert!(
-        lab.run_until(&mut [&mut alice], Duration::from_secs(60), |p| {
-            resp = p[0].response(h);
-            resp.is_some()
-        })
-        .await
-    );
-    let resp = resp.unwrap();
+    let resp = lab
+        .response_of(
+            &mut [&mut alice],
+            0,
+            h,
+            Duration::from_secs(60),
+            "4 MiB download",
+        )
+        .await;
     assert_eq!(status_of(&resp), 200);
     assert_eq!(body_of(&resp).len(), 4 << 20);
     assert!(body_of(&resp).bytes().all(|b| b == b'x'));
@@ -797,15 +820,16 @@ async fn removed_peer_is_cut_off_and_unchanged_peer_keeps_its_session() {
     assert_eq!(lab.gateway.open_connections(), 0);
 
     let ha2 = alice.connect(GW, 80, &get("/hello"));
-    let mut r = None;
-    assert!(
-        lab.run_until(&mut [&mut alice, &mut bob], Duration::from_secs(10), |p| {
-            r = p[0].response(ha2);
-            r.is_some()
-        })
-        .await
-    );
-    assert_eq!(status_of(&r.unwrap()), 200);
+    let r = lab
+        .response_of(
+            &mut [&mut alice, &mut bob],
+            0,
+            ha2,
+            Duration::from_secs(10),
+            "alice after the reload",
+        )
+        .await;
+    assert_eq!(status_of(&r), 200);
     assert_eq!(
         handshakes(&lab, "alice"),
         alice_handshakes,
@@ -832,15 +856,16 @@ async fn client_handshakes_again_after_gateway_restart() {
     // decrypt it, and the client's own timers start a new handshake
     // (after REKEY_TIMEOUT + KEEPALIVE_TIMEOUT, 15 s in WireGuard).
     let h2 = alice.connect(GW, 80, &get("/hello"));
-    let mut r = None;
-    let ok = lab
-        .run_until(&mut [&mut alice], Duration::from_secs(40), |p| {
-            r = p[0].response(h2);
-            r.is_some()
-        })
+    let r = lab
+        .response_of(
+            &mut [&mut alice],
+            0,
+            h2,
+            Duration::from_secs(40),
+            "no response after the gateway restarted",
+        )
         .await;
-    assert!(ok, "no response after the gateway restarted");
-    assert_eq!(status_of(&r.unwrap()), 200);
+    assert_eq!(status_of(&r), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -966,16 +991,15 @@ async fn inner_ipv6_is_served_and_checked_like_ipv4() {
     let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50014);
     alice.add_ipv6("fd13::2".parse().unwrap());
     let h = alice.connect(GW6, 80, &get("/headers"));
-    let mut r = None;
-    assert!(
-        lab.run_until(&mut [&mut alice], Duration::from_secs(10), |p| {
-            r = p[0].response(h);
-            r.is_some()
-        })
-        .await,
-        "no response over IPv6"
-    );
-    let r = r.unwrap();
+    let r = lab
+        .response_of(
+            &mut [&mut alice],
+            0,
+            h,
+            Duration::from_secs(10),
+            "no response over IPv6",
+        )
+        .await;
     assert_eq!(status_of(&r), 200, "{r}");
     assert!(body_of(&r).starts_with("xff=fd13::2 peer=alice"), "{r}");
 
