@@ -12,7 +12,8 @@
 
 use crate::config::{GatewayConfig, PeerConfig, Role};
 use crate::netstack::{Limits, Netstack, NewConnection};
-use crate::peer::{Decapsulated, PeerDiff, PeerId, PeerTable};
+use crate::peer::{Decapsulated, PeerDiff, PeerTable};
+use crate::policy::PeerAccess;
 use crate::route::{self, Policy};
 use crate::stats::{DropReason, PeerStats, Stats};
 use std::net::{IpAddr, SocketAddr};
@@ -42,10 +43,8 @@ impl Transmit for Vec<(SocketAddr, Vec<u8>)> {
 /// Who is on the other end of an accepted tunnel connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    pub peer_name: Arc<str>,
-    pub role: Role,
-    pub allow_paths: Arc<[String]>,
-    pub deny_paths: Arc<[String]>,
+    /// The peer's rules, read afresh for every request on the connection.
+    pub access: Arc<PeerAccess>,
     /// The peer's tunnel address and port.
     pub remote: SocketAddr,
     pub local_port: u16,
@@ -114,10 +113,6 @@ impl Gateway {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
-    }
-
-    pub fn peer_count(&self) -> usize {
-        self.peers.len()
     }
 
     /// Handles one UDP datagram from `src`.
@@ -206,22 +201,29 @@ impl Gateway {
         let peers = &self.peers;
         let accepted: Vec<NewConnection> = self.netstack.take_accepted().collect();
         let mut ready = Vec::with_capacity(accepted.len());
+        let mut refused = Vec::new();
         for c in accepted {
-            let Some(peer) = peers.get(c.peer) else {
+            // Identity comes from the connection's actual source address,
+            // routed through AllowedIPs; it must also be the peer whose
+            // tunnel carried the handshake.
+            let owner = peers.route(c.remote.ip());
+            let Some(peer) = owner.filter(|o| *o == c.peer).and_then(|o| peers.get(o)) else {
+                self.stats.drop_packet(DropReason::SpoofedSource);
+                refused.push((c.remote, c.local_port));
                 continue;
             };
             self.stats.tcp_connections_accepted.fetch_add(1, Relaxed);
             ready.push((
                 ConnInfo {
-                    peer_name: peer.name.clone(),
-                    role: peer.config.role,
-                    allow_paths: peer.config.allow_paths.clone().into(),
-                    deny_paths: peer.config.deny_paths.clone().into(),
+                    access: peer.access.clone(),
                     remote: c.remote,
                     local_port: c.local_port,
                 },
                 c.stream,
             ));
+        }
+        for (remote, port) in refused {
+            self.netstack.abort_connection(remote, port);
         }
         self.stats
             .tcp_connections_open
@@ -269,11 +271,6 @@ impl Gateway {
                 connections: self.netstack.connections_of(id),
             })
             .collect()
-    }
-
-    /// The peer that owns a tunnel address.
-    pub fn peer_of(&self, addr: IpAddr) -> Option<PeerId> {
-        self.peers.route(addr)
     }
 }
 

@@ -9,12 +9,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_http;
 pub mod allowed_ips;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod driver;
 pub mod gateway;
+pub mod health;
 pub mod keys;
 pub mod netstack;
 pub mod onboarding;
@@ -27,3 +29,4 @@ pub mod serve;
 pub mod stats;
 pub mod stream;
 pub mod telemetry;
+pub mod upstream_probe;

@@ -8,11 +8,22 @@
 //! smoltcp has no listen backlog: a listening socket becomes the connection.
 //! So a fresh listening socket is created for each new SYN just before the
 //! SYN is processed, which means concurrent SYNs from a browser are all
-//! accepted, never reset. A listener that did not take its SYN is removed on
-//! the next pump, so at most one idle listener ever exists.
+//! accepted, never reset.
+//!
+//! Identity invariant: between two calls into this module no socket is in
+//! `Listen`. A listening socket matches any remote address, so a leftover
+//! one would take the next peer's SYN while carrying the previous peer's
+//! identity. A listener that did not take its SYN (SYN|FIN dropped by the
+//! parser, a SYN then RST that sent the socket back to `Listen`) is removed
+//! right after the segment that left it so. A connection is also handed out
+//! only when its actual remote endpoint is the tuple it was opened for; the
+//! gateway then derives the peer from that address (AllowedIPs), never from
+//! which SYN created which socket.
 //!
 //! Bounds: connections per peer and in total (config), socket buffers
-//! (below), the transmit queue ([`MAX_TX_QUEUE`]), and an idle timeout.
+//! (below), the transmit queue ([`MAX_TX_QUEUE`]), and an idle timeout that
+//! also reaps connections that stop making progress (the peer acknowledges
+//! nothing new), so a reader that never reads cannot pin buffers forever.
 
 use crate::peer::PeerId;
 use crate::route::Accepted;
@@ -66,7 +77,11 @@ struct Conn {
     tuple: (IpAddr, u16, u16),
     pipe: Arc<Pipe>,
     accepted: bool,
-    last_activity: Instant,
+    /// Last time the peer sent data or acknowledged new data.
+    last_progress: Instant,
+    /// `send_queue()` after the last pump: a smaller value later means
+    /// the peer acknowledged bytes in between.
+    unacked_after_pump: usize,
 }
 
 /// Outgoing packets, in buffers that are reused.
@@ -267,7 +282,29 @@ impl Netstack {
         };
         self.iface
             .poll_ingress_single(ts, &mut device, &mut self.sockets);
+        if let Accepted::Tcp {
+            src,
+            src_port,
+            dst_port,
+            ..
+        } = kind
+        {
+            // The segment went either to its own connection or to the one
+            // listener made for it just above: that socket is the only one
+            // that can be in Listen now. Remove it before anything else
+            // arrives, so it cannot take another peer's SYN.
+            self.remove_if_listening((src, src_port, dst_port));
+        }
         Ok(())
+    }
+
+    fn remove_if_listening(&mut self, tuple: (IpAddr, u16, u16)) {
+        if let Some(&h) = self.by_tuple.get(&tuple)
+            && self.sockets.get::<tcp::Socket>(h).state() == State::Listen
+        {
+            self.removals.push(h);
+            self.remove_pending();
+        }
     }
 
     fn open_listener(&mut self, now: Instant, peer: PeerId, tuple: (IpAddr, u16, u16)) {
@@ -295,7 +332,8 @@ impl Netstack {
                 tuple,
                 pipe: Pipe::new(self.notify.clone()),
                 accepted: false,
-                last_activity: now,
+                last_progress: now,
+                unacked_after_pump: 0,
             },
         );
         self.by_tuple.insert(tuple, handle);
@@ -379,6 +417,12 @@ impl Netstack {
         self.abort_where(|c| c.peer == peer);
     }
 
+    /// Resets one connection, by its remote endpoint and local port.
+    pub fn abort_connection(&mut self, remote: SocketAddr, local_port: u16) {
+        let tuple = (remote.ip(), remote.port(), local_port);
+        self.abort_where(|c| c.tuple == tuple);
+    }
+
     /// Resets every connection (shutdown after the grace period).
     pub fn abort_all(&mut self) {
         self.abort_where(|_| true);
@@ -400,12 +444,14 @@ impl Netstack {
             let sock = self.sockets.get_mut::<tcp::Socket>(*h);
             let state = sock.state();
             if state == State::Listen {
-                // Its SYN went to another socket or was refused.
+                // Cannot happen (see `receive`); removed for safety.
                 removals.push(*h);
                 continue;
             }
             let mut s = conn.pipe.lock();
-            let mut active = false;
+            // Progress: the peer sent bytes or acknowledged new ones.
+            let mut progress = sock.send_queue() < conn.unacked_after_pump;
+            let mut received = false;
 
             // Socket -> application (or the void, if the application is gone).
             while sock.can_recv() {
@@ -423,20 +469,32 @@ impl Netstack {
                 if n == 0 {
                     break;
                 }
-                active = true;
+                received = true;
             }
-            if active {
+            if received {
+                progress = true;
                 s.wake_reader();
             }
             if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
                 conn.accepted = true;
-                if let Some(remote) = sock.remote_endpoint() {
+                progress = true;
+                let remote = sock
+                    .remote_endpoint()
+                    .map(|r| SocketAddr::new(r.addr.into(), r.port));
+                let local_port = sock.local_endpoint().map(|l| l.port);
+                let (src, src_port, dst_port) = conn.tuple;
+                if remote == Some(SocketAddr::new(src, src_port)) && local_port == Some(dst_port) {
                     self.accepted.push(NewConnection {
                         peer: conn.peer,
-                        remote: SocketAddr::new(remote.addr.into(), remote.port),
-                        local_port: conn.tuple.2,
+                        remote: SocketAddr::new(src, src_port),
+                        local_port: dst_port,
                         stream: TunnelStream::new(conn.pipe.clone()),
                     });
+                } else {
+                    // A socket serving another tuple than it was made for:
+                    // never hand it out.
+                    sock.abort();
+                    s.reset = true;
                 }
             }
             if conn.accepted && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
@@ -459,21 +517,24 @@ impl Netstack {
                 sent = true;
             }
             if sent {
-                active = true;
                 s.wake_writer();
             }
             if (s.tx_shutdown || s.app_dropped) && s.tx.is_empty() && sock.may_send() {
                 sock.close();
             }
 
-            if active || sock.send_queue() > 0 && sock.state() == State::Established {
-                conn.last_activity = now;
-            } else if now.saturating_duration_since(conn.last_activity) > self.limits.idle_timeout {
+            // Idle and stalled alike: a connection whose peer neither sends
+            // nor acknowledges anything for the timeout is reset, which also
+            // ends its HTTP task and cancels its upstream request.
+            if progress {
+                conn.last_progress = now;
+            } else if now.saturating_duration_since(conn.last_progress) > self.limits.idle_timeout {
                 sock.abort();
                 s.reset = true;
                 s.wake_reader();
                 s.wake_writer();
             }
+            conn.unacked_after_pump = sock.send_queue();
 
             let state = sock.state();
             if matches!(state, State::Closed | State::TimeWait) {

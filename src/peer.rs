@@ -16,6 +16,7 @@
 use crate::allowed_ips::AllowedIps;
 use crate::config::{PeerConfig, Role};
 use crate::keys::PrivateKey;
+use crate::policy::{AccessRules, PeerAccess};
 use crate::stats::{DropReason, PeerStats};
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -42,6 +43,8 @@ pub struct Peer {
     pub config: PeerConfig,
     /// Shared with telemetry and the proxy; cheap to clone.
     pub name: Arc<str>,
+    /// Shared with every open connection of this peer, updated on reload.
+    pub access: Arc<PeerAccess>,
     /// Created on the peer's first authenticated handshake: an idle peer
     /// costs no Diffie-Hellman at load time and no session memory.
     tunn: Option<Box<Tunn>>,
@@ -72,7 +75,10 @@ pub enum Decapsulated<'a> {
 pub struct PeerDiff {
     pub added: Vec<String>,
     pub removed: Vec<(PeerId, String)>,
+    /// Peers that kept their session; `changed` names those among them
+    /// whose name, role or paths changed (effective on their next request).
     pub kept: usize,
+    pub changed: Vec<String>,
 }
 
 pub struct PeerTable {
@@ -83,6 +89,7 @@ pub struct PeerTable {
     by_key: HashMap<[u8; 32], PeerId>,
     routes: AllowedIps<PeerId>,
     rate_limiter: Arc<RateLimiter>,
+    session_limiter: Arc<RateLimiter>,
     last_reset: Option<Instant>,
 }
 
@@ -90,11 +97,14 @@ impl PeerTable {
     /// `handshakes_per_second` is the load threshold for cookie replies.
     pub fn new(private_key: PrivateKey, peers: &[PeerConfig], handshakes_per_second: u64) -> Self {
         let public_key = private_key.public_key();
-        // boringtun counts each handshake twice: in our pre-check and in `Tunn`.
-        let rate_limiter = Arc::new(RateLimiter::new(
-            &public_key,
-            handshakes_per_second.saturating_mul(2),
-        ));
+        // One limiter decides on load, in the pre-check that every
+        // handshake passes before any Diffie-Hellman, so each initiation
+        // counts once, whether its key is known or not.
+        let rate_limiter = Arc::new(RateLimiter::new(&public_key, handshakes_per_second));
+        // `Tunn::decapsulate` runs the limiter's check again; give it one
+        // that is never under load, so the same packet is not counted twice
+        // (its MAC1 is still verified; MAC2 was checked in the pre-check).
+        let session_limiter = Arc::new(RateLimiter::new(&public_key, u64::MAX));
         let mut table = PeerTable {
             private_key,
             public_key,
@@ -103,6 +113,7 @@ impl PeerTable {
             by_key: HashMap::with_capacity(peers.len()),
             routes: AllowedIps::new(),
             rate_limiter,
+            session_limiter,
             last_reset: None,
         };
         for p in peers {
@@ -167,6 +178,7 @@ impl PeerTable {
         self.by_key.insert(config.public_key, id);
         self.slots[id as usize] = Some(Peer {
             name: Arc::from(config.name.as_str()),
+            access: Arc::new(PeerAccess::new(AccessRules::of(&config))),
             config,
             tunn: None,
             endpoint: None,
@@ -213,6 +225,11 @@ impl PeerTable {
                 Some(new) if new.same_tunnel(&peer.config) => {
                     if peer.config.name != new.name {
                         peer.name = Arc::from(new.name.as_str());
+                    }
+                    let rules = AccessRules::of(new);
+                    if *peer.access.current() != rules {
+                        peer.access.replace(rules);
+                        diff.changed.push(new.name.clone());
                     }
                     peer.config = (*new).clone();
                     diff.kept += 1;
@@ -277,7 +294,7 @@ impl PeerTable {
             Packet::PacketData(ref p) => p.receiver_idx >> 8,
         };
         let private_key = &self.private_key;
-        let rate_limiter = &self.rate_limiter;
+        let rate_limiter = &self.session_limiter;
         let Some(peer) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else {
             return Decapsulated::Dropped(DropReason::Unauthenticated);
         };

@@ -10,8 +10,51 @@
 //! viewers. UI pages and static assets (anything outside `/api/` and `/-/`)
 //! are open to GET and HEAD.
 
-use crate::config::Role;
+use crate::config::{PeerConfig, Role};
 use http::Method;
+use std::sync::{Arc, RwLock};
+
+/// What a peer may do, as of the current configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRules {
+    pub name: Arc<str>,
+    pub role: Role,
+    pub allow_paths: Arc<[String]>,
+    pub deny_paths: Arc<[String]>,
+}
+
+impl AccessRules {
+    pub fn of(config: &PeerConfig) -> Self {
+        AccessRules {
+            name: Arc::from(config.name.as_str()),
+            role: config.role,
+            allow_paths: config.allow_paths.clone().into(),
+            deny_paths: config.deny_paths.clone().into(),
+        }
+    }
+}
+
+/// A peer's access rules, shared by the peer table and every open
+/// connection of that peer. A reload replaces the rules in place, so the
+/// next request on an already open keep-alive connection is decided on the
+/// new rules (a demoted admin loses admin rights at once).
+#[derive(Debug)]
+pub struct PeerAccess(RwLock<Arc<AccessRules>>);
+
+impl PeerAccess {
+    pub fn new(rules: AccessRules) -> Self {
+        PeerAccess(RwLock::new(Arc::new(rules)))
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<AccessRules> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, rules: AccessRules) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+}
 
 /// Why a request was refused, for the 403 page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::gateway::ConnInfo;
 use crate::policy::{self, Decision};
 use crate::stats::Stats;
 use crate::stream::TunnelStream;
-use crate::telemetry::{Health, HttpMetrics};
+use crate::telemetry::HttpMetrics;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -58,7 +58,6 @@ pub struct Proxy {
     identity_header: HeaderName,
     timeout: Duration,
     metrics: Arc<HttpMetrics>,
-    health: Arc<Health>,
     stats: Arc<Stats>,
 }
 
@@ -68,7 +67,6 @@ impl Proxy {
         identity_header: HeaderName,
         timeout: Duration,
         metrics: Arc<HttpMetrics>,
-        health: Arc<Health>,
         stats: Arc<Stats>,
     ) -> Self {
         let mut connector = HttpConnector::new();
@@ -85,7 +83,6 @@ impl Proxy {
             identity_header,
             timeout,
             metrics,
-            health,
             stats,
         }
     }
@@ -98,8 +95,21 @@ impl Proxy {
         stream: TunnelStream,
         shutdown: CancellationToken,
     ) {
+        use tracing::Instrument as _;
         let info = Arc::new(info);
-        let span = tracing::debug_span!("conn", peer = %info.peer_name, remote = %info.remote);
+        let span =
+            tracing::debug_span!("conn", peer = %info.access.current().name, remote = %info.remote);
+        self.serve_inner(info, stream, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn serve_inner(
+        self: Arc<Self>,
+        info: Arc<ConnInfo>,
+        stream: TunnelStream,
+        shutdown: CancellationToken,
+    ) {
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
@@ -113,8 +123,6 @@ impl Proxy {
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let mut conn = std::pin::pin!(conn);
-        let _enter = span.enter();
-        drop(_enter);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -130,14 +138,17 @@ impl Proxy {
 
     async fn handle(&self, info: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
+        // Each request is decided on the peer's rules as they are now, so a
+        // reload that demotes a peer reaches its open connections.
+        let rules = info.access.current();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
         let audit = Audit {
-            peer: info.peer_name.clone(),
+            peer: rules.name.clone(),
             addr: info.remote.ip(),
             method: method.clone(),
             path: raw_path.clone(),
-            role: info.role,
+            role: rules.role,
             start,
             upstream_latency: None,
             metrics: self.metrics.clone(),
@@ -148,16 +159,16 @@ impl Proxy {
             _ => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes)."))),
         };
         if let Decision::Deny(rule) = policy::decide(
-            info.role,
-            &info.allow_paths,
-            &info.deny_paths,
+            rules.role,
+            &rules.allow_paths,
+            &rules.deny_paths,
             &method,
             &normalized,
         ) {
             let body = format!(
                 "Peer \"{}\" (role {}) may not {} {}: {}.",
-                info.peer_name,
-                info.role.as_str(),
+                rules.name,
+                rules.role.as_str(),
                 method,
                 raw_path,
                 rule
@@ -165,7 +176,7 @@ impl Proxy {
             return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
         }
 
-        let upstream_req = match self.upstream_request(info, req) {
+        let upstream_req = match self.upstream_request(info, &rules.name, req) {
             Ok(r) => r,
             Err(e) => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &e)),
         };
@@ -174,20 +185,23 @@ impl Proxy {
         let latency = sent.elapsed();
         let mut audit = audit;
         audit.upstream_latency = Some(latency);
+        // Request outcomes never touch readiness: a peer can abort its own
+        // body or reset its connection, and that is not the upstream's
+        // health. Readiness follows the active probe (`upstream_probe`).
+        // The pages say what failed, never where the upstream lives; the
+        // log keeps the address.
         match result {
             Ok(Ok(mut resp)) => {
-                self.health.upstream_ok();
                 strip_hop_by_hop(resp.headers_mut());
                 audit.finish(resp.map(|b| b.boxed()))
             }
             Ok(Err(e)) => {
                 self.stats.upstream_errors.fetch_add(1, Relaxed);
-                self.health.upstream_failed();
                 tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
                 audit.finish(error_page(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway",
-                    &format!("promgate could not reach the upstream {}.", self.upstream),
+                    "promgate could not get an answer from Prometheus.",
                 ))
             }
             Err(_) => {
@@ -197,8 +211,7 @@ impl Proxy {
                     StatusCode::GATEWAY_TIMEOUT,
                     "Gateway timeout",
                     &format!(
-                        "The upstream {} did not answer within {}s.",
-                        self.upstream,
+                        "Prometheus did not answer within {}s.",
                         self.timeout.as_secs()
                     ),
                 ))
@@ -209,6 +222,7 @@ impl Proxy {
     fn upstream_request(
         &self,
         info: &ConnInfo,
+        peer_name: &str,
         req: Request<Incoming>,
     ) -> Result<Request<Incoming>, String> {
         let (mut parts, body) = req.into_parts();
@@ -248,7 +262,7 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&info.remote.ip().to_string()) {
             h.insert("x-forwarded-for", v);
         }
-        if let Ok(v) = HeaderValue::from_str(&info.peer_name) {
+        if let Ok(v) = HeaderValue::from_str(peer_name) {
             h.insert(self.identity_header.clone(), v);
         }
         Ok(Request::from_parts(parts, body))

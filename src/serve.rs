@@ -9,10 +9,11 @@
 use crate::config::{self, Config};
 use crate::driver::{Command, Driver};
 use crate::gateway::Gateway;
+use crate::health::Health;
 use crate::keys::encode_key;
 use crate::proxy::Proxy;
 use crate::stats::Stats;
-use crate::telemetry::{Health, PeerView, Telemetry};
+use crate::telemetry::{PeerView, Telemetry};
 use anyhow::Context as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -44,12 +45,7 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the admin server to {addr}"))?;
         let router = telemetry.clone().router();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
+        tokio::spawn(crate::admin_http::serve(listener, router, shutdown.clone()));
         tracing::info!(%addr, "admin server: /metrics /healthz /readyz");
     }
     if let Some(addr) = config.admin.control_listen {
@@ -57,13 +53,13 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the control endpoint to {addr}"))?;
         let router = crate::control::router(peer_view.clone());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
+        tokio::spawn(crate::admin_http::serve(listener, router, shutdown.clone()));
     }
+    tokio::spawn(crate::upstream_probe::run(
+        config.gateway.upstream.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
 
     let notify = Arc::new(Notify::new());
     let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
@@ -80,7 +76,6 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         config.gateway.identity_header.clone(),
         config.gateway.upstream_timeout,
         telemetry.http.clone(),
-        health.clone(),
         stats.clone(),
     ));
     let (commands, command_rx) = mpsc::channel(8);
@@ -201,7 +196,7 @@ async fn watch_and_reload(
                 if let Ok(diff) = rx.await {
                     stats.reloads_applied.fetch_add(1, Relaxed);
                     let removed: Vec<&str> = diff.removed.iter().map(|(_, n)| n.as_str()).collect();
-                    tracing::info!(added = ?diff.added, removed = ?removed, unchanged = diff.kept, "peers reloaded");
+                    tracing::info!(added = ?diff.added, removed = ?removed, rules_changed = ?diff.changed, sessions_kept = diff.kept, "peers reloaded");
                 }
             }
             Err(errors) => {

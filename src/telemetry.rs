@@ -8,6 +8,7 @@
 
 use crate::config::Role;
 use crate::gateway::PeerSnapshot;
+use crate::health::Health;
 use crate::stats::{DropReason, Stats};
 use axum::Router;
 use axum::extract::State;
@@ -22,7 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -84,68 +85,6 @@ impl HttpMetrics {
     }
 }
 
-/// State the admin server reads.
-#[derive(Debug)]
-pub struct Health {
-    pub config_loaded: AtomicBool,
-    pub udp_bound: AtomicBool,
-    /// Unix seconds since the upstream last answered, 0 if never.
-    pub upstream_ok_unix: AtomicU64,
-    /// Unix seconds of the first failure since the last success, 0 if none.
-    pub upstream_failing_since_unix: AtomicU64,
-    pub unready_after: Option<Duration>,
-}
-
-impl Health {
-    pub fn new(unready_after: Option<Duration>) -> Self {
-        Health {
-            config_loaded: AtomicBool::new(false),
-            udp_bound: AtomicBool::new(false),
-            upstream_ok_unix: AtomicU64::new(0),
-            upstream_failing_since_unix: AtomicU64::new(0),
-            unready_after,
-        }
-    }
-
-    pub fn upstream_ok(&self) {
-        self.upstream_ok_unix.store(unix_now(), Relaxed);
-        self.upstream_failing_since_unix.store(0, Relaxed);
-    }
-
-    pub fn upstream_failed(&self) {
-        let _ = self
-            .upstream_failing_since_unix
-            .compare_exchange(0, unix_now(), Relaxed, Relaxed);
-    }
-
-    /// Ready: config loaded, socket bound, and the upstream not failing for too long.
-    pub fn ready(&self) -> Result<(), String> {
-        if !self.config_loaded.load(Relaxed) {
-            return Err("config not loaded".into());
-        }
-        if !self.udp_bound.load(Relaxed) {
-            return Err("UDP socket not bound".into());
-        }
-        if let Some(limit) = self.unready_after {
-            let since = self.upstream_failing_since_unix.load(Relaxed);
-            if since != 0 && unix_now().saturating_sub(since) > limit.as_secs() {
-                return Err(format!(
-                    "upstream unreachable for more than {}s",
-                    limit.as_secs()
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The peer list telemetry sees; replaced (not mutated) on each reload.
 pub type PeerView = Arc<RwLock<Vec<PeerSnapshot>>>;
 
@@ -153,6 +92,7 @@ pub type PeerView = Arc<RwLock<Vec<PeerSnapshot>>>;
 #[derive(Debug)]
 struct GatewayCollector {
     stats: Arc<Stats>,
+    health: Arc<Health>,
     peers: PeerView,
     started: Instant,
 }
@@ -237,8 +177,20 @@ impl Collector for GatewayCollector {
             s.tcp_connections_open.load(Relaxed) as f64,
         )?;
 
+        if let Some(up) = self.health.upstream_up() {
+            gauge(
+                &mut enc,
+                "promgate_upstream_up",
+                "1 when the last readiness probe of the upstream (its /-/ready) succeeded.",
+                if up { 1.0 } else { 0.0 },
+            )?;
+        }
+
         let peers = self.peers.read().map(|p| p.clone()).unwrap_or_default();
-        let now = unix_now();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         // "Connected": a handshake within the last 180 s (WireGuard's REJECT_AFTER_TIME).
         let connected = peers
             .iter()
@@ -384,6 +336,7 @@ impl Telemetry {
         );
         registry.register_collector(Box::new(GatewayCollector {
             stats,
+            health: health.clone(),
             peers,
             started: Instant::now(),
         }));
@@ -468,7 +421,7 @@ fn openmetrics_to_text(om: &str) -> String {
 }
 
 async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
-    match t.health.ready() {
+    match t.health.ready(Instant::now()) {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

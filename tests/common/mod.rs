@@ -1,0 +1,496 @@
+//! The in-process lab shared by the integration tests: a test peer built on
+//! boringtun plus a client-side smoltcp stack, the gateway core stepped by
+//! hand, and the real proxy in front of a real HTTP server on loopback.
+#![allow(dead_code, unreachable_pub)]
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use promgate::config::{GatewayConfig, Origin, PeerConfig, Role};
+use promgate::gateway::Gateway;
+use promgate::health::Health;
+use promgate::keys::PrivateKey;
+use promgate::proxy::Proxy;
+use promgate::stats::Stats;
+use promgate::telemetry::Telemetry;
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const GW: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 1);
+pub const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd13, 0, 0, 0, 0, 0, 0, 1);
+
+// ---------------------------------------------------------------------------
+// A real HTTP upstream on loopback.
+
+pub async fn start_upstream() -> SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hello from upstream" }))
+        .route(
+            "/headers",
+            get(|h: axum::http::HeaderMap| async move {
+                let v = |n: &str| {
+                    h.get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string()
+                };
+                format!(
+                    "xff={} peer={} host={}",
+                    v("x-forwarded-for"),
+                    v("x-promgate-peer"),
+                    v("host")
+                )
+            }),
+        )
+        .route("/big", get(|| async { vec![b'x'; 4 << 20] }))
+        .route(
+            "/-/ready",
+            get(|| async { "Prometheus Server is Ready.\n" }),
+        )
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            axum::routing::post(|| async { "snapshot" }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+// ---------------------------------------------------------------------------
+// The test peer: boringtun + smoltcp.
+
+#[derive(Default)]
+pub struct Queues {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: VecDeque<Vec<u8>>,
+}
+
+pub struct Rx(Vec<u8>);
+pub struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0; len];
+        let r = f(&mut b);
+        self.0.push_back(b);
+        r
+    }
+}
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 1420;
+        c
+    }
+}
+
+pub struct TestPeer {
+    pub tunn: Tunn,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub dev: Queues,
+    /// The peer's UDP endpoint as the gateway sees it.
+    pub endpoint: SocketAddr,
+    pub epoch: Instant,
+    pub next_port: u16,
+    pub received: usize,
+    pub responses: std::collections::HashMap<SocketHandle, Vec<u8>>,
+    pub pending: std::collections::HashMap<SocketHandle, Vec<u8>>,
+}
+
+impl TestPeer {
+    pub fn new(
+        secret: &StaticSecret,
+        gateway_public: PublicKey,
+        inner: Ipv4Addr,
+        endpoint_port: u16,
+    ) -> Self {
+        let tunn = Tunn::new(
+            secret.clone(),
+            gateway_public,
+            None,
+            None,
+            u32::from(endpoint_port),
+            None,
+        );
+        let mut dev = Queues::default();
+        let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
+        cfg.random_seed = u64::from(endpoint_port);
+        let mut iface = Interface::new(cfg, &mut dev, smoltcp::time::Instant::from_millis(0));
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(inner), 24)).unwrap();
+        });
+        iface.routes_mut().add_default_ipv4_route(GW).unwrap();
+        TestPeer {
+            tunn,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            endpoint: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), endpoint_port),
+            epoch: Instant::now(),
+            next_port: 40000,
+            received: 0,
+            responses: Default::default(),
+            pending: Default::default(),
+        }
+    }
+
+    pub fn ts(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// Opens a TCP connection to `dst:port` and queues `request` to send.
+    /// Gives the peer an IPv6 tunnel address too, routed via the gateway's.
+    pub fn add_ipv6(&mut self, inner: std::net::Ipv6Addr) {
+        self.iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv6(inner), 64)).unwrap();
+        });
+        self.iface.routes_mut().add_default_ipv6_route(GW6).unwrap();
+    }
+
+    pub fn connect(&mut self, dst: impl Into<IpAddr>, port: u16, request: &str) -> SocketHandle {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 1 << 20]),
+            tcp::SocketBuffer::new(vec![0; 64 << 10]),
+        );
+        s.set_ack_delay(None);
+        let local = self.next_port;
+        self.next_port += 1;
+        s.connect(
+            self.iface.context(),
+            (IpAddress::from(dst.into()), port),
+            local,
+        )
+        .unwrap();
+        let h = self.sockets.add(s);
+        self.pending.insert(h, request.as_bytes().to_vec());
+        h
+    }
+
+    /// Datagrams the peer wants to send to the gateway now.
+    pub fn outgoing(&mut self) -> Vec<Vec<u8>> {
+        let ts = self.ts();
+        self.iface.poll(ts, &mut self.dev, &mut self.sockets);
+        for (h, data) in self.pending.iter_mut() {
+            let s = self.sockets.get_mut::<tcp::Socket>(*h);
+            if s.may_send() && !data.is_empty() {
+                let n = s.send_slice(data).unwrap_or(0);
+                data.drain(..n);
+            }
+        }
+        self.iface.poll(ts, &mut self.dev, &mut self.sockets);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Some(p) = self.dev.tx.pop_front() {
+            if let TunnResult::WriteToNetwork(d) = self.tunn.encapsulate(&p, &mut buf) {
+                out.push(d.to_vec());
+            }
+        }
+        if let TunnResult::WriteToNetwork(d) = self.tunn.update_timers(&mut buf) {
+            out.push(d.to_vec());
+        }
+        out
+    }
+
+    /// Handles a datagram from the gateway; returns datagrams to send back.
+    pub fn incoming(&mut self, datagram: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut input: &[u8] = datagram;
+        loop {
+            match self.tunn.decapsulate(None, input, &mut buf) {
+                TunnResult::WriteToNetwork(d) => {
+                    out.push(d.to_vec());
+                    input = &[];
+                }
+                TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
+                    self.received += 1;
+                    if std::env::var("TUNNEL_TRACE").is_ok() {
+                        eprintln!(
+                            "{} <- {:?}",
+                            self.endpoint,
+                            smoltcp::wire::Ipv4Packet::new_checked(&p[..]).map(|ip| {
+                                smoltcp::wire::TcpPacket::new_checked(ip.payload()).map(|t| {
+                                    format!(
+                                        "{}->{} {}:{} syn={} ack={} fin={} rst={} len={}",
+                                        ip.src_addr(),
+                                        ip.dst_addr(),
+                                        t.src_port(),
+                                        t.dst_port(),
+                                        t.syn(),
+                                        t.ack(),
+                                        t.fin(),
+                                        t.rst(),
+                                        t.payload().len()
+                                    )
+                                })
+                            })
+                        );
+                    }
+                    self.dev.rx.push_back(p.to_vec());
+                    break;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    pub fn response(&mut self, h: SocketHandle) -> Option<String> {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        let mut data = Vec::new();
+        while s.can_recv() {
+            s.recv(|b| {
+                data.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        let acc = self.responses.entry(h).or_default();
+        acc.extend_from_slice(&data);
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if !s.may_recv() && !matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived) {
+            // Like a real client: close our side once the server closed its.
+            s.close();
+            return Some(String::from_utf8_lossy(&self.responses[&h]).into_owned());
+        }
+        None
+    }
+
+    pub fn state(&self, h: SocketHandle) -> tcp::State {
+        self.sockets.get::<tcp::Socket>(h).state()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lab: gateway core + peers + proxy, stepped by hand.
+
+pub struct Lab {
+    pub gateway: Gateway,
+    pub gateway_key: PrivateKey,
+    pub stats: Arc<Stats>,
+    pub proxy: Arc<Proxy>,
+    pub shutdown: CancellationToken,
+    pub notify: Arc<Notify>,
+    pub config: GatewayConfig,
+}
+
+pub fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        public_key: PublicKey::from(secret).to_bytes(),
+        allowed_ips: vec![format!("{ip}/32").parse().unwrap()],
+        preshared_key: None,
+        persistent_keepalive: None,
+        role,
+        allow_paths: vec![],
+        deny_paths: vec![],
+        origin: Origin {
+            file: "test".into(),
+            line: 1,
+        },
+    }
+}
+
+impl Lab {
+    pub async fn new(peers: &[PeerConfig]) -> Lab {
+        Lab::with(peers, |_| {}).await
+    }
+
+    /// A lab whose gateway config is first adjusted by `tweak`.
+    pub async fn with(peers: &[PeerConfig], tweak: impl FnOnce(&mut GatewayConfig)) -> Lab {
+        let upstream = start_upstream().await;
+        let key = PrivateKey::generate();
+        let config = GatewayConfig {
+            private_key: key.clone(),
+            listen_port: 51820,
+            addresses: vec![
+                "10.13.13.1/24".parse().unwrap(),
+                "fd13::1/64".parse().unwrap(),
+            ],
+            mtu: 1420,
+            upstream: format!("http://{upstream}").parse().unwrap(),
+            http_ports: vec![80],
+            endpoint: None,
+            peers_dir: None,
+            identity_header: http::HeaderName::from_static("x-promgate-peer"),
+            upstream_timeout: Duration::from_secs(5),
+            max_connections_per_peer: 64,
+            max_connections: 256,
+            tcp_idle_timeout: Duration::from_secs(60),
+            tcp_send_buffer: 64 * 1024,
+            handshake_rate_limit: promgate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        };
+        let mut config = config;
+        tweak(&mut config);
+        let stats = Arc::new(Stats::default());
+        let notify = Arc::new(Notify::new());
+        let health = Arc::new(Health::new(None));
+        let telemetry = Telemetry::new(stats.clone(), Default::default(), health.clone());
+        let gateway = Gateway::new(
+            &config,
+            peers,
+            stats.clone(),
+            notify.clone(),
+            7,
+            Instant::now(),
+        );
+        let proxy = Arc::new(Proxy::new(
+            config.upstream.clone(),
+            config.identity_header.clone(),
+            config.upstream_timeout,
+            telemetry.http.clone(),
+            stats.clone(),
+        ));
+        Lab {
+            gateway,
+            gateway_key: key,
+            stats,
+            proxy,
+            shutdown: CancellationToken::new(),
+            notify,
+            config,
+        }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        self.gateway_key.public_key()
+    }
+
+    /// Restarts the gateway core with the same key and peers: all sessions are lost.
+    pub fn restart(&mut self, peers: &[PeerConfig]) {
+        self.gateway = Gateway::new(
+            &self.config,
+            peers,
+            self.stats.clone(),
+            self.notify.clone(),
+            8,
+            Instant::now(),
+        );
+    }
+
+    /// One round trip of traffic between all peers and the gateway.
+    pub fn step(&mut self, peers: &mut [&mut TestPeer]) -> usize {
+        let now = Instant::now();
+        let mut to_gateway: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, p) in peers.iter_mut().enumerate() {
+            for d in p.outgoing() {
+                to_gateway.push((i, d));
+            }
+        }
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let moved = to_gateway.len();
+        for (i, d) in to_gateway {
+            self.gateway
+                .handle_datagram(now, peers[i].endpoint, &d, &mut out);
+        }
+        self.gateway.poll(now, &mut out);
+        for (info, stream) in self.gateway.take_accepted() {
+            tokio::spawn(
+                self.proxy
+                    .clone()
+                    .serve_connection(info, stream, self.shutdown.clone()),
+            );
+        }
+        let moved = moved + out.len();
+        for (dst, d) in out {
+            if let Some(p) = peers.iter_mut().find(|p| p.endpoint == dst) {
+                for back in p.incoming(&d) {
+                    let mut more = Vec::new();
+                    self.gateway
+                        .handle_datagram(now, p.endpoint, &back, &mut more);
+                    for (dst2, d2) in more {
+                        if dst2 == p.endpoint {
+                            p.incoming(&d2);
+                        }
+                    }
+                }
+            }
+        }
+        moved
+    }
+
+    /// Steps until `done` or the deadline; yields to tokio between steps so
+    /// the proxy tasks run.
+    pub async fn run_until(
+        &mut self,
+        peers: &mut [&mut TestPeer],
+        timeout: Duration,
+        mut done: impl FnMut(&mut [&mut TestPeer]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let moved = self.step(peers);
+            if done(peers) {
+                return true;
+            }
+            if moved == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        false
+    }
+}
+
+impl Lab {
+    /// Steps until `peers[i]` has the whole response on connection `h`;
+    /// panics with `what` after `timeout`.
+    pub async fn response_of(
+        &mut self,
+        peers: &mut [&mut TestPeer],
+        i: usize,
+        h: SocketHandle,
+        timeout: Duration,
+        what: &str,
+    ) -> String {
+        let mut r = None;
+        let done = self
+            .run_until(peers, timeout, |p| {
+                r = p[i].response(h);
+                r.is_some()
+            })
+            .await;
+        assert!(done, "{what}: no response within {timeout:?}");
+        r.unwrap_or_default()
+    }
+}
+
+pub fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
+}
+
+pub fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
