@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Issue 10, items 2 to 5, against real wireguard-go clients and a real
+# Prometheus:
+#
+#   2. readiness follows the upstream by itself: Prometheus stops, /readyz
+#      goes 503; Prometheus comes back, /readyz returns to 200 with no
+#      tunnel traffic at all.
+#   3. a reader that never reads (tiny receive window, large answer) is
+#      reset after tcp_idle_timeout; the open-connection gauge returns to 0.
+#   4. the admin server closes a connection that never finishes its
+#      request head within 15 s.
+#   5. an admin demoted by a hot reload is refused on its already open
+#      keep-alive connection.
+#
+#   vera (a) 10.13.13.2  viewer
+#   adam (b) 10.13.13.3  admin, demoted to viewer mid-test
+set -u
+. "$(dirname "$0")/lib.sh"
+
+GW=10.13.13.1
+lab_up
+lab_add_client a
+lab_add_client b
+SRV=$(lab_ns server)
+D=$LAB_DIR
+BIN=$(lab_promgate_bin)
+ADMIN=127.0.0.1:9586
+CLIENT="python3 $(cd "$(dirname "$0")" && pwd)/tcp_client.py"
+IDLE=3
+
+lab_start_prometheus "$SRV" --web.enable-admin-api
+PROM_PID=$LAB_PROM_PID
+
+(umask 077; "$BIN" genkey > "$D/gw.key")
+GWPUB=$("$BIN" pubkey < "$D/gw.key")
+EP=$(lab_ip server):51820
+lab_keypair "$D" a
+lab_keypair "$D" b
+
+mkdir -p "$D/peers.d"
+cat > "$D/gateway.toml" <<EOF
+[gateway]
+private_key_file = "$D/gw.key"
+listen_port = 51820
+address = "$GW/24"
+upstream = "http://127.0.0.1:9090"
+http_ports = [80]
+peers_dir = "peers.d"
+tcp_idle_timeout = "${IDLE}s"
+
+[admin]
+listen = "$ADMIN"
+upstream_unready_after = "3s"
+EOF
+# peer_file NAME KEYNAME IP ROLE — written atomically, as an operator would.
+peer_file() {
+    printf '[[peer]]\nname = "%s"\npublic_key = "%s"\nallowed_ips = ["%s/32"]\nrole = "%s"\n' \
+        "$1" "$(cat "$D/$2.pub")" "$3" "$4" > "$D/peers.d/.$1.tmp"
+    mv "$D/peers.d/.$1.tmp" "$D/peers.d/$1.toml"
+}
+peer_file vera a 10.13.13.2 viewer
+peer_file adam b 10.13.13.3 admin
+
+lab_start_promgate "$SRV" "$D/gateway.toml"
+LOG=$D/promgate-gateway.log
+lab_wg_client "$(lab_ns a)" "$(lab_ifname a)" "$D/a.key" 10.13.13.2/32 "$GWPUB" "$EP" "$GW/32"
+lab_wg_client "$(lab_ns b)" "$(lab_ifname b)" "$D/b.key" 10.13.13.3/32 "$GWPUB" "$EP" "$GW/32"
+
+metric() { # NAME — the value of an unlabelled gauge or counter on /metrics
+    on server curl -s --max-time 5 "http://$ADMIN/metrics" | awk -v n="$1" '$1 == n { print $2 + 0; exit }'
+}
+peer_rx_total() {
+    on server curl -s --max-time 5 "http://$ADMIN/metrics" |
+        awk '/^promgate_peer_received_bytes_total/ { s += $2 } END { print s + 0 }'
+}
+readyz_is() { [ "$(http_code server "http://$ADMIN/readyz")" = "$1" ]; }
+elapsed_since() { python3 -c 'import sys,time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$1"; }
+
+check "vera reaches Prometheus through the tunnel" retry 15 expect_code a "http://$GW/-/ready" 200
+check "adam reaches Prometheus through the tunnel" retry 15 expect_code b "http://$GW/-/ready" 200
+
+t_log "item 5: adam is demoted while his keep-alive connection is open"
+rm -f "$D/go"
+on b $CLIENT keepalive "$GW" 80 /api/v1/admin/tsdb/snapshot "$D/go" 20 > "$D/keepalive.out" 2>&1 &
+KA=$!
+sleep 2
+peer_file adam b 10.13.13.3 viewer
+reloaded() { grep 'peers reloaded' "$LOG" | grep -q 'adam'; }
+check "the reload log names adam's changed rules" retry 5 reloaded
+touch "$D/go"
+wait "$KA"
+check "one keep-alive connection: 200 as admin, then 403 once demoted ($(cat "$D/keepalive.out"))" \
+    grep -qx '200 403 same-connection' "$D/keepalive.out"
+
+t_log "item 3: a reader that never reads is reset after tcp_idle_timeout = ${IDLE}s"
+# A large answer: every series over five minutes at a 1 s step (the
+# lookback carries the latest samples forward). Prometheus discovers its
+# scrape targets a few seconds after it starts, so wait for data.
+big_query() {
+    local now; now=$(date +%s)
+    BIGQ="/api/v1/query_range?query=%7B__name__%3D~%22.%2B%22%7D&start=$((now - 10))&end=$((now + 280))&step=1"
+    size=$(on a curl -s --max-time 60 -o /dev/null -w '%{size_download}' "http://$GW$BIGQ")
+    [ "${size:-0}" -gt 1000000 ]
+}
+check "the answer is large enough to stall a small window" retry 30 big_query
+on a $CLIENT stall "$GW" 80 "$BIGQ" $((IDLE + 10)) > "$D/stall.out" 2>&1 &
+ST=$!
+open_is() { [ "$(metric promgate_tunnel_tcp_connections)" = "$1" ]; }
+check "the stalled connection is open" retry 5 open_is 1
+t0=$(date +%s.%N)
+retry $((IDLE + 7)) open_is 0; rc=$?
+check "the open-connection gauge returns to 0 ($(elapsed_since "$t0") s after it showed 1)" test $rc = 0
+wait "$ST"
+check "the stalled client saw its connection reset ($(cat "$D/stall.out"))" grep -q 'reset=True' "$D/stall.out"
+
+t_log "item 4: the admin server closes a connection that never finishes its head"
+on server $CLIENT slow-head 127.0.0.1 9586 20 > "$D/slowhead.out" 2>&1
+secs=$(awk '/closed after/ { print int($3) }' "$D/slowhead.out")
+check "closed within 15 s ($(cat "$D/slowhead.out"))" test "${secs:-99}" -le 15
+check "/healthz still answers" expect_code server "http://$ADMIN/healthz" 200
+
+t_log "item 2: readiness follows the upstream, with no tunnel traffic"
+check "/readyz 200 while Prometheus is up" readyz_is 200
+check "promgate_upstream_up is 1" test "$(metric promgate_upstream_up)" = 1
+rx_before=$(peer_rx_total)
+lab_stop_pid "$PROM_PID"
+t0=$(date +%s.%N)
+retry 10 readyz_is 503; rc=$?
+check "/readyz 503 after Prometheus stopped ($(elapsed_since "$t0") s; limit 3 s + one probe)" test $rc = 0
+check "promgate_upstream_up is 0" test "$(metric promgate_upstream_up)" = 0
+check "/healthz still 200" expect_code server "http://$ADMIN/healthz" 200
+lab_start_prometheus "$SRV" --web.enable-admin-api
+t0=$(date +%s.%N)
+retry 10 readyz_is 200; rc=$?
+check "/readyz back to 200 by itself ($(elapsed_since "$t0") s after Prometheus was ready)" test $rc = 0
+rx_after=$(peer_rx_total)
+# The clients have no persistent keepalive: no datagram arrived meanwhile.
+check "no tunnel traffic meanwhile (peer rx bytes $rx_before -> $rx_after)" test "$rx_before" = "$rx_after"
+
+t_finish
