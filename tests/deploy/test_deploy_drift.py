@@ -12,12 +12,14 @@ import copy
 import json
 import re
 import shutil
+import subprocess
 import tomllib
 
 import pytest
 
 from deploy_model import (
     DOCKERFILE,
+    ROOT,
     TERRAFORM_DIR,
     Manifests,
     TerraformModule,
@@ -374,3 +376,56 @@ def test_checks_catch_terraform_drift(mutation, tmp_path, k8s_facts):
     facts = facts_from_terraform(TerraformModule.load(copy_dir))
     assert _drop(differences(facts, k8s_facts)), f"{mutation}: no difference found"
     assert contract_violations(facts), f"{mutation}: no contract violation found"
+
+
+# ---------------------------------------------------------------------------
+# Secrets stay out of git and out of the image build context.
+# ---------------------------------------------------------------------------
+
+SECRET_PATHS = [
+    "terraform.tfstate",
+    "terraform/examples/eks/terraform.tfstate",
+    "terraform/examples/eks/terraform.tfstate.backup",
+    "terraform/examples/minikube/.terraform/providers/x",
+    "terraform/examples/eks/peers.tfvars",
+    "terraform/examples/eks/prod.tfvars.json",
+    "terraform/examples/eks/plan.tfplan",
+    "gateway.key",
+    "alice.key",
+    "promgate.conf",
+    "clients/bob.conf",
+    "peers.d/alice.toml",
+]
+
+
+@pytest.mark.parametrize("path", SECRET_PATHS)
+def test_gitignore_covers_secrets(path):
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    # --no-index: judge the path by the ignore rules alone, tracked or not.
+    res = subprocess.run([git, "-C", str(ROOT), "check-ignore", "-q", "--no-index", path])
+    assert res.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+@pytest.mark.parametrize("path", ["terraform/examples/eks/peers.tfvars.example", "terraform/main.tf", "src/main.rs"])
+def test_gitignore_keeps_sources(path):
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    res = subprocess.run([git, "-C", str(ROOT), "check-ignore", "-q", "--no-index", path])
+    assert res.returncode == 1, f"{path} must not be ignored"
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
+
+
+def test_dockerignore_is_an_allow_list():
+    pats = dockerignore_patterns()
+    assert pats[0] == "*", "the first pattern must exclude everything"
+    rest = pats[1:]
+    assert rest and all(p.startswith("!") for p in rest), f"only re-includes may follow '*': {rest}"
+    allowed = {p[1:].split("/", 1)[0] for p in rest}
+    assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches"}, allowed
