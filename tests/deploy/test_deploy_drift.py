@@ -429,3 +429,32 @@ def test_dockerignore_is_an_allow_list():
     assert rest and all(p.startswith("!") for p in rest), f"only re-includes may follow '*': {rest}"
     allowed = {p[1:].split("/", 1)[0] for p in rest}
     assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches"}, allowed
+
+
+def _copy_sources(args: str) -> list[str] | None:
+    """Context sources of a COPY (None for COPY --from=...)."""
+    words = [w for w in args.split() if not w.startswith("--") or w.startswith("--from")]
+    if any(w.startswith("--from") for w in words):
+        return None
+    return words[:-1]
+
+
+def test_dockerfile_builds_dependencies_before_sources():
+    instrs = dockerfile_instructions(DOCKERFILE)
+    copies = [(n, _copy_sources(a)) for n, (i, a) in enumerate(instrs) if i == "COPY"]
+    context = [(n, srcs) for n, srcs in copies if srcs is not None]
+    assert context, "the build copies something from the context"
+    for _, srcs in context:
+        assert "." not in srcs and "./" not in srcs, "COPY . . rebuilds every dependency on any edit"
+    first_n, first = context[0]
+    assert sorted(first) == ["Cargo.lock", "Cargo.toml"], f"the first COPY must be the manifests only: {first}"
+    later = [n for n, srcs in context if any(s.rstrip("/") in ("src", "benches") for s in srcs)]
+    assert later, "the sources are copied in a later step"
+    builds = [n for n, (i, a) in enumerate(instrs) if i == "RUN" and "cargo build" in a]
+    assert any(first_n < b < min(later) for b in builds), "dependencies build in their own layer, before the sources arrive"
+    assert any(b > max(later) for b in builds), "the binary builds after the sources arrive"
+    # Everything COPY reads from the context is let in by .dockerignore.
+    allowed = {p[1:].split("/", 1)[0] for p in dockerignore_patterns()[1:]}
+    for _, srcs in context:
+        for s in srcs:
+            assert s.rstrip("/").split("/", 1)[0] in allowed, f"{s} is copied but .dockerignore keeps it out"
