@@ -365,13 +365,13 @@ variable "upstream_namespace" {
 }
 
 variable "upstream_port" {
-  description = "Port of the Prometheus Service."
+  description = "Port of the Prometheus Service. The gateway's egress policy allows it as well as upstream_target_port: the AWS VPC CNI matches egress before the Service's DNAT."
   type        = number
   default     = 80
 }
 
 variable "upstream_target_port" {
-  description = "Container port of the Prometheus pods (the Service's targetPort). Network policies match this port, not the Service port."
+  description = "Container port of the Prometheus pods (the Service's targetPort). The policy on Prometheus admits only this port; the gateway's egress policy allows it and upstream_port."
   type        = number
   default     = 9090
 }

@@ -40,6 +40,7 @@ UPSTREAM_HOST = "prometheus.default.svc.cluster.local"
 UPSTREAM_NAMESPACE = "default"
 UPSTREAM_POD_LABELS = {"app": "prometheus"}
 UPSTREAM_POD_PORT = 9090
+UPSTREAM_SERVICE_PORT = 80
 
 # Differences between the two descriptions that are meant to be there.
 INTENDED_DIFFERENCES = {
@@ -163,7 +164,9 @@ def contract_violations(f: dict) -> list[str]:
         gp["ingress"] == sorted([[("UDP", TUNNEL_PORT)], [("TCP", ADMIN_PORT)]]),
         f"gateway policy ingress {gp['ingress']}",
     )
-    upstream_rule = ([("TCP", UPSTREAM_POD_PORT)], [{
+    # Both ports: Calico and Cilium match the pod port after DNAT, the AWS VPC
+    # CNI's agent matches the Service port before it.
+    upstream_rule = (sorted([("TCP", UPSTREAM_POD_PORT), ("TCP", UPSTREAM_SERVICE_PORT)]), [{
         "namespaceSelector": {"kubernetes.io/metadata.name": UPSTREAM_NAMESPACE},
         "podSelector": UPSTREAM_POD_LABELS,
     }])
@@ -342,6 +345,10 @@ MUTATIONS = {
         "Deployment", "promgate",
         lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"].update(path="/ready"),
     ),
+    "egress without the Service port (AWS VPC CNI)": (
+        "NetworkPolicy", "promgate",
+        lambda p: p["spec"]["egress"][0].update(ports=[{"port": UPSTREAM_POD_PORT, "protocol": "TCP"}]),
+    ),
     "selector label": (
         "Service", "promgate-admin", lambda s: s["spec"]["selector"].update({"app.kubernetes.io/name": "other"}),
     ),
@@ -361,6 +368,9 @@ TF_MUTATIONS = {
     "admin port default": ("variables.tf", "default     = 9586", "default     = 9587"),
     "peers dir": ("main.tf", '"/etc/promgate/peers.d"', '"/etc/promgate/peers"'),
     "liveness path": ("deployment.tf", 'path = "/healthz"', 'path = "/health"'),
+    "egress without the Service port": (
+        "networkpolicy.tf", "port     = tostring(var.upstream_port)", "port     = tostring(var.upstream_target_port)",
+    ),
 }
 
 
