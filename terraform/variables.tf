@@ -211,8 +211,24 @@ variable "endpoint" {
   default     = null
 
   validation {
+    condition     = var.endpoint != null || var.service_type == "LoadBalancer"
+    error_message = "endpoint is required with service_type NodePort: set it to <node address>:<node_port>, e.g. \"$(minikube ip):31820\"."
+  }
+
+  validation {
     condition     = var.endpoint == null || can(regex("^(\\[[0-9a-fA-F:]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$", var.endpoint))
     error_message = "endpoint must be host:port, e.g. vpn.example.com:51820 or 192.168.49.2:31820."
+  }
+}
+
+variable "upstream_unready_after" {
+  description = "How long the upstream may fail before the gateway's /readyz fails ([admin] upstream_unready_after): a duration such as \"60s\" or \"2m\", or \"off\" to keep readiness independent of the upstream. The gateway probes the upstream's /-/ready itself, so readiness recovers on its own. The kubelet and the NLB health check both follow /readyz: with every pod unready, an NLB fails open and still sends packets to all of them."
+  type        = string
+  default     = "60s"
+
+  validation {
+    condition     = var.upstream_unready_after == "off" || can(regex("^([0-9]+(ms|s|m|h))+$", var.upstream_unready_after))
+    error_message = "upstream_unready_after must be a duration such as \"60s\", \"2m\" or \"1m30s\", or \"off\"."
   }
 }
 

@@ -144,6 +144,11 @@ def contract_violations(f: dict) -> list[str]:
         f["gateway_config"]["admin"]["listen"].rsplit(":", 1)[-1] == str(ADMIN_PORT),
         f"admin listen {f['gateway_config']['admin']['listen']}",
     )
+    unready = f["gateway_config"]["admin"].get("upstream_unready_after")
+    expect(
+        unready == "off" or re.fullmatch(r"([0-9]+(ms|s|m|h))+", str(unready)) is not None,
+        f"admin.upstream_unready_after {unready!r} (rendered from the module variable, a duration or \"off\")",
+    )
     expect(gw["private_key_file"] == KEY_DIR + "/private.key", f"private_key_file {gw['private_key_file']}")
     expect(gw["peers_dir"] == PEERS_DIR, f"peers_dir {gw['peers_dir']}")
     expect(re.fullmatch(rf"http://{re.escape(UPSTREAM_HOST)}(:80)?/?", gw["upstream"]) is not None, gw["upstream"])
@@ -366,6 +371,7 @@ def test_checks_catch_drift(mutation, manifests, tf_facts):
 TF_MUTATIONS = {
     "writable root fs": ("deployment.tf", "read_only_root_filesystem  = true", "read_only_root_filesystem  = false"),
     "admin port default": ("variables.tf", "default     = 9586", "default     = 9587"),
+    "upstream_unready_after default": ("variables.tf", 'default     = "60s"', 'default     = "1 minute"'),
     "peers dir": ("main.tf", '"/etc/promgate/peers.d"', '"/etc/promgate/peers"'),
     "liveness path": ("deployment.tf", 'path = "/healthz"', 'path = "/health"'),
     "egress without the Service port": (
