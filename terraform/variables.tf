@@ -287,15 +287,60 @@ variable "peers" {
     error_message = "Each peer needs at least one allowed_ips entry, each an IPv4 CIDR such as 10.13.13.2/32."
   }
 
+  # The two checks below are the gateway's own (config.rs, cross_check_peers),
+  # on networks rather than strings: the gateway refuses such a peer set at
+  # reload (a log line and promgate_config_reloads_refused_total) and at
+  # start (a crash loop). Two IPv4 networks overlap when their addresses
+  # agree on the shorter of the two prefixes; host bits are ignored, as the
+  # gateway truncates them. Entries that are not CIDRs are left to the format
+  # check above (try(..., [])).
+
   validation {
-    condition     = length(distinct(flatten([for p in var.peers : p.allowed_ips]))) == length(flatten([for p in var.peers : p.allowed_ips]))
-    error_message = "allowed_ips must not repeat across peers: each inner address routes to exactly one peer."
+    # Networks of different peers must not overlap; one peer must not list
+    # the same network twice (nested networks of one peer are allowed).
+    condition = length(flatten([
+      for i, a in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : [
+        for j, b in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : try(
+          j > i
+          && cidrhost("${split("/", a.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0) == cidrhost("${split("/", b.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0)
+          && (a.index != b.index || tonumber(split("/", a.cidr)[1]) == tonumber(split("/", b.cidr)[1]))
+          ? ["${b.cidr} of \"${b.peer}\" overlaps ${a.cidr} of \"${a.peer}\""] : [],
+          []
+        )
+      ]
+    ])) == 0
+    error_message = "allowed_ips overlap (the gateway would refuse this peer set): ${join("; ", flatten([
+      for i, a in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : [
+        for j, b in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : try(
+          j > i
+          && cidrhost("${split("/", a.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0) == cidrhost("${split("/", b.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0)
+          && (a.index != b.index || tonumber(split("/", a.cidr)[1]) == tonumber(split("/", b.cidr)[1]))
+          ? ["${b.cidr} of \"${b.peer}\" overlaps ${a.cidr} of \"${a.peer}\""] : [],
+          []
+        )
+      ]
+    ]))}."
   }
 
   validation {
-    # The gateway's own address can never be a peer's.
-    condition     = !contains(flatten([for p in var.peers : p.allowed_ips]), "${split("/", var.tunnel_address)[0]}/32")
-    error_message = "No peer may be given the gateway's own tunnel address."
+    # No peer network may contain the gateway's own address: not its /32,
+    # and not the whole tunnel prefix either.
+    condition = length(flatten([
+      for p in var.peers : [
+        for c in p.allowed_ips : try(
+          cidrhost(c, 0) == cidrhost("${split("/", var.tunnel_address)[0]}/${split("/", c)[1]}", 0) ? [c] : [],
+          []
+        )
+      ]
+    ])) == 0
+    error_message = "No peer network may contain the gateway's own tunnel address ${split("/", var.tunnel_address)[0]} (the gateway would refuse it): ${join(", ", flatten([
+      for p in var.peers : [
+        for c in p.allowed_ips : try(
+          cidrhost(c, 0) == cidrhost("${split("/", var.tunnel_address)[0]}/${split("/", c)[1]}", 0) ? ["${c} of \"${p.name}\""] : [],
+          []
+        )
+      ]
+    ]))}."
   }
 }
 
