@@ -76,16 +76,13 @@ resource "kubernetes_deployment_v1" "gateway" {
           image_pull_policy = var.image_pull_policy
           # The image's entrypoint runs `promgate serve --config <config_file>`.
 
-          # Only the admin port is declared. The WireGuard port (UDP) is left
-          # undeclared on purpose: Prometheus' endpoints discovery turns every
-          # declared container port of a Service's pods into a scrape target,
-          # so a declared UDP port would put an always-DOWN target under the
-          # admin Service. The tunnel Service targets the port by number.
-          port {
-            name           = "admin"
-            container_port = var.admin_port
-            protocol       = "TCP"
-          }
+          # No container port is declared, not even the admin port. The
+          # team's Prometheus job (endpoints discovery, no filter) turns every
+          # declared container port that a Service does not cover into a
+          # target of that Service: a declared 9586 would be scraped a second
+          # time under the tunnel Service (doubling every process_* series),
+          # a declared UDP port would be an always-DOWN target. The Services,
+          # the probes and the NetworkPolicy all use port numbers instead.
 
           dynamic "env" {
             for_each = var.extra_env
@@ -103,7 +100,7 @@ resource "kubernetes_deployment_v1" "gateway" {
           liveness_probe {
             http_get {
               path = "/healthz"
-              port = "admin"
+              port = tostring(var.admin_port)
             }
             initial_delay_seconds = 5
             period_seconds        = 10
@@ -114,7 +111,7 @@ resource "kubernetes_deployment_v1" "gateway" {
           readiness_probe {
             http_get {
               path = "/readyz"
-              port = "admin"
+              port = tostring(var.admin_port)
             }
             period_seconds    = 5
             timeout_seconds   = 2

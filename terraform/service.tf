@@ -53,7 +53,7 @@ resource "kubernetes_service_v1" "admin" {
       name        = "admin"
       protocol    = "TCP"
       port        = var.admin_port
-      target_port = "admin"
+      target_port = tostring(var.admin_port)
     }
   }
 }

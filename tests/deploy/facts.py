@@ -66,7 +66,7 @@ def tf_bool(v: Any) -> Any:
 def _tf_probe(tf: TerraformModule, container: dict, key: str) -> dict:
     probe = one(container[key], key)
     get = one(probe["http_get"], "http_get")
-    return {"path": tf.value(get["path"]), "port": tf.value(get["port"])}
+    return {"path": tf.value(get["path"]), "port": str(tf.value(get["port"]))}
 
 
 def facts_from_terraform(tf: TerraformModule) -> dict:
@@ -236,8 +236,8 @@ def facts_from_manifests(m: Manifests) -> dict:
         "pod_security": _k8s_security(pod["securityContext"]),
         "container_security": _k8s_security(c["securityContext"]),
         "container_ports": sorted((p["name"], int(p["containerPort"]), p["protocol"]) for p in c.get("ports", [])),
-        "liveness": {"path": c["livenessProbe"]["httpGet"]["path"], "port": c["livenessProbe"]["httpGet"]["port"]},
-        "readiness": {"path": c["readinessProbe"]["httpGet"]["path"], "port": c["readinessProbe"]["httpGet"]["port"]},
+        "liveness": {"path": c["livenessProbe"]["httpGet"]["path"], "port": str(c["livenessProbe"]["httpGet"]["port"])},
+        "readiness": {"path": c["readinessProbe"]["httpGet"]["path"], "port": str(c["readinessProbe"]["httpGet"]["port"])},
         "mounts": {
             vm["name"]: (vm["mountPath"], vm.get("subPath"), vm.get("readOnly")) for vm in c.get("volumeMounts", [])
         },

@@ -87,7 +87,7 @@ def contract_violations(f: dict) -> list[str]:
     )
     expect(f["tunnel_service"]["sessionAffinity"] == "ClientIP", "tunnel Service needs sessionAffinity ClientIP")
     expect(
-        f["admin_service"]["ports"] == [("admin", "TCP", ADMIN_PORT, "admin")],
+        f["admin_service"]["ports"] == [("admin", "TCP", ADMIN_PORT, str(ADMIN_PORT))],
         f"admin Service ports {f['admin_service']['ports']}",
     )
     expect(f["admin_service"]["type"] == "ClusterIP", "admin Service must be ClusterIP")
@@ -95,11 +95,12 @@ def contract_violations(f: dict) -> list[str]:
         f["tunnel_service"]["name"] != f["admin_service"]["name"],
         "tunnel and admin must be separate Services",
     )
-    # Only the admin port is declared: a declared UDP container port becomes
-    # an always-DOWN target of the team's endpoints scrape job.
+    # No container port is declared: the team's endpoints scrape job turns a
+    # declared port that a Service does not cover into a target of that
+    # Service (a DOWN UDP target, or 9586 scraped twice).
     expect(
-        f["container_ports"] == [("admin", ADMIN_PORT, "TCP")],
-        f"container ports {f['container_ports']} (only admin/{ADMIN_PORT}/TCP may be declared)",
+        f["container_ports"] == [],
+        f"container ports {f['container_ports']} (none may be declared; probes and Services use numbers)",
     )
 
     # Pod Security "restricted".
@@ -118,8 +119,8 @@ def contract_violations(f: dict) -> list[str]:
     expect(f["service_account_automount"] is False, "the pod must not mount a service account token")
 
     # Probes on the admin port.
-    expect(f["liveness"] == {"path": "/healthz", "port": "admin"}, f"liveness {f['liveness']}")
-    expect(f["readiness"] == {"path": "/readyz", "port": "admin"}, f"readiness {f['readiness']}")
+    expect(f["liveness"] == {"path": "/healthz", "port": str(ADMIN_PORT)}, f"liveness {f['liveness']}")
+    expect(f["readiness"] == {"path": "/readyz", "port": str(ADMIN_PORT)}, f"readiness {f['readiness']}")
 
     # Mounts: config as one file, key and peers as whole directories.
     mounts, volumes = f["mounts"], f["volumes"]
@@ -342,8 +343,14 @@ MUTATIONS = {
     ),
     "UDP container port declared": (
         "Deployment", "promgate",
-        lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"].append(
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].setdefault("ports", []).append(
             {"name": "wireguard", "containerPort": TUNNEL_PORT, "protocol": "UDP"}
+        ),
+    ),
+    "admin container port declared": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].update(
+            ports=[{"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}]
         ),
     ),
     "readiness path": (
