@@ -35,6 +35,9 @@ ADMIN_PORT = 9586
 CONFIG_FILE = "/etc/promgate/promgate.toml"
 KEY_DIR = "/etc/promgate/key"
 PEERS_DIR = "/etc/promgate/peers.d"
+# The names docs/deploy.md and config/kubernetes/README.md tell people to use.
+PEERS_CONFIG_MAP = "promgate-peers"
+KEY_SECRET = "promgate-key"
 NONROOT_UID = 65532
 UPSTREAM_HOST = "prometheus.default.svc.cluster.local"
 UPSTREAM_NAMESPACE = "default"
@@ -119,8 +122,25 @@ def contract_violations(f: dict) -> list[str]:
     expect(f["service_account_automount"] is False, "the pod must not mount a service account token")
 
     # Probes on the admin port.
-    expect(f["liveness"] == {"path": "/healthz", "port": str(ADMIN_PORT)}, f"liveness {f['liveness']}")
-    expect(f["readiness"] == {"path": "/readyz", "port": str(ADMIN_PORT)}, f"readiness {f['readiness']}")
+    live, ready = f["liveness"], f["readiness"]
+    expect((live["path"], live["port"]) == ("/healthz", str(ADMIN_PORT)), f"liveness {live}")
+    expect((ready["path"], ready["port"]) == ("/readyz", str(ADMIN_PORT)), f"readiness {ready}")
+    for name, probe in (("liveness", live), ("readiness", ready)):
+        t = probe["timings"]
+        expect(t["timeoutSeconds"] < t["periodSeconds"], f"{name} probe timeout {t['timeoutSeconds']}s must be below its period")
+    # Readiness reacts within ~15 s (the NLB and Services stop sending to an
+    # unready pod); liveness is slower than readiness, so a pod that only
+    # lost its upstream is taken out of rotation, not restarted.
+    rt, lt = ready["timings"], live["timings"]
+    expect(rt["periodSeconds"] * rt["failureThreshold"] <= 15, f"readiness reacts after {rt['periodSeconds'] * rt['failureThreshold']}s")
+    expect(
+        lt["periodSeconds"] * lt["failureThreshold"] > rt["periodSeconds"] * rt["failureThreshold"],
+        "liveness must give up later than readiness",
+    )
+    expect(
+        f["tunnel_service"]["externalTrafficPolicy"] in ("Cluster", "Local"),
+        f"externalTrafficPolicy {f['tunnel_service']['externalTrafficPolicy']}",
+    )
 
     # Mounts: config as one file, key and peers as whole directories.
     mounts, volumes = f["mounts"], f["volumes"]
@@ -135,6 +155,14 @@ def contract_violations(f: dict) -> list[str]:
         expect(volumes.get("key", ("",))[0] == "secret", "the key volume must be a Secret")
         expect(volumes.get("peers", ("",))[0] == "configMap", "the peers volume must be a ConfigMap")
         expect(volumes.get("config", ("",))[0] == "configMap", "the config volume must be a ConfigMap")
+        expect(
+            volumes.get("peers", (None, None))[1] == PEERS_CONFIG_MAP,
+            f"the peers volume must be ConfigMap {PEERS_CONFIG_MAP}, the name the docs use: {volumes.get('peers')}",
+        )
+        expect(
+            volumes.get("key", (None, None))[1] == KEY_SECRET,
+            f"the key volume must be Secret {KEY_SECRET}, the name the docs use: {volumes.get('key')}",
+        )
         key_mode = volumes.get("key", (None, None, 0o777))[2]
         expect(key_mode & 0o007 == 0, f"the key must not be world-readable (mode {oct(key_mode)})")
 
@@ -361,6 +389,14 @@ MUTATIONS = {
         "NetworkPolicy", "promgate",
         lambda p: p["spec"]["egress"][0].update(ports=[{"port": UPSTREAM_POD_PORT, "protocol": "TCP"}]),
     ),
+    "readiness probe slower": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"].update(periodSeconds=30),
+    ),
+    "peers ConfigMap renamed in the Deployment": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["volumes"][2]["configMap"].update(name="promgate-peer-files"),
+    ),
     "selector label": (
         "Service", "promgate-admin", lambda s: s["spec"]["selector"].update({"app.kubernetes.io/name": "other"}),
     ),
@@ -381,6 +417,8 @@ TF_MUTATIONS = {
     "upstream_unready_after default": ("variables.tf", 'default     = "60s"', 'default     = "1 minute"'),
     "peers dir": ("main.tf", '"/etc/promgate/peers.d"', '"/etc/promgate/peers"'),
     "liveness path": ("deployment.tf", 'path = "/healthz"', 'path = "/health"'),
+    "peers ConfigMap renamed": ("configmap.tf", 'name      = "${var.name}-peers"', 'name      = "${var.name}-peer-files"'),
+    "readiness timing": ("deployment.tf", "failure_threshold = 2", "failure_threshold = 5"),
     "egress without the Service port": (
         "networkpolicy.tf", "port     = tostring(var.upstream_port)", "port     = tostring(var.upstream_target_port)",
     ),
@@ -481,3 +519,48 @@ def test_dockerfile_builds_dependencies_before_sources():
     for _, srcs in context:
         for s in srcs:
             assert s.rstrip("/").split("/", 1)[0] in allowed, f"{s} is copied but .dockerignore keeps it out"
+
+
+
+# ---------------------------------------------------------------------------
+# Re-applying the plain manifests cannot wipe the peers, and every object the
+# pod mounts is either in the apply set or made by a documented command.
+# ---------------------------------------------------------------------------
+
+MANIFEST_README = ROOT / "config" / "kubernetes" / "README.md"
+
+
+def _pod_volume_sources(manifests: Manifests) -> dict[str, tuple[str, str]]:
+    pod = manifests.get("Deployment", "promgate")["spec"]["template"]["spec"]
+    out = {}
+    for v in pod["volumes"]:
+        if "configMap" in v:
+            out[v["name"]] = ("ConfigMap", v["configMap"]["name"])
+        elif "secret" in v:
+            out[v["name"]] = ("Secret", v["secret"]["secretName"])
+    return out
+
+
+def test_peers_are_not_in_the_apply_set(manifests, tf):
+    kind, name = _pod_volume_sources(manifests)["peers"]
+    assert kind == "ConfigMap"
+    assert not [o for (k, _, n), o in manifests.objects.items() if k == "ConfigMap" and n == name], (
+        f"ConfigMap {name} is in config/kubernetes/: `kubectl apply -f` would merge it over the real peers"
+    )
+    # The module's peers ConfigMap has the same name.
+    assert tf.value(one(tf.resource("kubernetes_config_map_v1", "peers")["metadata"])["name"]) == name
+
+
+def test_every_mounted_object_exists_or_is_documented(manifests):
+    readme = " ".join(MANIFEST_README.read_text(encoding="utf-8").replace("\\\n", " ").split())
+    made = {("ConfigMap", n) for n in re.findall(r"create configmap ([a-z0-9-]+)", readme)}
+    made |= {("Secret", n) for n in re.findall(r"create secret generic ([a-z0-9-]+)", readme)}
+    in_set = {(k, n) for (k, _, n) in manifests.objects}
+    for vol, (kind, name) in _pod_volume_sources(manifests).items():
+        assert (kind, name) in in_set or (kind, name) in made, (
+            f"volume {vol}: {kind} {name} is neither in config/kubernetes/ nor made by a command in its README"
+        )
+    # The peers ConfigMap is made (with kubectl apply, so that it can be
+    # repeated), never shipped.
+    assert ("ConfigMap", _pod_volume_sources(manifests)["peers"][1]) in made
+    assert re.search(r"create configmap \S+ --from-file=peers\.d/ --dry-run=client -o yaml \| kubectl apply -f -", readme)
