@@ -298,28 +298,29 @@ variable "peers" {
   validation {
     # Networks of different peers must not overlap; one peer must not list
     # the same network twice (nested networks of one peer are allowed).
+    # (format() rather than nested "${...}": checkov's HCL parser needs it.)
     condition = length(flatten([
       for i, a in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : [
         for j, b in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : try(
           j > i
-          && cidrhost("${split("/", a.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0) == cidrhost("${split("/", b.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0)
+          && cidrhost(format("%s/%d", split("/", a.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0) == cidrhost(format("%s/%d", split("/", b.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0)
           && (a.index != b.index || tonumber(split("/", a.cidr)[1]) == tonumber(split("/", b.cidr)[1]))
-          ? ["${b.cidr} of \"${b.peer}\" overlaps ${a.cidr} of \"${a.peer}\""] : [],
+          ? [format("%s of %q overlaps %s of %q", b.cidr, b.peer, a.cidr, a.peer)] : [],
           []
         )
       ]
     ])) == 0
-    error_message = "allowed_ips overlap (the gateway would refuse this peer set): ${join("; ", flatten([
+    error_message = format("allowed_ips overlap (the gateway would refuse this peer set): %s.", join("; ", flatten([
       for i, a in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : [
         for j, b in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : try(
           j > i
-          && cidrhost("${split("/", a.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0) == cidrhost("${split("/", b.cidr)[0]}/${min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))}", 0)
+          && cidrhost(format("%s/%d", split("/", a.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0) == cidrhost(format("%s/%d", split("/", b.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0)
           && (a.index != b.index || tonumber(split("/", a.cidr)[1]) == tonumber(split("/", b.cidr)[1]))
-          ? ["${b.cidr} of \"${b.peer}\" overlaps ${a.cidr} of \"${a.peer}\""] : [],
+          ? [format("%s of %q overlaps %s of %q", b.cidr, b.peer, a.cidr, a.peer)] : [],
           []
         )
       ]
-    ]))}."
+    ])))
   }
 
   validation {
@@ -328,19 +329,19 @@ variable "peers" {
     condition = length(flatten([
       for p in var.peers : [
         for c in p.allowed_ips : try(
-          cidrhost(c, 0) == cidrhost("${split("/", var.tunnel_address)[0]}/${split("/", c)[1]}", 0) ? [c] : [],
+          cidrhost(c, 0) == cidrhost(format("%s/%s", split("/", var.tunnel_address)[0], split("/", c)[1]), 0) ? [c] : [],
           []
         )
       ]
     ])) == 0
-    error_message = "No peer network may contain the gateway's own tunnel address ${split("/", var.tunnel_address)[0]} (the gateway would refuse it): ${join(", ", flatten([
+    error_message = format("No peer network may contain the gateway's own tunnel address %s (the gateway would refuse it): %s.", split("/", var.tunnel_address)[0], join(", ", flatten([
       for p in var.peers : [
         for c in p.allowed_ips : try(
-          cidrhost(c, 0) == cidrhost("${split("/", var.tunnel_address)[0]}/${split("/", c)[1]}", 0) ? ["${c} of \"${p.name}\""] : [],
+          cidrhost(c, 0) == cidrhost(format("%s/%s", split("/", var.tunnel_address)[0], split("/", c)[1]), 0) ? [format("%s of %q", c, p.name)] : [],
           []
         )
       ]
-    ]))}."
+    ])))
   }
 }
 
