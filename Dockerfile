@@ -39,13 +39,20 @@ COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin promgate \
-    && install -D -m 0755 target/release/promgate /out/promgate
+    && install -D -m 0755 target/release/promgate /out/promgate \
+    && install -D -m 0755 /usr/bin/sleep /out/sleep
 
 # distroless/cc: glibc, libgcc and CA certificates, no shell, no package
 # manager. :nonroot runs as UID/GID 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 #checkov:skip=CKV_DOCKER_2:No HEALTHCHECK: the image has no shell or HTTP client to run one, promgate has no health subcommand, and Kubernetes ignores HEALTHCHECK anyway; it probes /healthz and /readyz on port 9586 instead.
 COPY --from=builder /out/promgate /usr/local/bin/promgate
+# The pods' preStop hook runs `sleep` (coreutils from the builder; it needs
+# only the glibc that distroless/cc has): it keeps a terminating pod serving
+# while the load balancer deregisters it. Kubernetes' native preStop `sleep`
+# action cannot be used: the hashicorp/kubernetes provider has no schema for
+# it (hashicorp/terraform-provider-kubernetes#2837). Still no shell.
+COPY --from=builder /out/sleep /usr/local/bin/sleep
 USER 65532:65532
 # 51820/udp: WireGuard. 9586/tcp: /metrics, /healthz, /readyz.
 EXPOSE 51820/udp 9586/tcp

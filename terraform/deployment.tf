@@ -52,11 +52,23 @@ resource "kubernetes_deployment_v1" "gateway" {
       }
 
       spec {
-        service_account_name             = kubernetes_service_account_v1.gateway.metadata[0].name
-        automount_service_account_token  = false
-        enable_service_links             = false
-        termination_grace_period_seconds = 30
+        service_account_name            = kubernetes_service_account_v1.gateway.metadata[0].name
+        automount_service_account_token = false
+        enable_service_links            = false
+        # preStop sleep (at most 30 s) + the gateway's 10 s drain, with room.
+        termination_grace_period_seconds = 45
         node_selector                    = var.node_selector
+
+        # Two replicas never share a node (with DoNotSchedule), so a node
+        # drain or failure takes at most one gateway.
+        topology_spread_constraint {
+          max_skew           = 1
+          topology_key       = "kubernetes.io/hostname"
+          when_unsatisfiable = var.topology_spread_when_unsatisfiable
+          label_selector {
+            match_labels = local.selector_labels
+          }
+        }
 
         security_context {
           run_as_non_root = true
@@ -95,6 +107,18 @@ resource "kubernetes_deployment_v1" "gateway" {
           resources {
             requests = var.resources.requests
             limits   = var.resources.limits
+          }
+
+          # Keep serving while the load balancer deregisters this pod; only
+          # then does SIGTERM start the gateway's drain. The image has no
+          # shell: sleep is a single binary copied in for this. (Kubernetes'
+          # native preStop sleep action has no schema in the provider yet.)
+          lifecycle {
+            pre_stop {
+              exec {
+                command = ["/usr/local/bin/sleep", tostring(var.pre_stop_sleep_seconds)]
+              }
+            }
           }
 
           liveness_probe {

@@ -14,6 +14,11 @@ locals {
     "app.kubernetes.io/managed-by" = "terraform"
   })
 
+  # AWS Load Balancer Controller: pods of a namespace with this label get a
+  # readiness gate that holds a rollout until the new pod is healthy in the
+  # NLB's target group.
+  readiness_gate_labels = var.pod_readiness_gate_inject ? { "elbv2.k8s.aws/pod-readiness-gate-inject" = "enabled" } : {}
+
   namespace = var.create_namespace ? kubernetes_namespace_v1.this[0].metadata[0].name : var.namespace
 
   # Paths inside the container. The image's entrypoint reads config_file;

@@ -31,6 +31,12 @@ variable "create_namespace" {
   default     = true
 }
 
+variable "pod_readiness_gate_inject" {
+  description = "Label the namespace elbv2.k8s.aws/pod-readiness-gate-inject=enabled, so that the AWS Load Balancer Controller gives the pods a readiness gate: a rollout then waits until each new pod is healthy in the NLB's target group before it stops an old one. Needs the controller (its webhook injects the gate) and create_namespace; label an existing namespace yourself."
+  type        = bool
+  default     = false
+}
+
 variable "labels" {
   description = "Extra labels put on every object. The app.kubernetes.io/* labels are set by the module and cannot be overridden here."
   type        = map(string)
@@ -73,7 +79,7 @@ variable "image_pull_policy" {
 }
 
 variable "replicas" {
-  description = "Number of gateway pods. Every replica holds the same key and peers; the tunnel Service pins each client to one pod with sessionAffinity ClientIP. A PodDisruptionBudget is created when this is above 1."
+  description = "Number of gateway pods. Every replica holds the same key and peers; each client stays on one pod by the Service's ClientIP affinity or the NLB's source-IP stickiness. A PodDisruptionBudget is created when this is above 1; the pods spread over nodes."
   type        = number
   default     = 1
 
@@ -113,6 +119,28 @@ variable "extra_env" {
   description = "Extra environment variables for the container, e.g. { RUST_LOG = \"promgate=debug\" }."
   type        = map(string)
   default     = {}
+}
+
+variable "pre_stop_sleep_seconds" {
+  description = "How long a terminating pod keeps serving before the gateway is told to stop (a preStop hook running the image's /usr/local/bin/sleep). It must outlast the load balancer's deregistration: examples/eks sets a 15 s deregistration delay, so the default is 20. The pod's terminationGracePeriodSeconds (45) leaves the gateway its 10 s drain after it."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.pre_stop_sleep_seconds >= 1 && var.pre_stop_sleep_seconds <= 30 && floor(var.pre_stop_sleep_seconds) == var.pre_stop_sleep_seconds
+    error_message = "pre_stop_sleep_seconds must be a whole number from 1 to 30 (terminationGracePeriodSeconds is 45, and the gateway needs its 10 s drain after the hook)."
+  }
+}
+
+variable "topology_spread_when_unsatisfiable" {
+  description = "whenUnsatisfiable of the pods' topology spread over nodes (kubernetes.io/hostname, maxSkew 1). DoNotSchedule keeps two replicas off one node, so one node going away never takes every gateway with it; it needs at least as many schedulable nodes as replicas. ScheduleAnyway only prefers spreading."
+  type        = string
+  default     = "DoNotSchedule"
+
+  validation {
+    condition     = contains(["DoNotSchedule", "ScheduleAnyway"], var.topology_spread_when_unsatisfiable)
+    error_message = "topology_spread_when_unsatisfiable must be DoNotSchedule or ScheduleAnyway."
+  }
 }
 
 variable "node_selector" {
@@ -360,6 +388,22 @@ variable "service_type" {
   }
 }
 
+variable "load_balancer_class" {
+  description = "spec.loadBalancerClass of the tunnel Service (service_type LoadBalancer only). \"service.k8s.aws/nlb\" hands the Service to the AWS Load Balancer Controller (examples/eks); null leaves it to the cluster's default controller, which on EKS is the in-tree one that makes a Classic LB without UDP. Kubernetes does not allow changing it: a change replaces the Service, and with it the load balancer and its address."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.load_balancer_class == null || can(regex("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", coalesce(var.load_balancer_class, "-")))
+    error_message = "load_balancer_class must be a prefixed name such as \"service.k8s.aws/nlb\", or null."
+  }
+
+  validation {
+    condition     = var.load_balancer_class == null || var.service_type == "LoadBalancer"
+    error_message = "load_balancer_class applies only to service_type LoadBalancer."
+  }
+}
+
 variable "node_port" {
   description = "Fixed nodePort of the tunnel Service (service_type NodePort or LoadBalancer). Null lets Kubernetes pick one."
   type        = number
@@ -400,7 +444,7 @@ variable "load_balancer_source_ranges" {
 }
 
 variable "session_affinity_timeout_seconds" {
-  description = "How long the tunnel Service keeps sending one client to the same pod after its last packet. WireGuard sessions live in one pod, so moving a client forces a new handshake."
+  description = "sessionAffinity ClientIP timeout of the tunnel Service: how long kube-proxy keeps sending one client address to the same pod (NodePort and externalTrafficPolicy paths). A WireGuard session lives in one pod, so moving a client forces a new handshake. An NLB with IP targets bypasses kube-proxy: there its own source-IP stickiness (examples/eks) keeps a client on one pod."
   type        = number
   default     = 10800
 

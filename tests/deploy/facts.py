@@ -147,6 +147,19 @@ def facts_from_terraform(tf: TerraformModule) -> dict:
         "container_ports": sorted(
             (tf.value(p["name"]), int(tf.value(p["container_port"])), p["protocol"]) for p in _blocks(c, "port")
         ),
+        "pre_stop": [str(tf.value(x)) for x in one(one(one(c["lifecycle"])["pre_stop"])["exec"])["command"]]
+        if "lifecycle" in c
+        else None,
+        "termination_grace_period": int(tf.value(pod.get("termination_grace_period_seconds", 30))),
+        "topology_spread": sorted(
+            (
+                int(tf.value(t["max_skew"])),
+                tf.value(t["topology_key"]),
+                tf.value(t["when_unsatisfiable"]),
+                tuple(sorted(tf.value(one(t["label_selector"])["match_labels"]).items())),
+            )
+            for t in _blocks(pod, "topology_spread_constraint")
+        ),
         "liveness": _tf_probe(tf, c, "liveness_probe"),
         "readiness": _tf_probe(tf, c, "readiness_probe"),
         "mounts": {
@@ -259,6 +272,17 @@ def facts_from_manifests(m: Manifests) -> dict:
         "pod_security": _k8s_security(pod["securityContext"]),
         "container_security": _k8s_security(c["securityContext"]),
         "container_ports": sorted((p["name"], int(p["containerPort"]), p["protocol"]) for p in c.get("ports", [])),
+        "pre_stop": [str(x) for x in c["lifecycle"]["preStop"]["exec"]["command"]] if "lifecycle" in c else None,
+        "termination_grace_period": int(pod.get("terminationGracePeriodSeconds", 30)),
+        "topology_spread": sorted(
+            (
+                int(t["maxSkew"]),
+                t["topologyKey"],
+                t["whenUnsatisfiable"],
+                tuple(sorted(t["labelSelector"]["matchLabels"].items())),
+            )
+            for t in pod.get("topologySpreadConstraints", [])
+        ),
         "liveness": _k8s_probe(c["livenessProbe"]),
         "readiness": _k8s_probe(c["readinessProbe"]),
         "mounts": {

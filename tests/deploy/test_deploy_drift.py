@@ -35,6 +35,10 @@ ADMIN_PORT = 9586
 CONFIG_FILE = "/etc/promgate/promgate.toml"
 KEY_DIR = "/etc/promgate/key"
 PEERS_DIR = "/etc/promgate/peers.d"
+# The gateway's default drain after SIGTERM (serve --grace).
+GATEWAY_GRACE_SECONDS = 10
+# The sleep binary the Dockerfile puts into the image for the preStop hook.
+SLEEP_BINARY = "/usr/local/bin/sleep"
 # The names docs/deploy.md and config/kubernetes/README.md tell people to use.
 PEERS_CONFIG_MAP = "promgate-peers"
 KEY_SECRET = "promgate-key"
@@ -140,6 +144,25 @@ def contract_violations(f: dict) -> list[str]:
     expect(
         f["tunnel_service"]["externalTrafficPolicy"] in ("Cluster", "Local"),
         f"externalTrafficPolicy {f['tunnel_service']['externalTrafficPolicy']}",
+    )
+
+    # Rollouts: a terminating pod keeps serving while the load balancer
+    # deregisters it (preStop sleep), then drains within the grace period;
+    # replicas spread over nodes.
+    pre = f["pre_stop"]
+    expect(
+        pre is not None and len(pre) == 2 and pre[0] == SLEEP_BINARY and pre[1].isdigit(),
+        f"preStop must be [{SLEEP_BINARY!r}, seconds]: {pre}",
+    )
+    if pre and len(pre) == 2 and pre[1].isdigit():
+        expect(int(pre[1]) >= 15, f"preStop sleep {pre[1]}s must outlast the NLB's 15 s deregistration delay")
+        expect(
+            int(pre[1]) + GATEWAY_GRACE_SECONDS < f["termination_grace_period"],
+            f"preStop {pre[1]}s + drain {GATEWAY_GRACE_SECONDS}s must fit in terminationGracePeriodSeconds {f['termination_grace_period']}",
+        )
+    expect(
+        f["topology_spread"] == [(1, "kubernetes.io/hostname", "DoNotSchedule", tuple(sorted(f["selector"].items())))],
+        f"topology spread {f['topology_spread']} (one per node, over the Deployment's own pods)",
     )
 
     # Mounts: config as one file, key and peers as whole directories.
@@ -327,6 +350,9 @@ def test_dockerfile_matches_the_pod(k8s_facts):
     assert users and users[-1].split(":")[0] == str(k8s_facts["pod_security"]["runAsUser"])
     exposed = set(" ".join(a for i, a in instrs if i == "EXPOSE").split())
     assert exposed == {f"{TUNNEL_PORT}/udp", f"{ADMIN_PORT}/tcp"}
+    final = instrs[max(n for n, (i, _) in enumerate(instrs) if i == "FROM"):]
+    copied = [a.split()[-1] for i, a in final if i == "COPY"]
+    assert k8s_facts["pre_stop"][0] in copied, f"the preStop hook runs {k8s_facts['pre_stop'][0]}, which the image lacks"
     entry = json.loads(next(a for i, a in instrs if i == "ENTRYPOINT"))
     assert entry == ["/usr/local/bin/promgate", "serve", "--config", k8s_facts["mounts"]["config"][0]]
 
@@ -342,6 +368,29 @@ def test_examples_use_the_module():
     annotations = eks_mod["service_annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"] == "ip"
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == str(ADMIN_PORT)
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"] == "/readyz"
+    assert eks_mod["load_balancer_class"] == "service.k8s.aws/nlb"
+    assert eks_mod["pod_readiness_gate_inject"] is True
+    assert eks_mod["replicas"] >= 2
+    # Rollouts: deregister within 15 s and close the UDP flows then (so the
+    # client's next packets reach a live pod), cross-zone, source-IP
+    # stickiness (kube-proxy's ClientIP affinity is bypassed by IP targets).
+    tg = dict(
+        kv.split("=", 1)
+        for kv in annotations["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"].split(",")
+    )
+    assert tg["stickiness.enabled"] == "true" and tg["stickiness.type"] == "source_ip"
+    assert tg["deregistration_delay.connection_termination.enabled"] == "true"
+    dereg = int(tg["deregistration_delay.timeout_seconds"])
+    assert dereg <= 30
+    lb = dict(
+        kv.split("=", 1) for kv in annotations["service.beta.kubernetes.io/aws-load-balancer-attributes"].split(",")
+    )
+    assert lb["load_balancing.cross_zone.enabled"] == "true"
+    # The pods keep serving for longer than the deregistration takes.
+    tf = TerraformModule.load()
+    pre_stop = eks_mod.get("pre_stop_sleep_seconds", tf.default("pre_stop_sleep_seconds"))
+    assert pre_stop > dereg, f"preStop {pre_stop}s must outlast the {dereg}s deregistration delay"
 
 
 # ---------------------------------------------------------------------------
@@ -397,6 +446,16 @@ MUTATIONS = {
         "Deployment", "promgate",
         lambda d: d["spec"]["template"]["spec"]["volumes"][2]["configMap"].update(name="promgate-peer-files"),
     ),
+    "no preStop": (
+        "Deployment", "promgate", lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("lifecycle"),
+    ),
+    "grace period too short for preStop": (
+        "Deployment", "promgate", lambda d: d["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=25),
+    ),
+    "spread over zones only": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["topologySpreadConstraints"][0].update(topologyKey="topology.kubernetes.io/zone"),
+    ),
     "selector label": (
         "Service", "promgate-admin", lambda s: s["spec"]["selector"].update({"app.kubernetes.io/name": "other"}),
     ),
@@ -419,6 +478,8 @@ TF_MUTATIONS = {
     "liveness path": ("deployment.tf", 'path = "/healthz"', 'path = "/health"'),
     "peers ConfigMap renamed": ("configmap.tf", 'name      = "${var.name}-peers"', 'name      = "${var.name}-peer-files"'),
     "readiness timing": ("deployment.tf", "failure_threshold = 2", "failure_threshold = 5"),
+    "preStop sleep default": ("variables.tf", "default     = 20", "default     = 5"),
+    "spread may share a node": ("variables.tf", 'default     = "DoNotSchedule"', 'default     = "ScheduleAnyway"'),
     "egress without the Service port": (
         "networkpolicy.tf", "port     = tostring(var.upstream_port)", "port     = tostring(var.upstream_target_port)",
     ),

@@ -115,6 +115,15 @@ def test_upstream_unready_after(stub, value, accepted):
     assert ok == accepted, out
 
 
+@pytest.mark.parametrize("value,accepted", [(None, True), ("service.k8s.aws/nlb", True), ("", False)])
+def test_load_balancer_class(stub, value, accepted):
+    ok, out = plan(stub, service_type="LoadBalancer", load_balancer_class=value)
+    assert ok == accepted, out
+    if value:
+        ok, out = plan(stub, load_balancer_class=value)  # NodePort
+        assert not ok, f"load_balancer_class with NodePort must be refused\n{out}"
+
+
 # -- the gateway agrees ------------------------------------------------------
 
 GATEWAY_KEY = "QEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEA="
