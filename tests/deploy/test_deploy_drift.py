@@ -625,3 +625,45 @@ def test_every_mounted_object_exists_or_is_documented(manifests):
     # repeated), never shipped.
     assert ("ConfigMap", _pod_volume_sources(manifests)["peers"][1]) in made
     assert re.search(r"create configmap \S+ --from-file=peers\.d/ --dry-run=client -o yaml \| kubectl apply -f -", readme)
+
+
+
+# ---------------------------------------------------------------------------
+# The documented commands run where the team runs them (Linux and macOS).
+# ---------------------------------------------------------------------------
+
+DOCS = [ROOT / "docs" / "deploy.md", ROOT / "config" / "kubernetes" / "README.md", ROOT / "README.md"]
+
+
+def _shell_lines(path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S)
+    return [l.strip() for b in blocks for l in b.replace("\\\n", " ").splitlines() if l.strip()]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_documented_commands_are_portable_and_keep_keys_private(path):
+    lines = _shell_lines(path)
+    assert lines, f"{path}: no shell blocks found"
+    for line in lines:
+        cmd = line.split("#", 1)[0]
+        # GNU sed -i takes no suffix, BSD sed -i requires one: neither form runs on both.
+        assert not re.search(r"\bsed\b[^|;]*\s-i", cmd), f"{path}: `{line}` uses sed -i"
+        # A private key written to a file is written under umask 077.
+        if re.search(r"\bgenkey\b", cmd) and ">" in cmd.split("genkey", 1)[1]:
+            assert "umask 077" in cmd, f"{path}: `{line}` writes a key without umask 077"
+        if "tee" in cmd and "genkey" in cmd:
+            pytest.fail(f"{path}: `{line}` writes a key with tee (no umask 077)")
+        # A client config with a private key in it, likewise.
+        if "<CLIENT_PRIVATE_KEY>" in cmd and ">" in cmd:
+            assert "umask 077" in cmd, f"{path}: `{line}` writes a client config without umask 077"
+
+
+def test_eks_path_starts_from_the_example():
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    lines = _shell_lines(ROOT / "docs" / "deploy.md")
+    applies = [l for l in lines if re.search(r"terraform\b.*\bapply\b", l)]
+    assert applies and all("examples/eks" in l or "examples/minikube" in l for l in applies), applies
+    assert "AWS Load Balancer Controller" in text
+    assert "describe-target-health" in text, "the docs show how to check the NLB's UDP target health"
+    assert "kubectl apply -f config/kubernetes/" in (ROOT / "config" / "kubernetes" / "README.md").read_text()
