@@ -389,7 +389,7 @@ variable "service_type" {
 }
 
 variable "load_balancer_class" {
-  description = "spec.loadBalancerClass of the tunnel Service (service_type LoadBalancer only). \"service.k8s.aws/nlb\" hands the Service to the AWS Load Balancer Controller (examples/eks); null leaves it to the cluster's default controller, which on EKS is the in-tree one that makes a Classic LB without UDP. Kubernetes does not allow changing it: a change replaces the Service, and with it the load balancer and its address."
+  description = "spec.loadBalancerClass of the tunnel Service (service_type LoadBalancer only). \"service.k8s.aws/nlb\" hands the Service to the AWS Load Balancer Controller (examples/eks). Set it to what the cluster's controller would set: the controller's webhook writes service.k8s.aws/nlb into every new LoadBalancer Service, and with null here every later plan would then want to replace the Service. Kubernetes does not allow changing the field, so a change replaces the Service, and with it the load balancer and its address. Null leaves the Service to the default controller, which on EKS without the AWS controller is the in-tree one (a Classic LB, no UDP)."
   type        = string
   default     = null
 
