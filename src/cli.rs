@@ -17,7 +17,13 @@ use std::time::Duration;
 )]
 pub struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "PROMGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

@@ -52,11 +52,23 @@ resource "kubernetes_deployment_v1" "gateway" {
       }
 
       spec {
-        service_account_name             = kubernetes_service_account_v1.gateway.metadata[0].name
-        automount_service_account_token  = false
-        enable_service_links             = false
-        termination_grace_period_seconds = 30
+        service_account_name            = kubernetes_service_account_v1.gateway.metadata[0].name
+        automount_service_account_token = false
+        enable_service_links            = false
+        # preStop sleep (at most 30 s) + the gateway's 10 s drain, with room.
+        termination_grace_period_seconds = 45
         node_selector                    = var.node_selector
+
+        # Two replicas never share a node (with DoNotSchedule), so a node
+        # drain or failure takes at most one gateway.
+        topology_spread_constraint {
+          max_skew           = 1
+          topology_key       = "kubernetes.io/hostname"
+          when_unsatisfiable = var.topology_spread_when_unsatisfiable
+          label_selector {
+            match_labels = local.selector_labels
+          }
+        }
 
         security_context {
           run_as_non_root = true
@@ -76,16 +88,13 @@ resource "kubernetes_deployment_v1" "gateway" {
           image_pull_policy = var.image_pull_policy
           # The image's entrypoint runs `promgate serve --config <config_file>`.
 
-          # Only the admin port is declared. The WireGuard port (UDP) is left
-          # undeclared on purpose: Prometheus' endpoints discovery turns every
-          # declared container port of a Service's pods into a scrape target,
-          # so a declared UDP port would put an always-DOWN target under the
-          # admin Service. The tunnel Service targets the port by number.
-          port {
-            name           = "admin"
-            container_port = var.admin_port
-            protocol       = "TCP"
-          }
+          # No container port is declared, not even the admin port. The
+          # team's Prometheus job (endpoints discovery, no filter) turns every
+          # declared container port that a Service does not cover into a
+          # target of that Service: a declared 9586 would be scraped a second
+          # time under the tunnel Service (doubling every process_* series),
+          # a declared UDP port would be an always-DOWN target. The Services,
+          # the probes and the NetworkPolicy all use port numbers instead.
 
           dynamic "env" {
             for_each = var.extra_env
@@ -100,10 +109,22 @@ resource "kubernetes_deployment_v1" "gateway" {
             limits   = var.resources.limits
           }
 
+          # Keep serving while the load balancer deregisters this pod; only
+          # then does SIGTERM start the gateway's drain. The image has no
+          # shell: sleep is a single binary copied in for this. (Kubernetes'
+          # native preStop sleep action has no schema in the provider yet.)
+          lifecycle {
+            pre_stop {
+              exec {
+                command = ["/usr/local/bin/sleep", tostring(var.pre_stop_sleep_seconds)]
+              }
+            }
+          }
+
           liveness_probe {
             http_get {
               path = "/healthz"
-              port = "admin"
+              port = tostring(var.admin_port)
             }
             initial_delay_seconds = 5
             period_seconds        = 10
@@ -114,7 +135,7 @@ resource "kubernetes_deployment_v1" "gateway" {
           readiness_probe {
             http_get {
               path = "/readyz"
-              port = "admin"
+              port = tostring(var.admin_port)
             }
             period_seconds    = 5
             timeout_seconds   = 2

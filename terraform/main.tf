@@ -14,6 +14,11 @@ locals {
     "app.kubernetes.io/managed-by" = "terraform"
   })
 
+  # AWS Load Balancer Controller: pods of a namespace with this label get a
+  # readiness gate that holds a rollout until the new pod is healthy in the
+  # NLB's target group.
+  readiness_gate_labels = var.pod_readiness_gate_inject ? { "elbv2.k8s.aws/pod-readiness-gate-inject" = "enabled" } : {}
+
   namespace = var.create_namespace ? kubernetes_namespace_v1.this[0].metadata[0].name : var.namespace
 
   # Paths inside the container. The image's entrypoint reads config_file;
@@ -27,7 +32,11 @@ locals {
   upstream_url = "http://${var.upstream_service}.${var.upstream_namespace}.svc.${var.cluster_domain}${var.upstream_port == 80 ? "" : ":${var.upstream_port}"}"
 
   # With service_type LoadBalancer and no explicit endpoint, clients are sent
-  # to the load balancer's hostname (AWS NLB) or IP (most other clouds).
+  # to the load balancer's hostname (AWS NLB) or IP (most other clouds). It is
+  # never null where it is used: var.endpoint is required with NodePort (its
+  # validation), and wait_for_load_balancer holds the apply until a
+  # LoadBalancer has an address. The precondition in configmap.tf says so
+  # plainly should that ever change.
   lb_ingress = try(kubernetes_service_v1.tunnel.status[0].load_balancer[0].ingress[0], null)
   lb_host    = try(coalesce(local.lb_ingress.hostname, local.lb_ingress.ip), null)
   endpoint   = var.endpoint != null ? var.endpoint : (local.lb_host == null ? null : "${local.lb_host}:${var.listen_port}")
@@ -39,10 +48,11 @@ locals {
     upstream         = local.upstream_url
     http_ports       = var.http_ports
     mtu              = var.mtu
-    endpoint         = coalesce(local.endpoint, "unset")
+    endpoint         = local.endpoint
     peers_dir        = local.peers_dir
     identity_header  = var.identity_header
     admin_port       = var.admin_port
+    unready_after    = var.upstream_unready_after
   })
 
   peer_files = {
@@ -60,7 +70,7 @@ locals {
       address            = join(", ", p.allowed_ips)
       mtu                = var.mtu
       gateway_public_key = wireguard_asymmetric_key.gateway.public_key
-      endpoint           = coalesce(local.endpoint, "<ENDPOINT>")
+      endpoint           = local.endpoint
       gateway_ip         = local.gateway_ip
       http_port          = var.http_ports[0]
     })

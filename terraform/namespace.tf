@@ -10,6 +10,6 @@ resource "kubernetes_namespace_v1" "this" {
       "pod-security.kubernetes.io/enforce-version" = "latest"
       "pod-security.kubernetes.io/warn"            = "restricted"
       "pod-security.kubernetes.io/audit"           = "restricted"
-    })
+    }, local.readiness_gate_labels)
   }
 }

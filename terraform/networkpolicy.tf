@@ -1,7 +1,8 @@
 # Two policies. On Prometheus: only promgate (and the sources listed in
 # var.upstream_allowed_sources) may open its port. On promgate: the tunnel
 # port is open to the world (WireGuard authenticates every packet), the admin
-# port to the cluster, and egress goes only to Prometheus and DNS.
+# port to the cluster, and egress goes only to Prometheus (pod and Service
+# port) and DNS.
 #
 # NetworkPolicy is enforced only by a CNI that implements it (Calico, Cilium,
 # the AWS VPC CNI with network policy enabled, ...). Without one these
@@ -104,9 +105,20 @@ resource "kubernetes_network_policy_v1" "gateway" {
       }
     }
 
+    # Prometheus on both its pod port and its Service port. Calico and
+    # Cilium match egress after the Service's DNAT (the pod port, 9090); the
+    # AWS VPC CNI's network policy agent matches before it, on the Service's
+    # ClusterIP and port (80), which its controller adds for Services that
+    # select these pods. Listing both works on all three; the Prometheus pods
+    # listen on 9090 only, so port 80 opens nothing more. (When the two
+    # ports are equal the entry is listed twice, which the API accepts.)
     egress {
       ports {
         port     = tostring(var.upstream_target_port)
+        protocol = "TCP"
+      }
+      ports {
+        port     = tostring(var.upstream_port)
         protocol = "TCP"
       }
       to {

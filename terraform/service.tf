@@ -14,8 +14,15 @@ resource "kubernetes_service_v1" "tunnel" {
     type     = var.service_type
     selector = local.selector_labels
 
+    # Handed to the AWS Load Balancer Controller with "service.k8s.aws/nlb".
+    # Immutable in Kubernetes: the provider replaces the Service (and the
+    # load balancer, and its address) when it changes.
+    load_balancer_class = var.service_type == "LoadBalancer" ? var.load_balancer_class : null
+
     # A WireGuard session lives in one pod: keep each client on the pod it
-    # did its handshake with.
+    # did its handshake with. This is kube-proxy's affinity (NodePort, and
+    # load balancers that send to nodes); an NLB with IP targets bypasses
+    # kube-proxy and keeps clients on a pod by its own source-IP stickiness.
     session_affinity = "ClientIP"
     session_affinity_config {
       client_ip {
@@ -53,7 +60,7 @@ resource "kubernetes_service_v1" "admin" {
       name        = "admin"
       protocol    = "TCP"
       port        = var.admin_port
-      target_port = "admin"
+      target_port = tostring(var.admin_port)
     }
   }
 }

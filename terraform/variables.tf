@@ -31,6 +31,12 @@ variable "create_namespace" {
   default     = true
 }
 
+variable "pod_readiness_gate_inject" {
+  description = "Label the namespace elbv2.k8s.aws/pod-readiness-gate-inject=enabled, so that the AWS Load Balancer Controller gives the pods a readiness gate: a rollout then waits until each new pod is healthy in the NLB's target group before it stops an old one. Needs the controller (its webhook injects the gate) and create_namespace; label an existing namespace yourself."
+  type        = bool
+  default     = false
+}
+
 variable "labels" {
   description = "Extra labels put on every object. The app.kubernetes.io/* labels are set by the module and cannot be overridden here."
   type        = map(string)
@@ -73,7 +79,7 @@ variable "image_pull_policy" {
 }
 
 variable "replicas" {
-  description = "Number of gateway pods. Every replica holds the same key and peers; the tunnel Service pins each client to one pod with sessionAffinity ClientIP. A PodDisruptionBudget is created when this is above 1."
+  description = "Number of gateway pods. Every replica holds the same key and peers; each client stays on one pod by the Service's ClientIP affinity or the NLB's source-IP stickiness. A PodDisruptionBudget is created when this is above 1; the pods spread over nodes."
   type        = number
   default     = 1
 
@@ -113,6 +119,28 @@ variable "extra_env" {
   description = "Extra environment variables for the container, e.g. { RUST_LOG = \"promgate=debug\" }."
   type        = map(string)
   default     = {}
+}
+
+variable "pre_stop_sleep_seconds" {
+  description = "How long a terminating pod keeps serving before the gateway is told to stop (a preStop hook running the image's /usr/local/bin/sleep). It must outlast the load balancer's deregistration: examples/eks sets a 15 s deregistration delay, so the default is 20. The pod's terminationGracePeriodSeconds (45) leaves the gateway its 10 s drain after it."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.pre_stop_sleep_seconds >= 1 && var.pre_stop_sleep_seconds <= 30 && floor(var.pre_stop_sleep_seconds) == var.pre_stop_sleep_seconds
+    error_message = "pre_stop_sleep_seconds must be a whole number from 1 to 30 (terminationGracePeriodSeconds is 45, and the gateway needs its 10 s drain after the hook)."
+  }
+}
+
+variable "topology_spread_when_unsatisfiable" {
+  description = "whenUnsatisfiable of the pods' topology spread over nodes (kubernetes.io/hostname, maxSkew 1). DoNotSchedule keeps two replicas off one node, so one node going away never takes every gateway with it; it needs at least as many schedulable nodes as replicas. ScheduleAnyway only prefers spreading."
+  type        = string
+  default     = "DoNotSchedule"
+
+  validation {
+    condition     = contains(["DoNotSchedule", "ScheduleAnyway"], var.topology_spread_when_unsatisfiable)
+    error_message = "topology_spread_when_unsatisfiable must be DoNotSchedule or ScheduleAnyway."
+  }
 }
 
 variable "node_selector" {
@@ -211,8 +239,24 @@ variable "endpoint" {
   default     = null
 
   validation {
+    condition     = var.endpoint != null || var.service_type == "LoadBalancer"
+    error_message = "endpoint is required with service_type NodePort: set it to <node address>:<node_port>, e.g. \"$(minikube ip):31820\"."
+  }
+
+  validation {
     condition     = var.endpoint == null || can(regex("^(\\[[0-9a-fA-F:]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$", var.endpoint))
     error_message = "endpoint must be host:port, e.g. vpn.example.com:51820 or 192.168.49.2:31820."
+  }
+}
+
+variable "upstream_unready_after" {
+  description = "How long the upstream may fail before the gateway's /readyz fails ([admin] upstream_unready_after): a duration such as \"60s\" or \"2m\", or \"off\" to keep readiness independent of the upstream. The gateway probes the upstream's /-/ready itself, so readiness recovers on its own. The kubelet and the NLB health check both follow /readyz: with every pod unready, an NLB fails open and still sends packets to all of them."
+  type        = string
+  default     = "60s"
+
+  validation {
+    condition     = var.upstream_unready_after == "off" || can(regex("^([0-9]+(ms|s|m|h))+$", var.upstream_unready_after))
+    error_message = "upstream_unready_after must be a duration such as \"60s\", \"2m\" or \"1m30s\", or \"off\"."
   }
 }
 
@@ -271,15 +315,61 @@ variable "peers" {
     error_message = "Each peer needs at least one allowed_ips entry, each an IPv4 CIDR such as 10.13.13.2/32."
   }
 
+  # The two checks below are the gateway's own (config.rs, cross_check_peers),
+  # on networks rather than strings: the gateway refuses such a peer set at
+  # reload (a log line and promgate_config_reloads_refused_total) and at
+  # start (a crash loop). Two IPv4 networks overlap when their addresses
+  # agree on the shorter of the two prefixes; host bits are ignored, as the
+  # gateway truncates them. Entries that are not CIDRs are left to the format
+  # check above (try(..., [])).
+
   validation {
-    condition     = length(distinct(flatten([for p in var.peers : p.allowed_ips]))) == length(flatten([for p in var.peers : p.allowed_ips]))
-    error_message = "allowed_ips must not repeat across peers: each inner address routes to exactly one peer."
+    # Networks of different peers must not overlap; one peer must not list
+    # the same network twice (nested networks of one peer are allowed).
+    # (format() rather than nested "${...}": checkov's HCL parser needs it.)
+    condition = length(flatten([
+      for i, a in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : [
+        for j, b in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : try(
+          j > i
+          && cidrhost(format("%s/%d", split("/", a.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0) == cidrhost(format("%s/%d", split("/", b.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0)
+          && (a.index != b.index || tonumber(split("/", a.cidr)[1]) == tonumber(split("/", b.cidr)[1]))
+          ? [format("%s of %q overlaps %s of %q", b.cidr, b.peer, a.cidr, a.peer)] : [],
+          []
+        )
+      ]
+    ])) == 0
+    error_message = format("allowed_ips overlap (the gateway would refuse this peer set): %s.", join("; ", flatten([
+      for i, a in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : [
+        for j, b in flatten([for pi, p in var.peers : [for c in p.allowed_ips : { peer = p.name, index = pi, cidr = c }]]) : try(
+          j > i
+          && cidrhost(format("%s/%d", split("/", a.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0) == cidrhost(format("%s/%d", split("/", b.cidr)[0], min(tonumber(split("/", a.cidr)[1]), tonumber(split("/", b.cidr)[1]))), 0)
+          && (a.index != b.index || tonumber(split("/", a.cidr)[1]) == tonumber(split("/", b.cidr)[1]))
+          ? [format("%s of %q overlaps %s of %q", b.cidr, b.peer, a.cidr, a.peer)] : [],
+          []
+        )
+      ]
+    ])))
   }
 
   validation {
-    # The gateway's own address can never be a peer's.
-    condition     = !contains(flatten([for p in var.peers : p.allowed_ips]), "${split("/", var.tunnel_address)[0]}/32")
-    error_message = "No peer may be given the gateway's own tunnel address."
+    # No peer network may contain the gateway's own address: not its /32,
+    # and not the whole tunnel prefix either.
+    condition = length(flatten([
+      for p in var.peers : [
+        for c in p.allowed_ips : try(
+          cidrhost(c, 0) == cidrhost(format("%s/%s", split("/", var.tunnel_address)[0], split("/", c)[1]), 0) ? [c] : [],
+          []
+        )
+      ]
+    ])) == 0
+    error_message = format("No peer network may contain the gateway's own tunnel address %s (the gateway would refuse it): %s.", split("/", var.tunnel_address)[0], join(", ", flatten([
+      for p in var.peers : [
+        for c in p.allowed_ips : try(
+          cidrhost(c, 0) == cidrhost(format("%s/%s", split("/", var.tunnel_address)[0], split("/", c)[1]), 0) ? [format("%s of %q", c, p.name)] : [],
+          []
+        )
+      ]
+    ])))
   }
 }
 
@@ -295,6 +385,22 @@ variable "service_type" {
   validation {
     condition     = contains(["LoadBalancer", "NodePort"], var.service_type)
     error_message = "service_type must be LoadBalancer or NodePort."
+  }
+}
+
+variable "load_balancer_class" {
+  description = "spec.loadBalancerClass of the tunnel Service (service_type LoadBalancer only). \"service.k8s.aws/nlb\" hands the Service to the AWS Load Balancer Controller (examples/eks). Set it to what the cluster's controller would set: the controller's webhook writes service.k8s.aws/nlb into every new LoadBalancer Service, and with null here every later plan would then want to replace the Service. Kubernetes does not allow changing the field, so a change replaces the Service, and with it the load balancer and its address. Null leaves the Service to the default controller, which on EKS without the AWS controller is the in-tree one (a Classic LB, no UDP)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.load_balancer_class == null || can(regex("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", coalesce(var.load_balancer_class, "-")))
+    error_message = "load_balancer_class must be a prefixed name such as \"service.k8s.aws/nlb\", or null."
+  }
+
+  validation {
+    condition     = var.load_balancer_class == null || var.service_type == "LoadBalancer"
+    error_message = "load_balancer_class applies only to service_type LoadBalancer."
   }
 }
 
@@ -338,7 +444,7 @@ variable "load_balancer_source_ranges" {
 }
 
 variable "session_affinity_timeout_seconds" {
-  description = "How long the tunnel Service keeps sending one client to the same pod after its last packet. WireGuard sessions live in one pod, so moving a client forces a new handshake."
+  description = "sessionAffinity ClientIP timeout of the tunnel Service: how long kube-proxy keeps sending one client address to the same pod (NodePort and externalTrafficPolicy paths). A WireGuard session lives in one pod, so moving a client forces a new handshake. An NLB with IP targets bypasses kube-proxy: there its own source-IP stickiness (examples/eks) keeps a client on one pod."
   type        = number
   default     = 10800
 
@@ -365,13 +471,13 @@ variable "upstream_namespace" {
 }
 
 variable "upstream_port" {
-  description = "Port of the Prometheus Service."
+  description = "Port of the Prometheus Service. The gateway's egress policy allows it as well as upstream_target_port: the AWS VPC CNI matches egress before the Service's DNAT."
   type        = number
   default     = 80
 }
 
 variable "upstream_target_port" {
-  description = "Container port of the Prometheus pods (the Service's targetPort). Network policies match this port, not the Service port."
+  description = "Container port of the Prometheus pods (the Service's targetPort). The policy on Prometheus admits only this port; the gateway's egress policy allows it and upstream_port."
   type        = number
   default     = 9090
 }

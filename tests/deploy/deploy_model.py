@@ -110,6 +110,16 @@ class TerraformModule:
         if m:
             cond = self.expr(m.group(1)) == self.expr(m.group(2))
             return self.expr(m.group(3) if cond else m.group(4))
+        m = re.fullmatch(r"([A-Za-z0-9_.]+)\s*\?\s*(.+?)\s*:\s*(.+)", text, re.S)
+        if m:
+            cond = self.expr(m.group(1))
+            if not isinstance(cond, bool):
+                raise Unresolvable(f"condition {m.group(1)!r} is not a bool")
+            return self.expr(m.group(2) if cond else m.group(3))
+        if text.startswith("{") and text.endswith("}"):
+            return self._object(text)
+        if text == "null":
+            return None
         if text in ("true", "false"):
             return text == "true"
         m = re.fullmatch(r"(var|local)\.([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+)*)", text)

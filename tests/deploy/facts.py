@@ -63,10 +63,29 @@ def tf_bool(v: Any) -> Any:
     return {"true": True, "false": False}.get(v, v) if isinstance(v, str) else v
 
 
+# Kubernetes' defaults for probe fields left out.
+PROBE_DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 1}
+_TF_PROBE_FIELDS = {
+    "initial_delay_seconds": "initialDelaySeconds",
+    "period_seconds": "periodSeconds",
+    "timeout_seconds": "timeoutSeconds",
+    "failure_threshold": "failureThreshold",
+    "success_threshold": "successThreshold",
+}
+
+
 def _tf_probe(tf: TerraformModule, container: dict, key: str) -> dict:
     probe = one(container[key], key)
     get = one(probe["http_get"], "http_get")
-    return {"path": tf.value(get["path"]), "port": tf.value(get["port"])}
+    timings = dict(PROBE_DEFAULTS)
+    timings.update({k8s: int(tf.value(probe[tf_key])) for tf_key, k8s in _TF_PROBE_FIELDS.items() if tf_key in probe})
+    return {"path": tf.value(get["path"]), "port": str(tf.value(get["port"])), "timings": timings}
+
+
+def _k8s_probe(probe: dict) -> dict:
+    timings = dict(PROBE_DEFAULTS)
+    timings.update({k: int(probe[k]) for k in PROBE_DEFAULTS if k in probe})
+    return {"path": probe["httpGet"]["path"], "port": str(probe["httpGet"]["port"]), "timings": timings}
 
 
 def facts_from_terraform(tf: TerraformModule) -> dict:
@@ -128,6 +147,19 @@ def facts_from_terraform(tf: TerraformModule) -> dict:
         "container_ports": sorted(
             (tf.value(p["name"]), int(tf.value(p["container_port"])), p["protocol"]) for p in _blocks(c, "port")
         ),
+        "pre_stop": [str(tf.value(x)) for x in one(one(one(c["lifecycle"])["pre_stop"])["exec"])["command"]]
+        if "lifecycle" in c
+        else None,
+        "termination_grace_period": int(tf.value(pod.get("termination_grace_period_seconds", 30))),
+        "topology_spread": sorted(
+            (
+                int(tf.value(t["max_skew"])),
+                tf.value(t["topology_key"]),
+                tf.value(t["when_unsatisfiable"]),
+                tuple(sorted(tf.value(one(t["label_selector"])["match_labels"]).items())),
+            )
+            for t in _blocks(pod, "topology_spread_constraint")
+        ),
         "liveness": _tf_probe(tf, c, "liveness_probe"),
         "readiness": _tf_probe(tf, c, "readiness_probe"),
         "mounts": {
@@ -141,6 +173,10 @@ def facts_from_terraform(tf: TerraformModule) -> dict:
             "selector": tf.value(tunnel_spec["selector"]),
             "ports": svc_ports(tunnel_spec),
             "sessionAffinity": tunnel_spec["session_affinity"],
+            "sessionAffinityTimeout": int(
+                tf.value(one(one(tunnel_spec["session_affinity_config"])["client_ip"])["timeout_seconds"])
+            ),
+            "externalTrafficPolicy": tf.value(tunnel_spec["external_traffic_policy"]),
         },
         "admin_service": {
             "name": tf.value(one(admin["metadata"])["name"]),
@@ -236,8 +272,19 @@ def facts_from_manifests(m: Manifests) -> dict:
         "pod_security": _k8s_security(pod["securityContext"]),
         "container_security": _k8s_security(c["securityContext"]),
         "container_ports": sorted((p["name"], int(p["containerPort"]), p["protocol"]) for p in c.get("ports", [])),
-        "liveness": {"path": c["livenessProbe"]["httpGet"]["path"], "port": c["livenessProbe"]["httpGet"]["port"]},
-        "readiness": {"path": c["readinessProbe"]["httpGet"]["path"], "port": c["readinessProbe"]["httpGet"]["port"]},
+        "pre_stop": [str(x) for x in c["lifecycle"]["preStop"]["exec"]["command"]] if "lifecycle" in c else None,
+        "termination_grace_period": int(pod.get("terminationGracePeriodSeconds", 30)),
+        "topology_spread": sorted(
+            (
+                int(t["maxSkew"]),
+                t["topologyKey"],
+                t["whenUnsatisfiable"],
+                tuple(sorted(t["labelSelector"]["matchLabels"].items())),
+            )
+            for t in pod.get("topologySpreadConstraints", [])
+        ),
+        "liveness": _k8s_probe(c["livenessProbe"]),
+        "readiness": _k8s_probe(c["readinessProbe"]),
         "mounts": {
             vm["name"]: (vm["mountPath"], vm.get("subPath"), vm.get("readOnly")) for vm in c.get("volumeMounts", [])
         },
@@ -248,6 +295,9 @@ def facts_from_manifests(m: Manifests) -> dict:
             "selector": tunnel["spec"]["selector"],
             "ports": svc_ports(tunnel["spec"]),
             "sessionAffinity": tunnel["spec"].get("sessionAffinity"),
+            "sessionAffinityTimeout": tunnel["spec"].get("sessionAffinityConfig", {}).get("clientIP", {}).get("timeoutSeconds"),
+            # Kubernetes' default for NodePort and LoadBalancer Services.
+            "externalTrafficPolicy": tunnel["spec"].get("externalTrafficPolicy", "Cluster"),
         },
         "admin_service": {
             "name": admin["metadata"]["name"],

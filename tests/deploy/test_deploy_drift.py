@@ -12,12 +12,14 @@ import copy
 import json
 import re
 import shutil
+import subprocess
 import tomllib
 
 import pytest
 
 from deploy_model import (
     DOCKERFILE,
+    ROOT,
     TERRAFORM_DIR,
     Manifests,
     TerraformModule,
@@ -33,11 +35,19 @@ ADMIN_PORT = 9586
 CONFIG_FILE = "/etc/promgate/promgate.toml"
 KEY_DIR = "/etc/promgate/key"
 PEERS_DIR = "/etc/promgate/peers.d"
+# The gateway's default drain after SIGTERM (serve --grace).
+GATEWAY_GRACE_SECONDS = 10
+# The sleep binary the Dockerfile puts into the image for the preStop hook.
+SLEEP_BINARY = "/usr/local/bin/sleep"
+# The names docs/deploy.md and config/kubernetes/README.md tell people to use.
+PEERS_CONFIG_MAP = "promgate-peers"
+KEY_SECRET = "promgate-key"
 NONROOT_UID = 65532
 UPSTREAM_HOST = "prometheus.default.svc.cluster.local"
 UPSTREAM_NAMESPACE = "default"
 UPSTREAM_POD_LABELS = {"app": "prometheus"}
 UPSTREAM_POD_PORT = 9090
+UPSTREAM_SERVICE_PORT = 80
 
 # Differences between the two descriptions that are meant to be there.
 INTENDED_DIFFERENCES = {
@@ -84,7 +94,7 @@ def contract_violations(f: dict) -> list[str]:
     )
     expect(f["tunnel_service"]["sessionAffinity"] == "ClientIP", "tunnel Service needs sessionAffinity ClientIP")
     expect(
-        f["admin_service"]["ports"] == [("admin", "TCP", ADMIN_PORT, "admin")],
+        f["admin_service"]["ports"] == [("admin", "TCP", ADMIN_PORT, str(ADMIN_PORT))],
         f"admin Service ports {f['admin_service']['ports']}",
     )
     expect(f["admin_service"]["type"] == "ClusterIP", "admin Service must be ClusterIP")
@@ -92,11 +102,12 @@ def contract_violations(f: dict) -> list[str]:
         f["tunnel_service"]["name"] != f["admin_service"]["name"],
         "tunnel and admin must be separate Services",
     )
-    # Only the admin port is declared: a declared UDP container port becomes
-    # an always-DOWN target of the team's endpoints scrape job.
+    # No container port is declared: the team's endpoints scrape job turns a
+    # declared port that a Service does not cover into a target of that
+    # Service (a DOWN UDP target, or 9586 scraped twice).
     expect(
-        f["container_ports"] == [("admin", ADMIN_PORT, "TCP")],
-        f"container ports {f['container_ports']} (only admin/{ADMIN_PORT}/TCP may be declared)",
+        f["container_ports"] == [],
+        f"container ports {f['container_ports']} (none may be declared; probes and Services use numbers)",
     )
 
     # Pod Security "restricted".
@@ -115,8 +126,44 @@ def contract_violations(f: dict) -> list[str]:
     expect(f["service_account_automount"] is False, "the pod must not mount a service account token")
 
     # Probes on the admin port.
-    expect(f["liveness"] == {"path": "/healthz", "port": "admin"}, f"liveness {f['liveness']}")
-    expect(f["readiness"] == {"path": "/readyz", "port": "admin"}, f"readiness {f['readiness']}")
+    live, ready = f["liveness"], f["readiness"]
+    expect((live["path"], live["port"]) == ("/healthz", str(ADMIN_PORT)), f"liveness {live}")
+    expect((ready["path"], ready["port"]) == ("/readyz", str(ADMIN_PORT)), f"readiness {ready}")
+    for name, probe in (("liveness", live), ("readiness", ready)):
+        t = probe["timings"]
+        expect(t["timeoutSeconds"] < t["periodSeconds"], f"{name} probe timeout {t['timeoutSeconds']}s must be below its period")
+    # Readiness reacts within ~15 s (the NLB and Services stop sending to an
+    # unready pod); liveness is slower than readiness, so a pod that only
+    # lost its upstream is taken out of rotation, not restarted.
+    rt, lt = ready["timings"], live["timings"]
+    expect(rt["periodSeconds"] * rt["failureThreshold"] <= 15, f"readiness reacts after {rt['periodSeconds'] * rt['failureThreshold']}s")
+    expect(
+        lt["periodSeconds"] * lt["failureThreshold"] > rt["periodSeconds"] * rt["failureThreshold"],
+        "liveness must give up later than readiness",
+    )
+    expect(
+        f["tunnel_service"]["externalTrafficPolicy"] in ("Cluster", "Local"),
+        f"externalTrafficPolicy {f['tunnel_service']['externalTrafficPolicy']}",
+    )
+
+    # Rollouts: a terminating pod keeps serving while the load balancer
+    # deregisters it (preStop sleep), then drains within the grace period;
+    # replicas spread over nodes.
+    pre = f["pre_stop"]
+    expect(
+        pre is not None and len(pre) == 2 and pre[0] == SLEEP_BINARY and pre[1].isdigit(),
+        f"preStop must be [{SLEEP_BINARY!r}, seconds]: {pre}",
+    )
+    if pre and len(pre) == 2 and pre[1].isdigit():
+        expect(int(pre[1]) >= 15, f"preStop sleep {pre[1]}s must outlast the NLB's 15 s deregistration delay")
+        expect(
+            int(pre[1]) + GATEWAY_GRACE_SECONDS < f["termination_grace_period"],
+            f"preStop {pre[1]}s + drain {GATEWAY_GRACE_SECONDS}s must fit in terminationGracePeriodSeconds {f['termination_grace_period']}",
+        )
+    expect(
+        f["topology_spread"] == [(1, "kubernetes.io/hostname", "DoNotSchedule", tuple(sorted(f["selector"].items())))],
+        f"topology spread {f['topology_spread']} (one per node, over the Deployment's own pods)",
+    )
 
     # Mounts: config as one file, key and peers as whole directories.
     mounts, volumes = f["mounts"], f["volumes"]
@@ -131,6 +178,14 @@ def contract_violations(f: dict) -> list[str]:
         expect(volumes.get("key", ("",))[0] == "secret", "the key volume must be a Secret")
         expect(volumes.get("peers", ("",))[0] == "configMap", "the peers volume must be a ConfigMap")
         expect(volumes.get("config", ("",))[0] == "configMap", "the config volume must be a ConfigMap")
+        expect(
+            volumes.get("peers", (None, None))[1] == PEERS_CONFIG_MAP,
+            f"the peers volume must be ConfigMap {PEERS_CONFIG_MAP}, the name the docs use: {volumes.get('peers')}",
+        )
+        expect(
+            volumes.get("key", (None, None))[1] == KEY_SECRET,
+            f"the key volume must be Secret {KEY_SECRET}, the name the docs use: {volumes.get('key')}",
+        )
         key_mode = volumes.get("key", (None, None, 0o777))[2]
         expect(key_mode & 0o007 == 0, f"the key must not be world-readable (mode {oct(key_mode)})")
 
@@ -140,6 +195,11 @@ def contract_violations(f: dict) -> list[str]:
     expect(
         f["gateway_config"]["admin"]["listen"].rsplit(":", 1)[-1] == str(ADMIN_PORT),
         f"admin listen {f['gateway_config']['admin']['listen']}",
+    )
+    unready = f["gateway_config"]["admin"].get("upstream_unready_after")
+    expect(
+        unready == "off" or re.fullmatch(r"([0-9]+(ms|s|m|h))+", str(unready)) is not None,
+        f"admin.upstream_unready_after {unready!r} (rendered from the module variable, a duration or \"off\")",
     )
     expect(gw["private_key_file"] == KEY_DIR + "/private.key", f"private_key_file {gw['private_key_file']}")
     expect(gw["peers_dir"] == PEERS_DIR, f"peers_dir {gw['peers_dir']}")
@@ -161,7 +221,9 @@ def contract_violations(f: dict) -> list[str]:
         gp["ingress"] == sorted([[("UDP", TUNNEL_PORT)], [("TCP", ADMIN_PORT)]]),
         f"gateway policy ingress {gp['ingress']}",
     )
-    upstream_rule = ([("TCP", UPSTREAM_POD_PORT)], [{
+    # Both ports: Calico and Cilium match the pod port after DNAT, the AWS VPC
+    # CNI's agent matches the Service port before it.
+    upstream_rule = (sorted([("TCP", UPSTREAM_POD_PORT), ("TCP", UPSTREAM_SERVICE_PORT)]), [{
         "namespaceSelector": {"kubernetes.io/metadata.name": UPSTREAM_NAMESPACE},
         "podSelector": UPSTREAM_POD_LABELS,
     }])
@@ -288,6 +350,9 @@ def test_dockerfile_matches_the_pod(k8s_facts):
     assert users and users[-1].split(":")[0] == str(k8s_facts["pod_security"]["runAsUser"])
     exposed = set(" ".join(a for i, a in instrs if i == "EXPOSE").split())
     assert exposed == {f"{TUNNEL_PORT}/udp", f"{ADMIN_PORT}/tcp"}
+    final = instrs[max(n for n, (i, _) in enumerate(instrs) if i == "FROM"):]
+    copied = [a.split()[-1] for i, a in final if i == "COPY"]
+    assert k8s_facts["pre_stop"][0] in copied, f"the preStop hook runs {k8s_facts['pre_stop'][0]}, which the image lacks"
     entry = json.loads(next(a for i, a in instrs if i == "ENTRYPOINT"))
     assert entry == ["/usr/local/bin/promgate", "serve", "--config", k8s_facts["mounts"]["config"][0]]
 
@@ -303,6 +368,29 @@ def test_examples_use_the_module():
     annotations = eks_mod["service_annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"] == "ip"
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"] == str(ADMIN_PORT)
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"] == "/readyz"
+    assert eks_mod["load_balancer_class"] == "service.k8s.aws/nlb"
+    assert eks_mod["pod_readiness_gate_inject"] is True
+    assert eks_mod["replicas"] >= 2
+    # Rollouts: deregister within 15 s and close the UDP flows then (so the
+    # client's next packets reach a live pod), cross-zone, source-IP
+    # stickiness (kube-proxy's ClientIP affinity is bypassed by IP targets).
+    tg = dict(
+        kv.split("=", 1)
+        for kv in annotations["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"].split(",")
+    )
+    assert tg["stickiness.enabled"] == "true" and tg["stickiness.type"] == "source_ip"
+    assert tg["deregistration_delay.connection_termination.enabled"] == "true"
+    dereg = int(tg["deregistration_delay.timeout_seconds"])
+    assert dereg <= 30
+    lb = dict(
+        kv.split("=", 1) for kv in annotations["service.beta.kubernetes.io/aws-load-balancer-attributes"].split(",")
+    )
+    assert lb["load_balancing.cross_zone.enabled"] == "true"
+    # The pods keep serving for longer than the deregistration takes.
+    tf = TerraformModule.load()
+    pre_stop = eks_mod.get("pre_stop_sleep_seconds", tf.default("pre_stop_sleep_seconds"))
+    assert pre_stop > dereg, f"preStop {pre_stop}s must outlast the {dereg}s deregistration delay"
 
 
 # ---------------------------------------------------------------------------
@@ -332,13 +420,41 @@ MUTATIONS = {
     ),
     "UDP container port declared": (
         "Deployment", "promgate",
-        lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"].append(
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].setdefault("ports", []).append(
             {"name": "wireguard", "containerPort": TUNNEL_PORT, "protocol": "UDP"}
+        ),
+    ),
+    "admin container port declared": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].update(
+            ports=[{"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}]
         ),
     ),
     "readiness path": (
         "Deployment", "promgate",
         lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"].update(path="/ready"),
+    ),
+    "egress without the Service port (AWS VPC CNI)": (
+        "NetworkPolicy", "promgate",
+        lambda p: p["spec"]["egress"][0].update(ports=[{"port": UPSTREAM_POD_PORT, "protocol": "TCP"}]),
+    ),
+    "readiness probe slower": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"].update(periodSeconds=30),
+    ),
+    "peers ConfigMap renamed in the Deployment": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["volumes"][2]["configMap"].update(name="promgate-peer-files"),
+    ),
+    "no preStop": (
+        "Deployment", "promgate", lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("lifecycle"),
+    ),
+    "grace period too short for preStop": (
+        "Deployment", "promgate", lambda d: d["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=25),
+    ),
+    "spread over zones only": (
+        "Deployment", "promgate",
+        lambda d: d["spec"]["template"]["spec"]["topologySpreadConstraints"][0].update(topologyKey="topology.kubernetes.io/zone"),
     ),
     "selector label": (
         "Service", "promgate-admin", lambda s: s["spec"]["selector"].update({"app.kubernetes.io/name": "other"}),
@@ -357,8 +473,16 @@ def test_checks_catch_drift(mutation, manifests, tf_facts):
 TF_MUTATIONS = {
     "writable root fs": ("deployment.tf", "read_only_root_filesystem  = true", "read_only_root_filesystem  = false"),
     "admin port default": ("variables.tf", "default     = 9586", "default     = 9587"),
+    "upstream_unready_after default": ("variables.tf", 'default     = "60s"', 'default     = "1 minute"'),
     "peers dir": ("main.tf", '"/etc/promgate/peers.d"', '"/etc/promgate/peers"'),
     "liveness path": ("deployment.tf", 'path = "/healthz"', 'path = "/health"'),
+    "peers ConfigMap renamed": ("configmap.tf", 'name      = "${var.name}-peers"', 'name      = "${var.name}-peer-files"'),
+    "readiness timing": ("deployment.tf", "failure_threshold = 2", "failure_threshold = 5"),
+    "preStop sleep default": ("variables.tf", "default     = 20", "default     = 5"),
+    "spread may share a node": ("variables.tf", 'default     = "DoNotSchedule"', 'default     = "ScheduleAnyway"'),
+    "egress without the Service port": (
+        "networkpolicy.tf", "port     = tostring(var.upstream_port)", "port     = tostring(var.upstream_target_port)",
+    ),
 }
 
 
@@ -374,3 +498,172 @@ def test_checks_catch_terraform_drift(mutation, tmp_path, k8s_facts):
     facts = facts_from_terraform(TerraformModule.load(copy_dir))
     assert _drop(differences(facts, k8s_facts)), f"{mutation}: no difference found"
     assert contract_violations(facts), f"{mutation}: no contract violation found"
+
+
+# ---------------------------------------------------------------------------
+# Secrets stay out of git and out of the image build context.
+# ---------------------------------------------------------------------------
+
+SECRET_PATHS = [
+    "terraform.tfstate",
+    "terraform/examples/eks/terraform.tfstate",
+    "terraform/examples/eks/terraform.tfstate.backup",
+    "terraform/examples/minikube/.terraform/providers/x",
+    "terraform/examples/eks/peers.tfvars",
+    "terraform/examples/eks/prod.tfvars.json",
+    "terraform/examples/eks/plan.tfplan",
+    "gateway.key",
+    "alice.key",
+    "promgate.conf",
+    "clients/bob.conf",
+    "peers.d/alice.toml",
+]
+
+
+@pytest.mark.parametrize("path", SECRET_PATHS)
+def test_gitignore_covers_secrets(path):
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    # --no-index: judge the path by the ignore rules alone, tracked or not.
+    res = subprocess.run([git, "-C", str(ROOT), "check-ignore", "-q", "--no-index", path])
+    assert res.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+@pytest.mark.parametrize("path", ["terraform/examples/eks/peers.tfvars.example", "terraform/main.tf", "src/main.rs"])
+def test_gitignore_keeps_sources(path):
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    res = subprocess.run([git, "-C", str(ROOT), "check-ignore", "-q", "--no-index", path])
+    assert res.returncode == 1, f"{path} must not be ignored"
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
+
+
+def test_dockerignore_is_an_allow_list():
+    pats = dockerignore_patterns()
+    assert pats[0] == "*", "the first pattern must exclude everything"
+    rest = pats[1:]
+    assert rest and all(p.startswith("!") for p in rest), f"only re-includes may follow '*': {rest}"
+    allowed = {p[1:].split("/", 1)[0] for p in rest}
+    assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches"}, allowed
+
+
+def _copy_sources(args: str) -> list[str] | None:
+    """Context sources of a COPY (None for COPY --from=...)."""
+    words = [w for w in args.split() if not w.startswith("--") or w.startswith("--from")]
+    if any(w.startswith("--from") for w in words):
+        return None
+    return words[:-1]
+
+
+def test_dockerfile_builds_dependencies_before_sources():
+    instrs = dockerfile_instructions(DOCKERFILE)
+    copies = [(n, _copy_sources(a)) for n, (i, a) in enumerate(instrs) if i == "COPY"]
+    context = [(n, srcs) for n, srcs in copies if srcs is not None]
+    assert context, "the build copies something from the context"
+    for _, srcs in context:
+        assert "." not in srcs and "./" not in srcs, "COPY . . rebuilds every dependency on any edit"
+    first_n, first = context[0]
+    assert sorted(first) == ["Cargo.lock", "Cargo.toml"], f"the first COPY must be the manifests only: {first}"
+    later = [n for n, srcs in context if any(s.rstrip("/") in ("src", "benches") for s in srcs)]
+    assert later, "the sources are copied in a later step"
+    builds = [n for n, (i, a) in enumerate(instrs) if i == "RUN" and "cargo build" in a]
+    assert any(first_n < b < min(later) for b in builds), "dependencies build in their own layer, before the sources arrive"
+    assert any(b > max(later) for b in builds), "the binary builds after the sources arrive"
+    # Everything COPY reads from the context is let in by .dockerignore.
+    allowed = {p[1:].split("/", 1)[0] for p in dockerignore_patterns()[1:]}
+    for _, srcs in context:
+        for s in srcs:
+            assert s.rstrip("/").split("/", 1)[0] in allowed, f"{s} is copied but .dockerignore keeps it out"
+
+
+
+# ---------------------------------------------------------------------------
+# Re-applying the plain manifests cannot wipe the peers, and every object the
+# pod mounts is either in the apply set or made by a documented command.
+# ---------------------------------------------------------------------------
+
+MANIFEST_README = ROOT / "config" / "kubernetes" / "README.md"
+
+
+def _pod_volume_sources(manifests: Manifests) -> dict[str, tuple[str, str]]:
+    pod = manifests.get("Deployment", "promgate")["spec"]["template"]["spec"]
+    out = {}
+    for v in pod["volumes"]:
+        if "configMap" in v:
+            out[v["name"]] = ("ConfigMap", v["configMap"]["name"])
+        elif "secret" in v:
+            out[v["name"]] = ("Secret", v["secret"]["secretName"])
+    return out
+
+
+def test_peers_are_not_in_the_apply_set(manifests, tf):
+    kind, name = _pod_volume_sources(manifests)["peers"]
+    assert kind == "ConfigMap"
+    assert not [o for (k, _, n), o in manifests.objects.items() if k == "ConfigMap" and n == name], (
+        f"ConfigMap {name} is in config/kubernetes/: `kubectl apply -f` would merge it over the real peers"
+    )
+    # The module's peers ConfigMap has the same name.
+    assert tf.value(one(tf.resource("kubernetes_config_map_v1", "peers")["metadata"])["name"]) == name
+
+
+def test_every_mounted_object_exists_or_is_documented(manifests):
+    readme = " ".join(MANIFEST_README.read_text(encoding="utf-8").replace("\\\n", " ").split())
+    made = {("ConfigMap", n) for n in re.findall(r"create configmap ([a-z0-9-]+)", readme)}
+    made |= {("Secret", n) for n in re.findall(r"create secret generic ([a-z0-9-]+)", readme)}
+    in_set = {(k, n) for (k, _, n) in manifests.objects}
+    for vol, (kind, name) in _pod_volume_sources(manifests).items():
+        assert (kind, name) in in_set or (kind, name) in made, (
+            f"volume {vol}: {kind} {name} is neither in config/kubernetes/ nor made by a command in its README"
+        )
+    # The peers ConfigMap is made (with kubectl apply, so that it can be
+    # repeated), never shipped.
+    assert ("ConfigMap", _pod_volume_sources(manifests)["peers"][1]) in made
+    assert re.search(r"create configmap \S+ --from-file=peers\.d/ --dry-run=client -o yaml \| kubectl apply -f -", readme)
+
+
+
+# ---------------------------------------------------------------------------
+# The documented commands run where the team runs them (Linux and macOS).
+# ---------------------------------------------------------------------------
+
+DOCS = [ROOT / "docs" / "deploy.md", ROOT / "config" / "kubernetes" / "README.md", ROOT / "README.md"]
+
+
+def _shell_lines(path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S)
+    return [l.strip() for b in blocks for l in b.replace("\\\n", " ").splitlines() if l.strip()]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_documented_commands_are_portable_and_keep_keys_private(path):
+    lines = _shell_lines(path)
+    assert lines, f"{path}: no shell blocks found"
+    for line in lines:
+        cmd = line.split("#", 1)[0]
+        # GNU sed -i takes no suffix, BSD sed -i requires one: neither form runs on both.
+        assert not re.search(r"\bsed\b[^|;]*\s-i", cmd), f"{path}: `{line}` uses sed -i"
+        # A private key written to a file is written under umask 077.
+        if re.search(r"\bgenkey\b", cmd) and ">" in cmd.split("genkey", 1)[1]:
+            assert "umask 077" in cmd, f"{path}: `{line}` writes a key without umask 077"
+        if "tee" in cmd and "genkey" in cmd:
+            pytest.fail(f"{path}: `{line}` writes a key with tee (no umask 077)")
+        # A client config with a private key in it, likewise.
+        if "<CLIENT_PRIVATE_KEY>" in cmd and ">" in cmd:
+            assert "umask 077" in cmd, f"{path}: `{line}` writes a client config without umask 077"
+
+
+def test_eks_path_starts_from_the_example():
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    lines = _shell_lines(ROOT / "docs" / "deploy.md")
+    applies = [l for l in lines if re.search(r"terraform\b.*\bapply\b", l)]
+    assert applies and all("examples/eks" in l or "examples/minikube" in l for l in applies), applies
+    assert "AWS Load Balancer Controller" in text
+    assert "describe-target-health" in text, "the docs show how to check the NLB's UDP target health"
+    assert "kubectl apply -f config/kubernetes/" in (ROOT / "config" / "kubernetes" / "README.md").read_text()

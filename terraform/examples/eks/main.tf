@@ -1,6 +1,9 @@
 # promgate on EKS behind an AWS Network Load Balancer (UDP) made by the AWS
-# Load Balancer Controller, which must be installed in the cluster.
+# Load Balancer Controller, which must be installed in the cluster first:
+# without it the in-tree controller makes a Classic LB, which has no UDP, and
+# the apply waits for it forever. docs/deploy.md walks through the whole path.
 #
+#   cp peers.tfvars.example peers.tfvars    # put the first client's public key in it
 #   terraform init
 #   terraform apply -var cluster_name=my-cluster -var image=<repo>@sha256:<digest> -var-file=peers.tfvars
 
@@ -84,24 +87,40 @@ module "promgate" {
 
   image             = var.image
   image_pull_policy = "IfNotPresent" # safe: the image is pinned by digest
-  replicas          = 2
+
+  # Two gateways on two nodes (the module's topology spread), and rollouts
+  # that wait for each new pod to be healthy in the NLB (the controller's
+  # readiness gate, switched on by a namespace label).
+  replicas                  = 2
+  pod_readiness_gate_inject = true
 
   service_type = "LoadBalancer"
-  endpoint     = var.endpoint
+  # The AWS Load Balancer Controller's class: it, not the in-tree
+  # controller, makes this load balancer. Changing it replaces the Service.
+  load_balancer_class = "service.k8s.aws/nlb"
+  endpoint            = var.endpoint
   service_annotations = {
-    # AWS Load Balancer Controller: an internet-facing NLB sending UDP
-    # straight to pod IPs, which keeps the client's source address (the
-    # ClientIP session affinity and WireGuard roaming both need it).
+    # An internet-facing NLB sending UDP straight to pod IPs.
     "service.beta.kubernetes.io/aws-load-balancer-type"            = "external"
     "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type" = "ip"
     "service.beta.kubernetes.io/aws-load-balancer-scheme"          = "internet-facing"
     # UDP cannot be health-checked: check the gateway's readiness endpoint
-    # on its admin port instead.
-    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol" = "HTTP"
-    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"     = "9586"
-    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"     = "/readyz"
-    # Keep each client on one target, as the Service's ClientIP affinity does.
-    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes" = "stickiness.enabled=true,stickiness.type=source_ip"
+    # on its admin port instead, often enough to notice a pod in ~20 s.
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol"            = "HTTP"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"                = "9586"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"                = "/readyz"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval"            = "10"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-healthy-threshold"   = "2"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-unhealthy-threshold" = "2"
+    # Target group: keep each client on one pod by source IP (with IP targets
+    # the NLB bypasses kube-proxy, so the Service's ClientIP affinity plays
+    # no part); on deregistration wait 15 s, then close the pod's UDP flows so
+    # that the client's next packets reach a live pod (the preStop sleep,
+    # 20 s, keeps the pod serving until then).
+    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes" = "stickiness.enabled=true,stickiness.type=source_ip,deregistration_delay.timeout_seconds=15,deregistration_delay.connection_termination.enabled=true"
+    # One NLB node per zone; without cross-zone load balancing a zone whose
+    # gateway is gone would drop its clients' packets.
+    "service.beta.kubernetes.io/aws-load-balancer-attributes" = "load_balancing.cross_zone.enabled=true"
   }
   load_balancer_source_ranges = var.client_cidrs
 
