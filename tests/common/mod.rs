@@ -306,7 +306,9 @@ pub fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) 
         preshared_key: None,
         persistent_keepalive: None,
         role,
-        allow_paths: vec![],
+        // The test upstream's own routes are not Prometheus routes, so the
+        // default-deny viewer list needs them named.
+        allow_paths: ["/hello", "/headers", "/big"].map(String::from).to_vec(),
         deny_paths: vec![],
         origin: Origin {
             file: "test".into(),
