@@ -75,6 +75,7 @@ fn peer(i: u32, public: [u8; 32]) -> PeerConfig {
         role: Role::Viewer,
         allow_paths: vec![],
         deny_paths: vec![],
+        scope: None,
         origin: Origin {
             file: "bench".into(),
             line: 1,

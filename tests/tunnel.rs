@@ -305,6 +305,7 @@ fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) -> P
         role,
         allow_paths: vec![],
         deny_paths: vec![],
+        scope: None,
         origin: Origin {
             file: "test".into(),
             line: 1,

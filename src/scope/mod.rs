@@ -17,6 +17,7 @@ pub mod filter;
 pub mod promql;
 pub mod request;
 
+use crate::config::Role;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,8 +38,9 @@ pub struct ScopeLabel {
 /// The validated scope of one peer: every label is enforced on every series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
-    /// Sorted by name; never empty.
-    labels: Vec<ScopeLabel>,
+    /// Sorted by name; never empty. Shared: every connection of the peer
+    /// carries a copy.
+    labels: std::sync::Arc<[ScopeLabel]>,
 }
 
 /// A scope problem in the config, in words for `check`.
@@ -65,6 +67,15 @@ pub type RawScope = BTreeMap<String, RawScopeValues>;
 pub enum RawScopeValues {
     One(String),
     Many(Vec<String>),
+}
+
+/// Validates a peer's `scope` table against its role. The messages are for
+/// `check`, one per problem; config.rs adds the file, line and field.
+pub fn validate_peer_scope(raw: RawScope, role: Role) -> Result<Scope, Vec<String>> {
+    if role == Role::Admin {
+        return Err(vec![ADMIN_SCOPE_MESSAGE.to_string()]);
+    }
+    Scope::from_raw(raw).map_err(|errors| errors.iter().map(ToString::to_string).collect())
 }
 
 /// True for a legacy Prometheus label name, `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -111,7 +122,9 @@ impl Scope {
             return Err(errors);
         }
         // BTreeMap iteration already sorted the names.
-        Ok(Scope { labels })
+        Ok(Scope {
+            labels: labels.into(),
+        })
     }
 
     /// Builds a scope in code (tests, benches). Same rules as [`Scope::from_raw`].
