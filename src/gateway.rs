@@ -46,6 +46,8 @@ pub struct ConnInfo {
     pub role: Role,
     pub allow_paths: Arc<[String]>,
     pub deny_paths: Arc<[String]>,
+    /// The peer's label scope (issue 14); `None` is unscoped.
+    pub scope: Option<crate::scope::Scope>,
     /// The peer's tunnel address and port.
     pub remote: SocketAddr,
     pub local_port: u16,
@@ -58,6 +60,7 @@ pub struct PeerSnapshot {
     pub public_key: [u8; 32],
     pub allowed_ips: Vec<ipnet::IpNet>,
     pub role: Role,
+    pub scope: Option<crate::scope::Scope>,
     pub stats: Arc<PeerStats>,
     pub connections: usize,
 }
@@ -217,6 +220,7 @@ impl Gateway {
                     role: peer.config.role,
                     allow_paths: peer.config.allow_paths.clone().into(),
                     deny_paths: peer.config.deny_paths.clone().into(),
+                    scope: peer.config.scope.clone(),
                     remote: c.remote,
                     local_port: c.local_port,
                 },
@@ -265,6 +269,7 @@ impl Gateway {
                 public_key: p.config.public_key,
                 allowed_ips: p.config.allowed_ips.clone(),
                 role: p.config.role,
+                scope: p.config.scope.clone(),
                 stats: p.stats.clone(),
                 connections: self.netstack.connections_of(id),
             })

@@ -29,6 +29,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod scoped;
+
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Largest request head accepted from a peer (hyper's read buffer).
@@ -54,6 +56,8 @@ const HOP_BY_HOP: &[&str] = &[
 /// Shared by every connection's task.
 pub struct Proxy {
     client: Client<HttpConnector, Incoming>,
+    /// For requests of scoped peers, rebuilt in memory (issue 14).
+    scoped_client: scoped::ScopedClient,
     upstream: Uri,
     identity_header: HeaderName,
     timeout: Duration,
@@ -81,6 +85,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             client,
+            scoped_client: scoped::client(),
             upstream,
             identity_header,
             timeout,
@@ -128,12 +133,13 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, info: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, info: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
-        let audit = Audit {
+        let mut audit = Audit {
             peer: info.peer_name.clone(),
+            scope: info.scope.clone(),
             addr: info.remote.ip(),
             method: method.clone(),
             path: raw_path.clone(),
@@ -164,6 +170,15 @@ impl Proxy {
             );
             return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
         }
+        if let Some(scope) = &info.scope {
+            match self
+                .handle_scoped(info, scope, &normalized, req, &mut audit)
+                .await
+            {
+                Ok(resp) => return audit.finish(resp),
+                Err(open) => req = open,
+            }
+        }
 
         let upstream_req = match self.upstream_request(info, req) {
             Ok(r) => r,
@@ -172,7 +187,6 @@ impl Proxy {
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
         let latency = sent.elapsed();
-        let mut audit = audit;
         audit.upstream_latency = Some(latency);
         match result {
             Ok(Ok(mut resp)) => {
@@ -206,11 +220,7 @@ impl Proxy {
         }
     }
 
-    fn upstream_request(
-        &self,
-        info: &ConnInfo,
-        req: Request<Incoming>,
-    ) -> Result<Request<Incoming>, String> {
+    fn upstream_request<B>(&self, info: &ConnInfo, req: Request<B>) -> Result<Request<B>, String> {
         let (mut parts, body) = req.into_parts();
         let base = self.upstream.path().trim_end_matches('/');
         let pq = parts
@@ -302,6 +312,7 @@ fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBo
 /// One request's audit record; written when its response body ends.
 struct Audit {
     peer: Arc<str>,
+    scope: Option<crate::scope::Scope>,
     addr: std::net::IpAddr,
     method: http::Method,
     path: String,
@@ -345,6 +356,7 @@ impl AuditedBody {
                 peer = %a.peer,
                 addr = %a.addr,
                 role = a.role.as_str(),
+                scope = a.scope.as_ref().map(tracing::field::display),
                 method = %a.method,
                 path = %a.path,
                 status = self.status,
