@@ -1375,7 +1375,20 @@ allowed_ips = ["10.13.13.2/32"]
             )
             .replace("peers_dir = \"/etc/promgate/peers.d\"", "");
         let cfg = parse(&dir.join("promgate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.peers.len(), 3);
+        let scopes: Vec<_> = cfg
+            .peers
+            .iter()
+            .map(|p| p.scope.as_ref().map(|s| s.to_string()))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                None,
+                Some(r#"namespace="team-a""#.to_string()),
+                Some(r#"cluster="prod",namespace=~"team-b|team-b-batch""#.to_string())
+            ]
+        );
         assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
         assert_eq!(
             cfg.admin.upstream_unready_after,
