@@ -47,8 +47,13 @@ const OPEN_API: &[&str] = &[
 /// single-page app shell and its static files; the data they show comes from
 /// the API above. Everything else outside `/api` is closed: console
 /// templates (`/consoles`) run unscoped queries on the server, `/metrics`
-/// and `/debug` describe the whole server.
+/// and `/debug` describe the whole server, and the classic UI's other pages
+/// (`/classic/alerts`, `/classic/targets`, `/classic/status`, ...) are
+/// rendered on the server with everyone's data. Only its graph page, which
+/// is a shell around API calls, stays open (Debian's build ships this UI).
 const OPEN_UI: &[&str] = &[
+    "/classic/graph",
+    "/classic/static",
     "/graph",
     "/query",
     "/alerts",
@@ -408,6 +413,13 @@ mod tests {
             ("/metrics", Closed),
             ("/debug/pprof", Closed),
             ("/graphs", Closed),
+            ("/classic/graph", Open),
+            ("/classic/static/js/graph/index.js", Open),
+            ("/classic/alerts", Closed),
+            ("/classic/targets", Closed),
+            ("/classic/rules", Closed),
+            ("/classic/status", Closed),
+            ("/classic/config", Closed),
         ];
         for (path, want) in cases {
             assert_eq!(classify(path), want, "{path}");

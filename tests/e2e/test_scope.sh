@@ -79,6 +79,7 @@ lab_keypair "$D" b
 
 # gateway_config FILE [EXTRA PEER LINES FOR alice]
 gateway_config() {
+    local alice_lines=${2:-'scope = { namespace = "team-a" }'}
     cat > "$1" <<EOF
 [gateway]
 private_key_file = "$D/gw.key"
@@ -95,7 +96,7 @@ control_listen = "$CONTROL"
 name = "alice"
 public_key = "$(cat "$D/a.pub")"
 allowed_ips = ["10.13.13.2/32"]
-${2:-scope = { namespace = "team-a" \}}
+$alice_lines
 
 [[peer]]
 name = "uma"
@@ -265,19 +266,23 @@ check "uma: GET /api/v1/targets is 200" expect b t /api/v1/targets 200
 check "alice: GET /api/v1/status/buildinfo is 200" expect a bi /api/v1/status/buildinfo 200
 check "alice: GET /api/v1/format_query is 200" expect a fq /api/v1/format_query 200 "${Q[@]}" 'query=sum(x)'
 
-t_log "the UI loads for alice"
-check "alice: GET /graph is 200" expect a ui /graph 200
+t_log "the UI loads for alice (Debian's Prometheus serves the classic UI)"
+check "alice: GET /classic/graph is 200" expect a ui /classic/graph 200
 ui_assets() {
     local a rc=0 n=0
-    for a in $(grep -oE '(\./|/)?static/[A-Za-z0-9_./-]+\.(js|css)' "$D/r/ui.a" | sed 's#^\./##; s#^/##' | sort -u); do
+    for a in $(grep -oE '(src|href)="/classic/static/[^"?]+\.(js|css)' "$D/r/ui.a" | sed 's/^[a-z]*="//' | sort -u); do
         n=$((n + 1))
-        expect a asset "/$a" 200 || rc=1
+        expect a asset "$a" 200 || rc=1
     done
-    [ $n -gt 0 ] || { echo "        no static asset found in /graph"; return 1; }
+    [ $n -gt 0 ] || { echo "        no static asset found in /classic/graph"; return 1; }
     echo "        $n assets"
     return $rc
 }
-check "alice: every script and stylesheet of /graph is 200" ui_assets
+check "alice: every script and stylesheet of /classic/graph is 200" ui_assets
+for p in /classic/alerts /classic/targets /classic/rules /classic/status; do
+    check "alice: GET $p (rendered on the server with all data) is 403" expect a closed "$p" 403
+    check "uma: GET $p is 200" expect b open "$p" 200
+done
 
 t_log "nothing of team B in anything alice received"
 leaks() {
