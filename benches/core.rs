@@ -380,7 +380,7 @@ fn scope_rewrite(c: &mut Criterion) {
     group.bench_function("baseline: parse only (large)", |b| {
         b.iter(|| promql_parser::parser::parse(black_box(&large)).unwrap())
     });
-    group.bench_function(&format!("large query ({} bytes)", large.len()), |b| {
+    group.bench_function(format!("large query ({} bytes)", large.len()), |b| {
         b.iter(|| enforce_query(&scope, black_box(&large)).unwrap())
     });
     group.finish();
