@@ -90,24 +90,45 @@ impl Proxy {
                         ));
                     }
                 };
-                let header_str = |name| {
+                let header = |name| {
                     parts
                         .headers
                         .get(name)
                         .and_then(|v: &HeaderValue| v.to_str().ok())
+                        .map(str::to_string)
                 };
-                let rewritten = request::rewrite(
-                    scope,
-                    &endpoint,
-                    &ParamRequest {
-                        method: &parts.method,
-                        path: parts.uri.path(),
-                        query: parts.uri.query(),
-                        content_type: header_str(header::CONTENT_TYPE),
-                        content_encoding: header_str(header::CONTENT_ENCODING),
-                        body: &body,
-                    },
+                // Parsing and printing PromQL is CPU work of up to tens of
+                // milliseconds for the largest accepted queries (and regex
+                // compilation); keep it off the runtime's worker threads,
+                // which also drive the tunnel.
+                let (scope2, endpoint2) = (scope.clone(), endpoint.clone());
+                let (method2, uri2) = (parts.method.clone(), parts.uri.clone());
+                let (ct, ce) = (
+                    header(header::CONTENT_TYPE),
+                    header(header::CONTENT_ENCODING),
                 );
+                let rewritten = tokio::task::spawn_blocking(move || {
+                    request::rewrite(
+                        &scope2,
+                        &endpoint2,
+                        &ParamRequest {
+                            method: &method2,
+                            path: uri2.path(),
+                            query: uri2.query(),
+                            content_type: ct.as_deref(),
+                            content_encoding: ce.as_deref(),
+                            body: &body,
+                        },
+                    )
+                })
+                .await;
+                let Ok(rewritten) = rewritten else {
+                    return Ok(error_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal error",
+                        "The scope rewrite did not complete.",
+                    ));
+                };
                 let rewritten = match rewritten {
                     Ok(r) => r,
                     Err(e) => return Ok(refuse(e)),
