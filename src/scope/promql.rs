@@ -436,6 +436,10 @@ mod tests {
             ),
             (r#"up{job="a\nb"}"#, r#"up{job="a\nb",namespace="team-a"}"#),
             (
+                r#"label_replace(up, "a", "\"} or vector(1) #", "b", "")"#,
+                r#"label_replace(up{namespace="team-a"}, "a", "\"} or vector(1) #", "b", "")"#,
+            ),
+            (
                 r#"{"my.metric", namespace="b"}"#,
                 r#"{__name__="my.metric",namespace="team-a"}"#,
             ),
