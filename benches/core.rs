@@ -3,7 +3,9 @@
 //!   the client-side encryption that the iteration also pays for;
 //! - handshakes per second on one core;
 //! - config load and peer-set reload for 10,000 peers, and the resident
-//!   memory each idle peer costs.
+//!   memory each idle peer costs;
+//! - the scope rewrite of a PromQL query (parse, add the scope, print,
+//!   re-parse and verify), beside parsing alone.
 //!
 //! Run: `cargo bench --bench core`.
 
@@ -75,6 +77,7 @@ fn peer(i: u32, public: [u8; 32]) -> PeerConfig {
         role: Role::Viewer,
         allow_paths: vec![],
         deny_paths: vec![],
+        scope: None,
         origin: Origin {
             file: "bench".into(),
             line: 1,
@@ -352,5 +355,42 @@ fn ten_thousand_peers(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, data_path, handshakes, ten_thousand_peers);
+/// A typical dashboard panel query, and a large generated one (a 40-way
+/// `or` of per-service error ratios, ~6 KiB, 80 selectors).
+fn scope_rewrite(c: &mut Criterion) {
+    use promgate::scope::Scope;
+    use promgate::scope::promql::enforce_query;
+    let scope = Scope::new([("namespace", &["team-a"][..])]).unwrap();
+    let typical = r#"histogram_quantile(0.99, sum by (le, route) (rate(http_request_duration_seconds_bucket{job="api", route!~"/health.*"}[5m])))"#;
+    let large = (0..40)
+        .map(|i| {
+            format!(
+                r#"(sum by (instance) (rate(http_requests_total{{service="svc-{i}", code=~"5.."}}[5m])) / sum by (instance) (rate(http_requests_total{{service="svc-{i}"}}[5m])))"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let mut group = c.benchmark_group("scope_rewrite");
+    group.bench_function("baseline: parse only (typical)", |b| {
+        b.iter(|| promql_parser::parser::parse(black_box(typical)).unwrap())
+    });
+    group.bench_function("typical dashboard query", |b| {
+        b.iter(|| enforce_query(&scope, black_box(typical)).unwrap())
+    });
+    group.bench_function("baseline: parse only (large)", |b| {
+        b.iter(|| promql_parser::parser::parse(black_box(&large)).unwrap())
+    });
+    group.bench_function(format!("large query ({} bytes)", large.len()), |b| {
+        b.iter(|| enforce_query(&scope, black_box(&large)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    data_path,
+    handshakes,
+    ten_thousand_peers,
+    scope_rewrite
+);
 criterion_main!(benches);

@@ -109,6 +109,8 @@ pub struct PeerConfig {
     pub allow_paths: Vec<String>,
     /// Path prefixes this peer may not use, whatever its role.
     pub deny_paths: Vec<String>,
+    /// Label values this peer's data is limited to (issue 14); `None` is unscoped.
+    pub scope: Option<crate::scope::Scope>,
     pub origin: Origin,
 }
 
@@ -131,6 +133,7 @@ impl fmt::Debug for PeerConfig {
             .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("role", &self.role)
+            .field("scope", &self.scope.as_ref().map(|s| s.to_string()))
             .finish()
     }
 }
@@ -259,6 +262,7 @@ struct RawPeer {
     allow_paths: Vec<String>,
     #[serde(default)]
     deny_paths: Vec<String>,
+    scope: Option<Spanned<crate::scope::RawScope>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -970,6 +974,16 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
             );
         }
     }
+    let scope = raw.scope.and_then(|s| {
+        let s_span = s.span();
+        crate::scope::validate_peer_scope(s.into_inner(), role)
+            .map_err(|messages| {
+                for m in messages {
+                    sink.push(s_span.clone(), &field("scope"), m);
+                }
+            })
+            .ok()
+    });
     if sink.errors.len() > before {
         return None;
     }
@@ -985,6 +999,7 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
         role,
         allow_paths: raw.allow_paths,
         deny_paths: raw.deny_paths,
+        scope,
         origin: Origin {
             file: sink.file.to_path_buf(),
             line,
@@ -1263,6 +1278,73 @@ allowed_ips = ["10.13.13.2/32"]
     }
 
     #[test]
+    fn scope_is_read_inline_and_from_peers_dir() {
+        let dir = tempdir("scope");
+        write_key(&dir);
+        std::fs::create_dir_all(dir.join("peers.d")).unwrap();
+        std::fs::write(
+            dir.join("peers.d/bob.toml"),
+            format!("[[peer]]\nname = \"bob\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.3/32\"]\nscope = {{ namespace = [\"team-b\", \"team-c\"], cluster = \"prod\" }}\n", peer_key()),
+        )
+        .unwrap();
+        let text = format!(
+            "{}peers_dir = \"peers.d\"\n[[peer]]\nname = \"alice\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nscope = {{ namespace = \"team-a\" }}\n",
+            base(&dir),
+            peer_key()
+        );
+        let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+        let scope_of = |name: &str| {
+            cfg.peers
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.scope.as_ref())
+                .map(|s| s.to_string())
+        };
+        assert_eq!(scope_of("alice").as_deref(), Some(r#"namespace="team-a""#));
+        assert_eq!(
+            scope_of("bob").as_deref(),
+            Some(r#"cluster="prod",namespace=~"team-b|team-c""#)
+        );
+    }
+
+    #[test]
+    fn bad_scopes_are_refused_with_file_line_and_field() {
+        let dir = tempdir("badscope");
+        write_key(&dir);
+        let peer = |extra: &str| {
+            format!(
+                "{}[[peer]]\nname = \"alice\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\n{extra}\n",
+                base(&dir),
+                peer_key()
+            )
+        };
+        let cases = [
+            (r#"scope = { namespace = "" }"#, "empty value"),
+            (
+                r#"scope = { "team.name" = "a" }"#,
+                "not a valid Prometheus label name",
+            ),
+            (r#"scope = {}"#, "is empty"),
+            (
+                "role = \"admin\"\nscope = { namespace = \"team-a\" }",
+                "admin peer cannot be scoped",
+            ),
+        ];
+        for (extra, want) in cases {
+            let errs = errors_of(&peer(extra), &dir);
+            assert_eq!(errs.len(), 1, "{extra}: {errs:?}");
+            let e = errs[0].to_string();
+            assert!(e.contains("peer \"alice\".scope: "), "{e}");
+            assert!(e.contains(want), "{extra}: {e}");
+            assert!(
+                e.starts_with(&format!("{}:", dir.join("p.toml").display())),
+                "{e}"
+            );
+            assert!(errs[0].line >= 4, "{e}");
+        }
+    }
+
+    #[test]
     fn peers_dir_is_merged_and_its_errors_name_its_files() {
         let dir = tempdir("peersdir");
         write_key(&dir);
@@ -1327,7 +1409,20 @@ allowed_ips = ["10.13.13.2/32"]
             )
             .replace("peers_dir = \"/etc/promgate/peers.d\"", "");
         let cfg = parse(&dir.join("promgate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.peers.len(), 3);
+        let scopes: Vec<_> = cfg
+            .peers
+            .iter()
+            .map(|p| p.scope.as_ref().map(|s| s.to_string()))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                None,
+                Some(r#"namespace="team-a""#.to_string()),
+                Some(r#"cluster="prod",namespace=~"team-b|team-b-batch""#.to_string())
+            ]
+        );
         assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
         assert_eq!(
             cfg.admin.upstream_unready_after,

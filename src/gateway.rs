@@ -57,6 +57,7 @@ pub struct PeerSnapshot {
     pub public_key: [u8; 32],
     pub allowed_ips: Vec<ipnet::IpNet>,
     pub role: Role,
+    pub scope: Option<crate::scope::Scope>,
     pub stats: Arc<PeerStats>,
     pub connections: usize,
 }
@@ -267,6 +268,7 @@ impl Gateway {
                 public_key: p.config.public_key,
                 allowed_ips: p.config.allowed_ips.clone(),
                 role: p.config.role,
+                scope: p.config.scope.clone(),
                 stats: p.stats.clone(),
                 connections: self.netstack.connections_of(id),
             })

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod proxy;
 pub mod quickstart;
 pub mod route;
+pub mod scope;
 pub mod serve;
 pub mod stats;
 pub mod stream;

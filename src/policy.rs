@@ -22,6 +22,8 @@ pub struct AccessRules {
     pub role: Role,
     pub allow_paths: Arc<[String]>,
     pub deny_paths: Arc<[String]>,
+    /// The peer's label scope; `None` is unscoped.
+    pub scope: Option<crate::scope::Scope>,
 }
 
 impl AccessRules {
@@ -31,6 +33,7 @@ impl AccessRules {
             role: config.role,
             allow_paths: config.allow_paths.clone().into(),
             deny_paths: config.deny_paths.clone().into(),
+            scope: config.scope.clone(),
         }
     }
 }

@@ -29,6 +29,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod scoped;
+
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Largest request head accepted from a peer (hyper's read buffer).
@@ -54,6 +56,8 @@ const HOP_BY_HOP: &[&str] = &[
 /// Shared by every connection's task.
 pub struct Proxy {
     client: Client<HttpConnector, Incoming>,
+    /// For requests of scoped peers, rebuilt in memory (issue 14).
+    scoped_client: scoped::ScopedClient,
     upstream: Uri,
     identity_header: HeaderName,
     timeout: Duration,
@@ -79,6 +83,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             client,
+            scoped_client: scoped::client(),
             upstream,
             identity_header,
             timeout,
@@ -136,15 +141,16 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, info: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, info: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         // Each request is decided on the peer's rules as they are now, so a
         // reload that demotes a peer reaches its open connections.
         let rules = info.access.current();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
-        let audit = Audit {
+        let mut audit = Audit {
             peer: rules.name.clone(),
+            scope: rules.scope.clone(),
             addr: info.remote.ip(),
             method: method.clone(),
             path: raw_path.clone(),
@@ -175,6 +181,15 @@ impl Proxy {
             );
             return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
         }
+        if let Some(scope) = &rules.scope {
+            match self
+                .handle_scoped(info, &rules.name, scope, &normalized, req, &mut audit)
+                .await
+            {
+                Ok(resp) => return audit.finish(resp),
+                Err(open) => req = open,
+            }
+        }
 
         let upstream_req = match self.upstream_request(info, &rules.name, req) {
             Ok(r) => r,
@@ -183,48 +198,60 @@ impl Proxy {
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
         let latency = sent.elapsed();
-        let mut audit = audit;
         audit.upstream_latency = Some(latency);
         // Request outcomes never touch readiness: a peer can abort its own
         // body or reset its connection, and that is not the upstream's
         // health. Readiness follows the active probe (`upstream_probe`).
-        // The pages say what failed, never where the upstream lives; the
-        // log keeps the address.
         match result {
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
                 audit.finish(resp.map(|b| b.boxed()))
             }
-            Ok(Err(e)) => {
-                self.stats.upstream_errors.fetch_add(1, Relaxed);
+            Ok(Err(e)) => audit.finish(self.upstream_failed(Some(&e))),
+            Err(_) => audit.finish(self.upstream_failed(None)),
+        }
+    }
+
+    /// Counts and logs a failed upstream request and gives the page for it:
+    /// 502 when the upstream could not be reached or broke off (`error`),
+    /// 504 when it did not answer within `upstream_timeout` (`None`). The
+    /// two differ for the peer: a 504 says retrying may work once
+    /// Prometheus is less busy, a 502 that it is not there. The pages say
+    /// what failed, never where the upstream lives; the log keeps that.
+    pub(crate) fn upstream_failed(
+        &self,
+        error: Option<&dyn std::fmt::Display>,
+    ) -> Response<ProxyBody> {
+        self.stats.upstream_errors.fetch_add(1, Relaxed);
+        match error {
+            Some(e) => {
                 tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
-                audit.finish(error_page(
+                error_page(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway",
                     "promgate could not get an answer from Prometheus.",
-                ))
+                )
             }
-            Err(_) => {
-                self.stats.upstream_errors.fetch_add(1, Relaxed);
+            None => {
                 tracing::warn!(upstream = %self.upstream, timeout = ?self.timeout, "upstream timed out");
-                audit.finish(error_page(
+                error_page(
                     StatusCode::GATEWAY_TIMEOUT,
                     "Gateway timeout",
                     &format!(
                         "Prometheus did not answer within {}s.",
                         self.timeout.as_secs()
                     ),
-                ))
+                )
             }
         }
     }
 
-    fn upstream_request(
+    fn upstream_request<B>(
         &self,
         info: &ConnInfo,
         peer_name: &str,
-        req: Request<Incoming>,
-    ) -> Result<Request<Incoming>, String> {
+        req: Request<B>,
+    ) -> Result<Request<B>, String> {
         let (mut parts, body) = req.into_parts();
         let base = self.upstream.path().trim_end_matches('/');
         let pq = parts
@@ -316,6 +343,7 @@ fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBo
 /// One request's audit record; written when its response body ends.
 struct Audit {
     peer: Arc<str>,
+    scope: Option<crate::scope::Scope>,
     addr: std::net::IpAddr,
     method: http::Method,
     path: String,
@@ -359,6 +387,7 @@ impl AuditedBody {
                 peer = %a.peer,
                 addr = %a.addr,
                 role = a.role.as_str(),
+                scope = a.scope.as_ref().map(tracing::field::display),
                 method = %a.method,
                 path = %a.path,
                 status = self.status,

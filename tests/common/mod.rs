@@ -28,6 +28,10 @@ pub const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd13, 0, 0, 0, 0, 
 // ---------------------------------------------------------------------------
 // A real HTTP upstream on loopback.
 
+pub async fn echo_request(uri: axum::http::Uri, body: String) -> String {
+    format!("uri={uri}\nbody={body}")
+}
+
 pub async fn start_upstream() -> SocketAddr {
     use axum::routing::get;
     let app = axum::Router::new()
@@ -57,6 +61,18 @@ pub async fn start_upstream() -> SocketAddr {
         .route(
             "/api/v1/admin/tsdb/snapshot",
             axum::routing::post(|| async { "snapshot" }),
+        )
+        // Echoes what a scoped request became, for the scope test.
+        .route("/api/v1/query", get(echo_request).post(echo_request))
+        .route("/api/v1/series", get(echo_request).post(echo_request))
+        .route("/api/v1/targets", get(|| async { "all targets" }))
+        .route(
+            "/api/v1/alerts",
+            get(|| async {
+                r#"{"status":"success","data":{"alerts":[
+                    {"labels":{"alertname":"TeamADown","namespace":"team-a"},"state":"firing"},
+                    {"labels":{"alertname":"TeamBDown","namespace":"team-b"},"state":"firing"}]}}"#
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -310,6 +326,7 @@ pub fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) 
         // default-deny viewer list needs them named.
         allow_paths: ["/hello", "/headers", "/big"].map(String::from).to_vec(),
         deny_paths: vec![],
+        scope: None,
         origin: Origin {
             file: "test".into(),
             line: 1,
