@@ -62,7 +62,7 @@ fn gateway_config(key: &PrivateKey) -> GatewayConfig {
         max_connections: 1024,
         tcp_idle_timeout: Duration::from_secs(60),
         tcp_send_buffer: 64 * 1024,
-        handshake_rate_limit: promgate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        handshake_rate_limit: promgate::config::DEFAULT_HANDSHAKE_RATE_LIMIT,
     }
 }
 

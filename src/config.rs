@@ -13,6 +13,23 @@
 //! only read at start.
 
 use crate::keys::{KeyError, PrivateKey, decode_key, encode_key};
+pub use crate::role::Role;
+
+/// Default send buffer per connection, which is also the most a connection
+/// has in flight. smoltcp has no SACK, so a burst that overruns the client
+/// (a wireguard-go client's UDP socket buffer, in the benchmark) costs a
+/// retransmission timeout. Measured on the 2-core lab (MB/s, client drops):
+/// 32 KiB 40/0, 64 KiB 50/0, 96 KiB 52/2, 128 KiB 19/38, 512 KiB 13/258.
+/// Throughput is at most buffer / RTT, so high-latency links want more
+/// (`tcp_send_buffer`).
+pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
+
+/// Handshakes per second (all peers together) above which cookies are
+/// demanded, unless the config says otherwise. A responder handshake costs
+/// about 0.37 ms of CPU on the development VM (`cargo bench`, README), so
+/// 1,000 per second caps what an initiation flood can take at about 40% of
+/// one core; a flood beyond it costs only cookie replies (µs each).
+pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = 1000;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -68,24 +85,6 @@ impl fmt::Display for ConfigErrors {
             write!(f, "{e}")?;
         }
         Ok(())
-    }
-}
-
-/// What a peer may do through the HTTP proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    #[default]
-    Viewer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Admin => "admin",
-        }
     }
 }
 
@@ -649,7 +648,7 @@ fn validate_gateway(
     let max_connections = positive(sink, "gateway.max_connections", raw.max_connections, 1024);
 
     let tcp_send_buffer = match raw.tcp_send_buffer {
-        None => crate::netstack::DEFAULT_TCP_SEND_BUFFER,
+        None => DEFAULT_TCP_SEND_BUFFER,
         Some(b) if (16 * 1024..=16 * 1024 * 1024).contains(b.get_ref()) => *b.get_ref(),
         Some(b) => {
             sink.push(
@@ -657,11 +656,11 @@ fn validate_gateway(
                 "gateway.tcp_send_buffer",
                 "must be between 16384 and 16777216 bytes",
             );
-            crate::netstack::DEFAULT_TCP_SEND_BUFFER
+            DEFAULT_TCP_SEND_BUFFER
         }
     };
     let handshake_rate_limit = match raw.handshake_rate_limit {
-        None => crate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        None => DEFAULT_HANDSHAKE_RATE_LIMIT,
         Some(n) if *n.get_ref() > 0 => *n.get_ref(),
         Some(n) => {
             sink.push(
@@ -669,7 +668,7 @@ fn validate_gateway(
                 "gateway.handshake_rate_limit",
                 "must be at least 1",
             );
-            crate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT
+            DEFAULT_HANDSHAKE_RATE_LIMIT
         }
     };
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));

@@ -24,6 +24,7 @@ pub mod peer;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
+pub mod role;
 pub mod route;
 pub mod scope;
 pub mod serve;

@@ -42,14 +42,6 @@ use tokio::sync::Notify;
 /// Receive buffer per connection: requests are small, so 64 KiB is ample,
 /// and it still advertises a window that never stalls an upload on a LAN.
 const TCP_RX_BUFFER: usize = 64 * 1024;
-/// Default send buffer per connection, which is also the most a connection
-/// has in flight. smoltcp has no SACK, so a burst that overruns the client
-/// (a wireguard-go client's UDP socket buffer, in the benchmark) costs a
-/// retransmission timeout. Measured on the 2-core lab (MB/s, client drops):
-/// 32 KiB 40/0, 64 KiB 50/0, 96 KiB 52/2, 128 KiB 19/38, 512 KiB 13/258.
-/// Throughput is at most buffer / RTT, so high-latency links want more
-/// (`tcp_send_buffer`).
-pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
 pub const MAX_TX_QUEUE: usize = 1024;

@@ -14,9 +14,10 @@
 //!   lands on a new occupant fails authentication and is dropped.
 
 use crate::allowed_ips::AllowedIps;
-use crate::config::{PeerConfig, Role};
+use crate::config::PeerConfig;
 use crate::keys::PrivateKey;
 use crate::policy::{AccessRules, PeerAccess};
+use crate::role::Role;
 use crate::stats::{DropReason, PeerStats};
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -29,11 +30,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Index of a peer's slot in the table.
 pub type PeerId = u32;
-
-/// Handshakes per second (all peers together) above which cookies are
-/// demanded, unless the config says otherwise. One handshake costs ~30 µs,
-/// so 1,000 per second keeps an initiation flood under ~5% of a core.
-pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = 1000;
 
 /// boringtun keeps the index in 24 bits.
 const MAX_SLOTS: usize = 1 << 24;
@@ -178,7 +174,7 @@ impl PeerTable {
         self.by_key.insert(config.public_key, id);
         self.slots[id as usize] = Some(Peer {
             name: Arc::from(config.name.as_str()),
-            access: Arc::new(PeerAccess::new(AccessRules::of(&config))),
+            access: Arc::new(PeerAccess::new(access_rules(&config))),
             config,
             tunn: None,
             endpoint: None,
@@ -226,7 +222,7 @@ impl PeerTable {
                     if peer.config.name != new.name {
                         peer.name = Arc::from(new.name.as_str());
                     }
-                    let rules = AccessRules::of(new);
+                    let rules = access_rules(new);
                     if *peer.access.current() != rules {
                         peer.access.replace(rules);
                         diff.changed.push(new.name.clone());
@@ -398,6 +394,17 @@ impl PeerTable {
                 _ => {}
             }
         }
+    }
+}
+
+/// The access rules a peer's config gives it.
+fn access_rules(config: &PeerConfig) -> AccessRules {
+    AccessRules {
+        name: Arc::from(config.name.as_str()),
+        role: config.role,
+        allow_paths: config.allow_paths.clone().into(),
+        deny_paths: config.deny_paths.clone().into(),
+        scope: config.scope.clone(),
     }
 }
 

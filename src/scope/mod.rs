@@ -17,7 +17,7 @@ pub mod filter;
 pub mod promql;
 pub mod request;
 
-use crate::config::Role;
+use crate::role::Role;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -361,7 +361,7 @@ impl Lab {
             max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(60),
             tcp_send_buffer: 64 * 1024,
-            handshake_rate_limit: promgate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+            handshake_rate_limit: promgate::config::DEFAULT_HANDSHAKE_RATE_LIMIT,
         };
         let mut config = config;
         tweak(&mut config);
