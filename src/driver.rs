@@ -10,6 +10,7 @@ use crate::gateway::{Gateway, MAX_DATAGRAM, PeerSnapshot, Transmit};
 use crate::peer::PeerDiff;
 use crate::proxy::Proxy;
 use crate::stats::{DropReason, Stats};
+use crate::stream::TunnelStream;
 use crate::telemetry::PeerView;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -271,7 +272,8 @@ impl Driver {
                 self.gateway.poll(now, &mut sink);
                 sink.flush();
             }
-            for (info, stream) in self.gateway.take_accepted() {
+            for (info, pipe) in self.gateway.take_accepted() {
+                let stream = TunnelStream::new(pipe);
                 if drain_deadline.is_some() {
                     continue; // dropping the stream closes it
                 }

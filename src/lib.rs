@@ -21,6 +21,7 @@ pub mod keys;
 pub mod netstack;
 pub mod onboarding;
 pub mod peer;
+pub mod pipe;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;

@@ -26,9 +26,9 @@
 //! nothing new), so a reader that never reads cannot pin buffers forever.
 
 use crate::peer::PeerId;
+use crate::pipe::Pipe;
 use crate::route::Accepted;
 use crate::stats::DropReason;
-use crate::stream::{Pipe, TunnelStream};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, CongestionControl, State};
@@ -37,7 +37,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// Receive buffer per connection: requests are small, so 64 KiB is ample,
 /// and it still advertises a window that never stalls an upload on a LAN.
@@ -61,7 +60,8 @@ pub struct NewConnection {
     pub peer: PeerId,
     pub remote: SocketAddr,
     pub local_port: u16,
-    pub stream: TunnelStream,
+    /// The connection's buffers; the shell wraps them in a stream.
+    pub pipe: Arc<Pipe>,
 }
 
 struct Conn {
@@ -165,18 +165,19 @@ pub struct Netstack {
     accepted: Vec<NewConnection>,
     removals: Vec<SocketHandle>,
     limits: Limits,
-    notify: Arc<Notify>,
+    poll_request: std::task::Waker,
     epoch: Instant,
 }
 
 impl Netstack {
-    /// `notify` is signalled by connection streams when they need the netstack polled.
+    /// `poll_request` is woken by a connection's application side when it
+    /// needs the netstack polled (data to send, room freed).
     pub fn new(
         addresses: &[ipnet::IpNet],
         mtu: usize,
         limits: Limits,
         seed: u64,
-        notify: Arc<Notify>,
+        poll_request: std::task::Waker,
         now: Instant,
     ) -> Self {
         let mut tx = TxQueue {
@@ -219,7 +220,7 @@ impl Netstack {
             accepted: Vec::new(),
             removals: Vec::new(),
             limits,
-            notify,
+            poll_request,
             epoch: now,
         }
     }
@@ -322,7 +323,7 @@ impl Netstack {
             Conn {
                 peer,
                 tuple,
-                pipe: Pipe::new(self.notify.clone()),
+                pipe: Pipe::new(self.poll_request.clone()),
                 accepted: false,
                 last_progress: now,
                 unacked_after_pump: 0,
@@ -480,7 +481,7 @@ impl Netstack {
                         peer: conn.peer,
                         remote: SocketAddr::new(src, src_port),
                         local_port: dst_port,
-                        stream: TunnelStream::new(conn.pipe.clone()),
+                        pipe: conn.pipe.clone(),
                     });
                 } else {
                     // A socket serving another tuple than it was made for:

@@ -26,7 +26,7 @@ use boringtun::x25519::PublicKey;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Index of a peer's slot in the table.
 pub type PeerId = u32;
@@ -251,6 +251,7 @@ impl PeerTable {
         &mut self,
         src: SocketAddr,
         datagram: &[u8],
+        unix_now: Duration,
         buf: &'a mut [u8],
     ) -> Decapsulated<'a> {
         // Cheap checks first: parse, MAC1, and the load-dependent cookie check,
@@ -311,7 +312,7 @@ impl PeerTable {
             TunnResult::Done => {
                 peer.authenticated_from(src);
                 if is_handshake {
-                    peer.count_handshake();
+                    peer.count_handshake(unix_now);
                 }
                 Decapsulated::Nothing(Some(id))
             }
@@ -319,7 +320,7 @@ impl PeerTable {
             TunnResult::WriteToNetwork(out) => {
                 peer.authenticated_from(src);
                 if is_handshake {
-                    peer.count_handshake();
+                    peer.count_handshake(unix_now);
                 }
                 Decapsulated::Reply(id, out)
             }
@@ -420,13 +421,11 @@ impl Peer {
 
     /// Records a completed handshake (as responder: the initiation
     /// authenticated and we answered; as initiator: the response arrived).
-    fn count_handshake(&mut self) {
+    fn count_handshake(&mut self, unix_now: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.handshakes.fetch_add(1, Relaxed);
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.stats.last_handshake_unix.store(at, Relaxed);
+        self.stats
+            .last_handshake_unix
+            .store(unix_now.as_secs(), Relaxed);
     }
 }

@@ -67,9 +67,12 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         &config.gateway,
         &config.peers,
         stats.clone(),
-        notify.clone(),
+        crate::stream::poll_request_waker(notify.clone()),
         seed,
         Instant::now(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
     );
     let proxy = Arc::new(Proxy::new(
         config.gateway.upstream.clone(),

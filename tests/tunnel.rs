@@ -17,7 +17,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,9 +466,10 @@ async fn under_load_handshakes_get_cookie_replies_and_cookie_holders_get_through
         &config,
         &peers,
         stats.clone(),
-        Arc::new(Notify::new()),
+        std::task::Waker::noop().clone(),
         1,
         Instant::now(),
+        unix_now(),
     );
     let mut buf = vec![0u8; 2048];
     let mut types = Vec::new();

@@ -10,6 +10,7 @@ use promgate::health::Health;
 use promgate::keys::PrivateKey;
 use promgate::proxy::Proxy;
 use promgate::stats::Stats;
+use promgate::stream::TunnelStream;
 use promgate::telemetry::Telemetry;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
@@ -314,6 +315,13 @@ pub struct Lab {
     pub config: GatewayConfig,
 }
 
+/// Unix time now, for the core, which reads no clock of its own.
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 pub fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) -> PeerConfig {
     PeerConfig {
         name: name.into(),
@@ -373,9 +381,10 @@ impl Lab {
             &config,
             peers,
             stats.clone(),
-            notify.clone(),
+            std::task::Waker::noop().clone(),
             7,
             Instant::now(),
+            unix_now(),
         );
         let proxy = Arc::new(Proxy::new(
             config.upstream.clone(),
@@ -405,9 +414,10 @@ impl Lab {
             &self.config,
             peers,
             self.stats.clone(),
-            self.notify.clone(),
+            std::task::Waker::noop().clone(),
             8,
             Instant::now(),
+            unix_now(),
         );
     }
 
@@ -427,12 +437,12 @@ impl Lab {
                 .handle_datagram(now, peers[i].endpoint, &d, &mut out);
         }
         self.gateway.poll(now, &mut out);
-        for (info, stream) in self.gateway.take_accepted() {
-            tokio::spawn(
-                self.proxy
-                    .clone()
-                    .serve_connection(info, stream, self.shutdown.clone()),
-            );
+        for (info, pipe) in self.gateway.take_accepted() {
+            tokio::spawn(self.proxy.clone().serve_connection(
+                info,
+                TunnelStream::new(pipe),
+                self.shutdown.clone(),
+            ));
         }
         let moved = moved + out.len();
         for (dst, d) in out {
