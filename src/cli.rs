@@ -187,7 +187,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
                     .enable_all()
                     .build()?
             };
-            rt.block_on(crate::serve::run(cfg, grace))?;
+            rt.block_on(crate::serve::serve(cfg, grace))?;
         }
     }
     std::io::stdout().flush().ok();
