@@ -10,7 +10,6 @@
 use crate::gateway::ConnInfo;
 use crate::policy::{self, Decision};
 use crate::stats::Stats;
-use crate::stream::TunnelStream;
 use crate::telemetry::HttpMetrics;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -94,12 +93,16 @@ impl Proxy {
 
     /// Serves one tunnel connection until it closes or `shutdown` fires
     /// (then the in-flight request completes and the connection closes).
-    pub async fn serve_connection(
+    /// `stream` is a [`crate::stream::TunnelStream`] in the gateway; tests
+    /// use an in-memory duplex.
+    pub async fn serve_connection<S>(
         self: Arc<Self>,
         info: ConnInfo,
-        stream: TunnelStream,
+        stream: S,
         shutdown: CancellationToken,
-    ) {
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         use tracing::Instrument as _;
         let info = Arc::new(info);
         let span =
@@ -109,12 +112,14 @@ impl Proxy {
             .await
     }
 
-    async fn serve_inner(
+    async fn serve_inner<S>(
         self: Arc<Self>,
         info: Arc<ConnInfo>,
-        stream: TunnelStream,
+        stream: S,
         shutdown: CancellationToken,
-    ) {
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
@@ -438,5 +443,113 @@ impl Body for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         self.log();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AccessRules, PeerAccess};
+    use crate::role::Role;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn metrics() -> Arc<HttpMetrics> {
+        crate::telemetry::Telemetry::new(
+            Arc::new(Stats::default()),
+            Default::default(),
+            Arc::new(crate::health::Health::new(None)),
+        )
+        .http
+    }
+
+    fn info() -> ConnInfo {
+        ConnInfo {
+            access: Arc::new(PeerAccess::new(AccessRules {
+                name: Arc::from("alice"),
+                role: Role::Viewer,
+                allow_paths: Arc::from([]),
+                deny_paths: Arc::from([]),
+                scope: None,
+            })),
+            remote: "10.13.13.2:40000".parse().unwrap(),
+            local_port: 80,
+        }
+    }
+
+    /// A request over an in-memory stream; returns the whole response.
+    async fn exchange(proxy: Arc<Proxy>, request: &str) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let stop = CancellationToken::new();
+        tokio::spawn(proxy.serve_connection(info(), server, stop));
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// An upstream that answers only after `delay` (in tokio time).
+    async fn slow_upstream(delay: Duration) -> Uri {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                "late"
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upstream_gets_a_504_that_does_not_name_it() {
+        let upstream = slow_upstream(Duration::from_secs(120)).await;
+        let stats = Arc::new(Stats::default());
+        let proxy = Arc::new(Proxy::new(
+            upstream.clone(),
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(30),
+            metrics(),
+            stats.clone(),
+        ));
+        let started = tokio::time::Instant::now();
+        let resp = exchange(
+            proxy,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+        assert!(resp.contains("within 30s"), "{resp}");
+        let authority = upstream.authority().unwrap().to_string();
+        assert!(!resp.contains(&authority), "{resp}");
+        // Virtual time: the timeout, not the upstream's two minutes.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+        assert_eq!(stats.upstream_errors.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_gets_a_502_that_does_not_name_it() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let proxy = Arc::new(Proxy::new(
+            format!("http://{addr}").parse().unwrap(),
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics(),
+            Arc::new(Stats::default()),
+        ));
+        let resp = exchange(
+            proxy,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+        assert!(!resp.contains(&addr.to_string()), "{resp}");
     }
 }
