@@ -12,7 +12,7 @@
 
 use crate::config::{GatewayConfig, PeerConfig, Role};
 use crate::netstack::{Limits, Netstack, NewConnection};
-use crate::peer::{Decapsulated, PeerDiff, PeerTable};
+use crate::peer::{Decapsulated, Encapsulated, PeerDiff, PeerTable};
 use crate::pipe::Pipe;
 use crate::policy::PeerAccess;
 use crate::route::{self, Policy};
@@ -198,8 +198,9 @@ impl Gateway {
                 return;
             };
             match peers.encapsulate(id, packet, tx_buf) {
-                Some((endpoint, datagram)) => out.send_datagram(endpoint, datagram),
-                None => stats.drop_packet(DropReason::NoRoute),
+                Encapsulated::Datagram(endpoint, datagram) => out.send_datagram(endpoint, datagram),
+                Encapsulated::Queued => {}
+                Encapsulated::NoSession => stats.drop_packet(DropReason::NoRoute),
             }
         });
     }

@@ -66,6 +66,18 @@ pub enum Decapsulated<'a> {
     Dropped(DropReason),
 }
 
+/// What became of an outgoing inner packet.
+#[derive(Debug)]
+pub enum Encapsulated<'a> {
+    /// Send these bytes to this endpoint.
+    Datagram(SocketAddr, &'a [u8]),
+    /// The session has expired: boringtun queued the packet and sends it
+    /// once the peer handshakes again. Not a drop.
+    Queued,
+    /// The peer never completed a handshake, or is gone.
+    NoSession,
+}
+
 /// Result of a reload: what changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PeerDiff {
@@ -351,23 +363,26 @@ impl PeerTable {
         }
     }
 
-    /// Encrypts an inner packet for peer `id`. Returns the endpoint and the
-    /// datagram, or `None` when the peer has no endpoint yet or no session
-    /// (boringtun then queues it and starts a handshake if it can).
+    /// Encrypts an inner packet for peer `id`.
     pub fn encapsulate<'a>(
         &mut self,
         id: PeerId,
         packet: &[u8],
         buf: &'a mut [u8],
-    ) -> Option<(SocketAddr, &'a [u8])> {
-        let peer = self.get_mut(id)?;
-        let endpoint = peer.endpoint?;
-        match peer.tunn.as_mut()?.encapsulate(packet, buf) {
+    ) -> Encapsulated<'a> {
+        let Some(peer) = self.get_mut(id) else {
+            return Encapsulated::NoSession;
+        };
+        let (Some(endpoint), Some(tunn)) = (peer.endpoint, peer.tunn.as_mut()) else {
+            return Encapsulated::NoSession;
+        };
+        match tunn.encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.stats.add_tx(out.len());
-                Some((endpoint, out))
+                Encapsulated::Datagram(endpoint, out)
             }
-            _ => None,
+            TunnResult::Done => Encapsulated::Queued,
+            _ => Encapsulated::NoSession,
         }
     }
 
