@@ -81,11 +81,7 @@ pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
         .or_else(|| cfg.gateway.endpoint.clone())
         .context("no endpoint: set `endpoint = \"host:port\"` in [gateway] or pass --endpoint")?;
 
-    let entry = format!(
-        "[[peer]]\nname = \"{}\"\npublic_key = \"{public_key}\"\nallowed_ips = [\"{host}\"]\nrole = \"{}\"\n",
-        req.name,
-        req.role.as_str()
-    );
+    let entry = peer_toml(&req.name, &public_key, host, req.role);
     let written = match &cfg.gateway.peers_dir {
         Some(dir) => {
             let file = dir.join(format!("{}.toml", req.name));
@@ -126,6 +122,16 @@ pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
         client_config,
         written,
     })
+}
+
+/// A `[[peer]]` table as `peer add` and the quickstart write it. `name`
+/// must pass [`config::valid_peer_name`] and `public_key` be base64, so
+/// neither needs escaping between quotes.
+pub fn peer_toml(name: &str, public_key: &str, address: IpNet, role: Role) -> String {
+    format!(
+        "[[peer]]\nname = \"{name}\"\npublic_key = \"{public_key}\"\nallowed_ips = [\"{address}\"]\nrole = \"{}\"\n",
+        role.as_str()
+    )
 }
 
 /// A client config in wg-quick format. `[Peer] AllowedIPs` holds only the
