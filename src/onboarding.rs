@@ -11,13 +11,86 @@
 //! or removed from the main config with `toml_edit`, which keeps comments
 //! and layout.
 
-use crate::config::{self, Config, Role};
-use crate::keys::{PrivateKey, decode_key, encode_key};
-use anyhow::{Context as _, bail};
+use crate::config::{self, Config, ConfigErrors, EndpointError, Role};
+use crate::keys::{KeyError, PrivateKey, decode_key, encode_key};
 use ipnet::IpNet;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+/// Why `peer add`, `peer remove` or `peer list` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum OnboardingError {
+    #[error("peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-'", .name.escape_debug())]
+    InvalidName { name: String },
+    /// `flag` is where the endpoint came from: `--endpoint`, or `endpoint`.
+    #[error("{flag}: {reason}")]
+    Endpoint {
+        flag: &'static str,
+        reason: EndpointError,
+    },
+    #[error("--public-key: the key {0}")]
+    PublicKey(KeyError),
+    /// The config as it is on disk does not validate.
+    #[error("{} is not valid:\n{errors}", .path.display())]
+    InvalidConfig { path: PathBuf, errors: ConfigErrors },
+    /// The config as it would be after the edit does not validate.
+    #[error("{0}")]
+    EditRefused(ConfigErrors),
+    #[error("a peer named \"{name}\" already exists")]
+    PeerExists { name: String },
+    #[error("no peer named \"{name}\"")]
+    NoSuchPeer { name: String },
+    #[error("the gateway has no tunnel address")]
+    NoGatewayAddress,
+    #[error("no free address left in the gateway's prefix; pass --ip")]
+    NoFreeAddress,
+    #[error("no endpoint: set `endpoint = \"host:port\"` in [gateway] or pass --endpoint")]
+    NoEndpoint,
+    #[error("{} already exists", .path.display())]
+    FileExists { path: PathBuf },
+    #[error("parsing {}", .path.display())]
+    Unparsable {
+        path: PathBuf,
+        #[source]
+        source: toml_edit::TomlError,
+    },
+    #[error("{}: no [[peer]] tables", .path.display())]
+    NoPeerTables { path: PathBuf },
+    /// `action` says what was being done to `path`: "reading", "writing"...
+    #[error("{action} {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("renaming {} to {}", .from.display(), .to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {what} holds characters that cannot go into a client config")]
+    UnsafeClientConfig { what: &'static str },
+    #[error("the client config does not fit in a QR code")]
+    QrTooLarge(#[source] qrcode::types::QrError),
+    #[error("encoding the QR code")]
+    QrEncoding(#[source] image::ImageError),
+}
+
+type Result<T, E = OnboardingError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done to which file.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OnboardingError {
+    let path = path.to_path_buf();
+    move |source| OnboardingError::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 /// Placeholder written where the client's private key goes when promgate
 /// never saw it (`--public-key`).
@@ -39,73 +112,43 @@ pub struct Added {
 }
 
 /// Adds a peer and returns the client config to hand to its owner.
-pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
+pub fn add_peer(config_path: &Path, req: &AddPeer) -> Result<Added> {
     if !config::valid_peer_name(&req.name) {
-        bail!(
-            "peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-'",
-            req.name.escape_debug()
-        );
+        return Err(OnboardingError::InvalidName {
+            name: req.name.clone(),
+        });
     }
     if let Some(e) = &req.endpoint {
-        config::check_endpoint(e).map_err(|why| anyhow::anyhow!("--endpoint: {why}"))?;
+        config::check_endpoint(e).map_err(|reason| OnboardingError::Endpoint {
+            flag: "--endpoint",
+            reason,
+        })?;
     }
     let cfg = load(config_path)?;
     if cfg.peers.iter().any(|p| p.name == req.name) {
-        bail!("a peer named \"{}\" already exists", req.name);
+        return Err(OnboardingError::PeerExists {
+            name: req.name.clone(),
+        });
     }
-    let (client_key, public_key) = match &req.public_key {
-        Some(k) => {
-            let bytes = decode_key(k).map_err(|e| anyhow::anyhow!("--public-key: the key {e}"))?;
-            (None, encode_key(&bytes))
-        }
-        None => {
-            let k = PrivateKey::generate();
-            let public = encode_key(k.public_key().as_bytes());
-            (Some(k), public)
-        }
-    };
+    let (client_key, public_key) = client_keys(req.public_key.as_deref())?;
     let gateway_net = *cfg
         .gateway
         .addresses
         .first()
-        .context("the gateway has no tunnel address")?;
+        .ok_or(OnboardingError::NoGatewayAddress)?;
     let ip = match req.ip {
         Some(ip) => ip,
-        None => next_free_address(&cfg, gateway_net)
-            .context("no free address left in the gateway's prefix; pass --ip")?,
+        None => next_free_address(&cfg, gateway_net).ok_or(OnboardingError::NoFreeAddress)?,
     };
     let host = IpNet::from(ip);
     let endpoint = req
         .endpoint
         .clone()
         .or_else(|| cfg.gateway.endpoint.clone())
-        .context("no endpoint: set `endpoint = \"host:port\"` in [gateway] or pass --endpoint")?;
+        .ok_or(OnboardingError::NoEndpoint)?;
 
     let entry = peer_toml(&req.name, &public_key, host, req.role);
-    let written = match &cfg.gateway.peers_dir {
-        Some(dir) => {
-            let file = dir.join(format!("{}.toml", req.name));
-            if file.exists() {
-                bail!("{} already exists", file.display());
-            }
-            validate_with(config_path, Some((&file, &entry)), None)?;
-            write_atomically(&file, &entry)?;
-            file
-        }
-        None => {
-            let text = std::fs::read_to_string(config_path)
-                .with_context(|| format!("reading {}", config_path.display()))?;
-            let mut new = text.clone();
-            if !new.ends_with('\n') {
-                new.push('\n');
-            }
-            new.push('\n');
-            new.push_str(&entry);
-            validate_with(config_path, None, Some(&new))?;
-            write_atomically(config_path, &new)?;
-            config_path.to_path_buf()
-        }
-    };
+    let written = write_peer_entry(config_path, &cfg, &req.name, &entry)?;
 
     let gateway_public = encode_key(cfg.gateway.private_key.public_key().as_bytes());
     let private = client_key
@@ -122,6 +165,50 @@ pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
         client_config,
         written,
     })
+}
+
+/// The client's key pair when promgate makes it, or only the public key
+/// the client gave (`--public-key`): then promgate never sees the private one.
+fn client_keys(given: Option<&str>) -> Result<(Option<PrivateKey>, String)> {
+    match given {
+        Some(k) => {
+            let bytes = decode_key(k).map_err(OnboardingError::PublicKey)?;
+            Ok((None, encode_key(&bytes)))
+        }
+        None => {
+            let k = PrivateKey::generate();
+            let public = encode_key(k.public_key().as_bytes());
+            Ok((Some(k), public))
+        }
+    }
+}
+
+/// Writes the new `[[peer]]` table: as its own file in `peers_dir`, or
+/// appended to the main config. Returns the file written.
+fn write_peer_entry(config_path: &Path, cfg: &Config, name: &str, entry: &str) -> Result<PathBuf> {
+    match &cfg.gateway.peers_dir {
+        Some(dir) => {
+            let file = dir.join(format!("{name}.toml"));
+            if file.exists() {
+                return Err(OnboardingError::FileExists { path: file });
+            }
+            validate_with(config_path, Some((&file, entry)), None)?;
+            write_atomically(&file, entry)?;
+            Ok(file)
+        }
+        None => {
+            let mut new =
+                std::fs::read_to_string(config_path).map_err(io("reading", config_path))?;
+            if !new.ends_with('\n') {
+                new.push('\n');
+            }
+            new.push('\n');
+            new.push_str(entry);
+            validate_with(config_path, None, Some(&new))?;
+            write_atomically(config_path, &new)?;
+            Ok(config_path.to_path_buf())
+        }
+    }
 }
 
 /// A `[[peer]]` table as `peer add` and the quickstart write it. `name`
@@ -147,14 +234,17 @@ pub fn client_config(
     gateway_public: &str,
     endpoint: &str,
     gateway_hosts: &[IpNet],
-) -> anyhow::Result<String> {
-    config::check_endpoint(endpoint).map_err(|why| anyhow::anyhow!("endpoint: {why}"))?;
+) -> Result<String> {
+    config::check_endpoint(endpoint).map_err(|reason| OnboardingError::Endpoint {
+        flag: "endpoint",
+        reason,
+    })?;
     for (what, v) in [
         ("private key", private_key),
         ("gateway public key", gateway_public),
     ] {
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
-            bail!("the {what} holds characters that cannot go into a client config");
+            return Err(OnboardingError::UnsafeClientConfig { what });
         }
     }
     let allowed: Vec<String> = gateway_hosts.iter().map(|n| n.to_string()).collect();
@@ -165,27 +255,28 @@ pub fn client_config(
 }
 
 /// Removes a peer by name from the peers directory or the main config.
-pub fn remove_peer(config_path: &Path, name: &str) -> anyhow::Result<PathBuf> {
+pub fn remove_peer(config_path: &Path, name: &str) -> Result<PathBuf> {
     let cfg = load(config_path)?;
     let Some(peer) = cfg.peers.iter().find(|p| p.name == name) else {
-        bail!("no peer named \"{name}\"");
+        return Err(OnboardingError::NoSuchPeer { name: name.into() });
     };
     let file = peer.origin.file.clone();
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .with_context(|| format!("parsing {}", file.display()))?;
+    let text = std::fs::read_to_string(&file).map_err(io("reading", &file))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|source| OnboardingError::Unparsable {
+            path: file.clone(),
+            source,
+        })?;
     let remaining = {
         let Some(peers) = doc.get_mut("peer").and_then(|p| p.as_array_of_tables_mut()) else {
-            bail!("{}: no [[peer]] tables", file.display());
+            return Err(OnboardingError::NoPeerTables { path: file });
         };
         peers.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some(name));
         peers.len()
     };
     if remaining == 0 && file != config_path {
         // The peer's own file in peers_dir: remove it rather than leave it empty.
-        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+        std::fs::remove_file(&file).map_err(io("removing", &file))?;
     } else {
         write_atomically(&file, &doc.to_string())?;
     }
@@ -196,7 +287,7 @@ pub fn remove_peer(config_path: &Path, name: &str) -> anyhow::Result<PathBuf> {
 pub type PeerListRow = (String, String, Role, Option<String>);
 
 /// Names, addresses, roles and scopes from the config, for `peer list`.
-pub fn list_peers(config_path: &Path) -> anyhow::Result<Vec<PeerListRow>> {
+pub fn list_peers(config_path: &Path) -> Result<Vec<PeerListRow>> {
     let cfg = load(config_path)?;
     Ok(cfg
         .peers
@@ -227,9 +318,8 @@ pub fn qr_terminal(text: &str) -> Option<String> {
 }
 
 /// Writes a client config as a QR code PNG.
-pub fn qr_png(text: &str, path: &Path) -> anyhow::Result<()> {
-    let code = qrcode::QrCode::new(text.as_bytes())
-        .context("the client config does not fit in a QR code")?;
+pub fn qr_png(text: &str, path: &Path) -> Result<()> {
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(OnboardingError::QrTooLarge)?;
     let image = code
         .render::<image::Luma<u8>>()
         .min_dimensions(400, 400)
@@ -237,7 +327,7 @@ pub fn qr_png(text: &str, path: &Path) -> anyhow::Result<()> {
     let mut png = Vec::new();
     image
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("encoding the QR code")?;
+        .map_err(OnboardingError::QrEncoding)?;
     // The code may hold the client's private key: owner-only, and never
     // through a symlink someone planted at that path.
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -248,11 +338,10 @@ pub fn qr_png(text: &str, path: &Path) -> anyhow::Result<()> {
         .mode(0o600)
         .custom_flags(O_NOFOLLOW)
         .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .map_err(io("writing", path))?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
-    f.write_all(&png)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .map_err(io("setting the mode of", path))?;
+    f.write_all(&png).map_err(io("writing", path))?;
     Ok(())
 }
 
@@ -260,8 +349,11 @@ pub fn qr_png(text: &str, path: &Path) -> anyhow::Result<()> {
 /// symlink instead of following it.
 const O_NOFOLLOW: i32 = 0o400000;
 
-fn load(path: &Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|e| anyhow::anyhow!("{} is not valid:\n{e}", path.display()))
+fn load(path: &Path) -> Result<Config> {
+    config::load(path).map_err(|errors| OnboardingError::InvalidConfig {
+        path: path.to_path_buf(),
+        errors,
+    })
 }
 
 /// Validates the config as it would be after the edit, without touching disk.
@@ -269,19 +361,19 @@ fn validate_with(
     config_path: &Path,
     extra_file: Option<(&Path, &str)>,
     new_main: Option<&str>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let main = match new_main {
         Some(t) => t.to_string(),
-        None => std::fs::read_to_string(config_path)?,
+        None => std::fs::read_to_string(config_path).map_err(io("reading", config_path))?,
     };
-    let cfg = config::parse(config_path, &main).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = config::parse(config_path, &main).map_err(OnboardingError::EditRefused)?;
     if let Some((file, text)) = extra_file {
-        let more = config::parse_peers_text(file, text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let more = config::parse_peers_text(file, text).map_err(OnboardingError::EditRefused)?;
         let mut all = cfg.peers.clone();
         all.extend(more);
         let errors = config::cross_check_peers(&all, &cfg.gateway);
         if !errors.is_empty() {
-            bail!("{}", config::ConfigErrors(errors));
+            return Err(OnboardingError::EditRefused(ConfigErrors(errors)));
         }
     }
     Ok(())
@@ -318,7 +410,7 @@ fn holds_secret(contents: &str) -> bool {
     })
 }
 
-fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+fn write_atomically(path: &Path, contents: &str) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("peers");
@@ -329,20 +421,25 @@ fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     // or link there beforehand.
     let suffix = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let tmp = dir.join(format!(".{name}.tmp-{suffix:016x}"));
-    let write = || -> anyhow::Result<()> {
+    let write = || -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(O_NOFOLLOW)
             .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(contents.as_bytes())?;
+            .map_err(io("creating", &tmp))?;
+        f.write_all(contents.as_bytes())
+            .map_err(io("writing", &tmp))?;
         // Exactly the old mode, whatever the umask.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io("setting the mode of", &tmp))?;
+        f.sync_all().map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(|source| OnboardingError::Rename {
+            from: tmp.clone(),
+            to: path.to_path_buf(),
+            source,
+        })?;
         Ok(())
     };
     let r = write();

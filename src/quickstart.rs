@@ -8,11 +8,35 @@ use crate::config::defaults::{DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT};
 use crate::keys::{PrivateKey, encode_key};
 use crate::onboarding::{client_config, peer_toml, qr_terminal};
 use crate::role::Role;
-use anyhow::Context as _;
 use ipnet::IpNet;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
+
+/// Why the quickstart could not set up its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum QuickstartError {
+    /// `action` says what was being done to `path`: "creating", "writing".
+    #[error("{action} {}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the first peer's client config: {0}")]
+    ClientConfig(#[from] crate::onboarding::OnboardingError),
+}
+
+/// Wraps an I/O error with what was being done to which file.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> QuickstartError {
+    let path = path.to_path_buf();
+    move |source| QuickstartError::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 /// The gateway's tunnel address, with the prefix peers are allocated from.
 const GATEWAY_ADDRESS: &str = "10.13.13.1/24";
@@ -23,14 +47,13 @@ const FIRST_PEER_NAME: &str = "first-peer";
 const UPSTREAM: &str = "http://127.0.0.1:9090";
 
 /// Returns the config path in `dir`, creating everything on the first run.
-pub fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn prepare(dir: &Path) -> Result<PathBuf, QuickstartError> {
     let config = dir.join("promgate.toml");
     if config.exists() {
         eprintln!("promgate: using the quickstart config {}", config.display());
         return Ok(config);
     }
-    std::fs::create_dir_all(dir.join("peers.d"))
-        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("peers.d")).map_err(io("creating", dir))?;
     let gateway_key = PrivateKey::generate();
     write_private(
         &dir.join("private.key"),
@@ -56,20 +79,22 @@ listen = "127.0.0.1:{DEFAULT_ADMIN_PORT}"
 "#
         ),
     )
-    .with_context(|| format!("writing {}", config.display()))?;
+    .map_err(io("writing", &config))?;
 
     let gateway_net: IpNet = GATEWAY_ADDRESS.parse().expect("constant address");
     let peer_address: IpNet = FIRST_PEER_ADDRESS.parse().expect("constant address");
     let client_key = PrivateKey::generate();
+    let peer_file = dir.join(format!("peers.d/{FIRST_PEER_NAME}.toml"));
     std::fs::write(
-        dir.join(format!("peers.d/{FIRST_PEER_NAME}.toml")),
+        &peer_file,
         peer_toml(
             FIRST_PEER_NAME,
             &encode_key(client_key.public_key().as_bytes()),
             peer_address,
             Role::Admin,
         ),
-    )?;
+    )
+    .map_err(io("writing", &peer_file))?;
     let client_conf = client_config(
         &client_key.to_base64(),
         peer_address,
@@ -96,15 +121,16 @@ listen = "127.0.0.1:{DEFAULT_ADMIN_PORT}"
     Ok(config)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+fn write_private(path: &Path, contents: &str) -> Result<(), QuickstartError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
+        .map_err(io("creating", path))?;
+    f.write_all(contents.as_bytes())
+        .map_err(io("writing", path))?;
     Ok(())
 }
 
