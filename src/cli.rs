@@ -15,7 +15,7 @@ use std::time::Duration;
     version,
     about = "Userspace WireGuard gateway to a cluster-internal Prometheus"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(
         long,

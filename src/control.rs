@@ -14,21 +14,21 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// One peer as `status` shows it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub name: String,
-    pub public_key: String,
-    pub allowed_ips: Vec<String>,
-    pub role: String,
+pub(crate) struct PeerStatus {
+    pub(crate) name: String,
+    pub(crate) public_key: String,
+    pub(crate) allowed_ips: Vec<String>,
+    pub(crate) role: String,
     /// The label scope in selector form; absent for an unscoped peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    pub endpoint: Option<String>,
-    pub last_handshake_unix: u64,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
+    pub(crate) scope: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) last_handshake_unix: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
 }
 
-pub fn router(peers: PeerView) -> Router {
+pub(crate) fn router(peers: PeerView) -> Router {
     Router::new()
         .route("/status", get(status))
         .with_state(peers)
@@ -64,7 +64,7 @@ async fn status(State(peers): State<PeerView>) -> axum::Json<Vec<PeerStatus>> {
 
 /// Why `promgate status` or `peer list` got no figures from the gateway.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error(
         "cannot reach the gateway's control endpoint at {addr}: {reason} (is `promgate serve` running on this host?)"
     )]
@@ -95,7 +95,7 @@ pub enum ControlError {
 }
 
 /// Fetches the status from a running gateway's control endpoint.
-pub async fn fetch(addr: SocketAddr) -> Result<Vec<PeerStatus>, ControlError> {
+pub(crate) async fn fetch(addr: SocketAddr) -> Result<Vec<PeerStatus>, ControlError> {
     use http_body_util::BodyExt;
     let no_answer = |source| ControlError::NoAnswer { addr, source };
     let stream = tokio::net::TcpStream::connect(addr)

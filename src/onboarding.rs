@@ -94,7 +94,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Onboa
 
 /// Placeholder written where the client's private key goes when promgate
 /// never saw it (`--public-key`).
-pub const PRIVATE_KEY_PLACEHOLDER: &str = "<CLIENT_PRIVATE_KEY>";
+pub(crate) const PRIVATE_KEY_PLACEHOLDER: &str = "<CLIENT_PRIVATE_KEY>";
 
 /// What `peer add` needs.
 pub struct AddPeer {
@@ -214,7 +214,7 @@ fn write_peer_entry(config_path: &Path, cfg: &Config, name: &str, entry: &str) -
 /// A `[[peer]]` table as `peer add` and the quickstart write it. `name`
 /// must pass [`config::valid_peer_name`] and `public_key` be base64, so
 /// neither needs escaping between quotes.
-pub fn peer_toml(name: &str, public_key: &str, address: IpNet, role: Role) -> String {
+pub(crate) fn peer_toml(name: &str, public_key: &str, address: IpNet, role: Role) -> String {
     format!(
         "[[peer]]\nname = \"{name}\"\npublic_key = \"{public_key}\"\nallowed_ips = [\"{address}\"]\nrole = \"{}\"\n",
         role.as_str()
@@ -228,7 +228,7 @@ pub fn peer_toml(name: &str, public_key: &str, address: IpNet, role: Role) -> St
 /// wg-quick runs `PostUp` lines as root, so a value with a line break
 /// would be code execution on the client: every string is checked here,
 /// last, whatever validated it before.
-pub fn client_config(
+pub(crate) fn client_config(
     private_key: &str,
     address: IpNet,
     gateway_public: &str,
@@ -255,7 +255,7 @@ pub fn client_config(
 }
 
 /// Removes a peer by name from the peers directory or the main config.
-pub fn remove_peer(config_path: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn remove_peer(config_path: &Path, name: &str) -> Result<PathBuf> {
     let cfg = load(config_path)?;
     let Some(peer) = cfg.peers.iter().find(|p| p.name == name) else {
         return Err(OnboardingError::NoSuchPeer { name: name.into() });
@@ -284,10 +284,10 @@ pub fn remove_peer(config_path: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// One `peer list` row: name, addresses, role, scope (selector form).
-pub type PeerListRow = (String, String, Role, Option<String>);
+pub(crate) type PeerListRow = (String, String, Role, Option<String>);
 
 /// Names, addresses, roles and scopes from the config, for `peer list`.
-pub fn list_peers(config_path: &Path) -> Result<Vec<PeerListRow>> {
+pub(crate) fn list_peers(config_path: &Path) -> Result<Vec<PeerListRow>> {
     let cfg = load(config_path)?;
     Ok(cfg
         .peers
@@ -308,7 +308,7 @@ pub fn list_peers(config_path: &Path) -> Result<Vec<PeerListRow>> {
 }
 
 /// Renders a client config as a QR code for a terminal.
-pub fn qr_terminal(text: &str) -> Option<String> {
+pub(crate) fn qr_terminal(text: &str) -> Option<String> {
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     Some(
         code.render::<qrcode::render::unicode::Dense1x2>()
@@ -318,7 +318,7 @@ pub fn qr_terminal(text: &str) -> Option<String> {
 }
 
 /// Writes a client config as a QR code PNG.
-pub fn qr_png(text: &str, path: &Path) -> Result<()> {
+pub(crate) fn qr_png(text: &str, path: &Path) -> Result<()> {
     let code = qrcode::QrCode::new(text.as_bytes()).map_err(OnboardingError::QrTooLarge)?;
     let image = code
         .render::<image::Luma<u8>>()

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the quickstart could not set up its data directory.
 #[derive(Debug, thiserror::Error)]
-pub enum QuickstartError {
+pub(crate) enum QuickstartError {
     /// `action` says what was being done to `path`: "creating", "writing".
     #[error("{action} {}", .path.display())]
     Io {
@@ -47,7 +47,7 @@ const FIRST_PEER_NAME: &str = "first-peer";
 const UPSTREAM: &str = "http://127.0.0.1:9090";
 
 /// Returns the config path in `dir`, creating everything on the first run.
-pub fn prepare(dir: &Path) -> Result<PathBuf, QuickstartError> {
+pub(crate) fn prepare(dir: &Path) -> Result<PathBuf, QuickstartError> {
     let config = dir.join("promgate.toml");
     if config.exists() {
         eprintln!("promgate: using the quickstart config {}", config.display());

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 
 /// Checks that need the whole peer set: duplicates, overlaps, our own key.
-pub fn cross_check_peers(peers: &[PeerConfig], gateway: &GatewayConfig) -> Vec<ConfigError> {
+pub(crate) fn cross_check_peers(peers: &[PeerConfig], gateway: &GatewayConfig) -> Vec<ConfigError> {
     let mut errors = check_each_against_the_rest(peers, gateway);
     errors.extend(check_overlaps(peers));
     errors

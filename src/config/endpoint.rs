@@ -22,7 +22,7 @@ pub enum EndpointError {
 /// into client configs: a DNS name or IP literal and a port, nothing else.
 /// A line break here would let a config line such as `PostUp` reach the
 /// client, where wg-quick runs it as root.
-pub fn check_endpoint(text: &str) -> Result<(), EndpointError> {
+pub(crate) fn check_endpoint(text: &str) -> Result<(), EndpointError> {
     let shown = text.escape_debug().to_string();
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err(EndpointError::NoPort { shown });

@@ -26,10 +26,11 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use self::cross_check::cross_check_peers;
+pub(crate) use self::cross_check::cross_check_peers;
 pub use self::defaults::*;
-pub use self::endpoint::{EndpointError, check_endpoint};
-pub use self::peer::valid_peer_name;
+pub use self::endpoint::EndpointError;
+pub(crate) use self::endpoint::check_endpoint;
+pub(crate) use self::peer::valid_peer_name;
 pub use crate::role::Role;
 
 use self::peer::validate_peers;
@@ -109,7 +110,7 @@ pub struct PeerConfig {
 
 impl PeerConfig {
     /// True when the two describe the same tunnel, so a reload may keep its session.
-    pub fn same_tunnel(&self, other: &PeerConfig) -> bool {
+    pub(crate) fn same_tunnel(&self, other: &PeerConfig) -> bool {
         self.public_key == other.public_key
             && self.allowed_ips == other.allowed_ips
             && self.preshared_key == other.preshared_key
@@ -221,7 +222,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
 /// Re-reads only the peer set (inline peers plus `peers_dir`), for hot reload.
 /// The gateway section of the running config is kept as it is.
-pub fn load_peers(path: &Path, gateway: &GatewayConfig) -> Result<Vec<PeerConfig>, ConfigErrors> {
+pub(crate) fn load_peers(
+    path: &Path,
+    gateway: &GatewayConfig,
+) -> Result<Vec<PeerConfig>, ConfigErrors> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
     let raw: RawFile =
@@ -265,7 +269,7 @@ pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, Conf
 /// Reads every `*.toml` file of a peers directory, in name order. Hidden
 /// entries are skipped: Kubernetes keeps its ConfigMap versions in `..data`
 /// style directories and exposes the files through symlinks.
-pub fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
+pub(crate) fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| ConfigErrors(vec![io_error(dir, "peers_dir", e)]))?;
     let mut files: Vec<PathBuf> = entries

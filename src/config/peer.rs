@@ -26,7 +26,7 @@ pub(super) fn validate_peers(sink: &mut Sink<'_>, raw: Vec<Spanned<RawPeer>>) ->
 /// A peer name: 1 to 64 of `a-z A-Z 0-9 . _ -`. Names become file names
 /// in `peers_dir` and metric label values, and go between quotes in TOML
 /// without escaping, so nothing else is allowed.
-pub fn valid_peer_name(name: &str) -> bool {
+pub(crate) fn valid_peer_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

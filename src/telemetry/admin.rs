@@ -15,7 +15,7 @@ use std::time::Instant;
 
 impl Telemetry {
     /// The admin routes, with this telemetry as their state.
-    pub fn router(self) -> Router {
+    pub(crate) fn router(self) -> Router {
         Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))

@@ -55,7 +55,13 @@ impl HttpMetrics {
     }
 
     /// Records one request, from its arrival to the end of the response body.
-    pub fn observe(&self, method: &http::Method, status: u16, role: Role, elapsed: Duration) {
+    pub(crate) fn observe(
+        &self,
+        method: &http::Method,
+        status: u16,
+        role: Role,
+        elapsed: Duration,
+    ) {
         // Unknown methods collapse into one label value to bound cardinality.
         let method = match *method {
             http::Method::GET

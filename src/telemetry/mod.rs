@@ -12,7 +12,7 @@ mod logging;
 mod metrics;
 mod process;
 
-pub use self::logging::{LogFormat, init_logging};
+pub(crate) use self::logging::{LogFormat, init_logging};
 pub use self::metrics::HttpMetrics;
 
 use self::metrics::GatewayCollector;
@@ -31,7 +31,7 @@ pub type PeerView = Arc<RwLock<Vec<PeerSnapshot>>>;
 pub struct Telemetry {
     registry: Arc<Registry>,
     pub http: Arc<HttpMetrics>,
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
 }
 
 impl Telemetry {
@@ -58,7 +58,7 @@ impl Telemetry {
     }
 
     /// Renders `/metrics`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
