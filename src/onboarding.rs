@@ -57,14 +57,8 @@ pub enum OnboardingError {
     },
     #[error("{}: no [[peer]] tables", .path.display())]
     NoPeerTables { path: PathBuf },
-    /// `action` says what was being done to `path`: "reading", "writing"...
-    #[error("{action} {}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("renaming {} to {}", .from.display(), .to.display())]
     Rename {
         from: PathBuf,
@@ -82,10 +76,21 @@ pub enum OnboardingError {
 
 type Result<T, E = OnboardingError> = std::result::Result<T, E>;
 
-/// Wraps an I/O error with what was being done to which file.
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OnboardingError {
+/// An I/O error, with what was being done ("reading", "writing"...) to
+/// which file. Shared with the quickstart, which writes files the same way.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}", .path.display())]
+pub struct FileError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// For `map_err`: wraps an I/O error with what was being done to `path`.
+pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
     let path = path.to_path_buf();
-    move |source| OnboardingError::Io {
+    move |source| FileError {
         action,
         path,
         source,

@@ -6,7 +6,7 @@
 
 use crate::config::defaults::{DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT};
 use crate::keys::{PrivateKey, encode_key};
-use crate::onboarding::{client_config, peer_toml, qr_terminal};
+use crate::onboarding::{FileError, client_config, io, peer_toml, qr_terminal};
 use crate::role::Role;
 use ipnet::IpNet;
 use std::io::Write as _;
@@ -16,26 +16,10 @@ use std::path::{Path, PathBuf};
 /// Why the quickstart could not set up its data directory.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum QuickstartError {
-    /// `action` says what was being done to `path`: "creating", "writing".
-    #[error("{action} {}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("the first peer's client config: {0}")]
     ClientConfig(#[from] crate::onboarding::OnboardingError),
-}
-
-/// Wraps an I/O error with what was being done to which file.
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> QuickstartError {
-    let path = path.to_path_buf();
-    move |source| QuickstartError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// The gateway's tunnel address, with the prefix peers are allocated from.

@@ -16,7 +16,7 @@ use super::private_key::resolve_private_key;
 use super::raw::{OneOrMany, RawGateway};
 use super::sink::{Sink, parse_duration};
 use ipnet::IpNet;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use toml::Spanned;
 
@@ -37,7 +37,7 @@ pub(super) fn validate_gateway(
         .map(|p| *p.get_ref())
         .unwrap_or(DEFAULT_LISTEN_PORT);
     let addresses = validate_addresses(sink, span.clone(), raw.address);
-    let mtu = validate_mtu(sink, raw.mtu);
+    let mtu = within(sink, "gateway.mtu", raw.mtu, MTU_RANGE, "", DEFAULT_MTU);
     let upstream = validate_upstream(sink, span, raw.upstream);
     let http_ports = validate_http_ports(sink, raw.http_ports);
     let identity_header = validate_identity_header(sink, raw.identity_header);
@@ -72,7 +72,14 @@ pub(super) fn validate_gateway(
         raw.max_connections,
         DEFAULT_MAX_CONNECTIONS,
     );
-    let tcp_send_buffer = validate_tcp_send_buffer(sink, raw.tcp_send_buffer);
+    let tcp_send_buffer = within(
+        sink,
+        "gateway.tcp_send_buffer",
+        raw.tcp_send_buffer,
+        TCP_SEND_BUFFER_RANGE,
+        " bytes",
+        DEFAULT_TCP_SEND_BUFFER,
+    );
     let handshake_rate_limit = at_least_one(
         sink,
         "gateway.handshake_rate_limit",
@@ -143,21 +150,29 @@ fn validate_addresses(
     addresses
 }
 
-fn validate_mtu(sink: &mut Sink<'_>, raw: Option<Spanned<u16>>) -> u16 {
+/// A value that must lie in `range`; `unit` follows the bounds in the message.
+fn within<T: Copy + PartialOrd + std::fmt::Display>(
+    sink: &mut Sink<'_>,
+    field: &str,
+    raw: Option<Spanned<T>>,
+    range: RangeInclusive<T>,
+    unit: &str,
+    default: T,
+) -> T {
     match raw {
-        None => DEFAULT_MTU,
-        Some(m) if MTU_RANGE.contains(m.get_ref()) => *m.get_ref(),
-        Some(m) => {
+        None => default,
+        Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
             sink.push(
-                m.span(),
-                "gateway.mtu",
+                v.span(),
+                field,
                 format!(
-                    "must be between {} and {}",
-                    MTU_RANGE.start(),
-                    MTU_RANGE.end()
+                    "must be between {} and {}{unit}",
+                    range.start(),
+                    range.end()
                 ),
             );
-            DEFAULT_MTU
+            default
         }
     }
 }
@@ -220,25 +235,6 @@ fn validate_identity_header(sink: &mut Sink<'_>, raw: Option<Spanned<String>>) -
                 format!("`{}` is not a valid header name", h.get_ref()),
             );
             default
-        }
-    }
-}
-
-fn validate_tcp_send_buffer(sink: &mut Sink<'_>, raw: Option<Spanned<usize>>) -> usize {
-    match raw {
-        None => DEFAULT_TCP_SEND_BUFFER,
-        Some(b) if TCP_SEND_BUFFER_RANGE.contains(b.get_ref()) => *b.get_ref(),
-        Some(b) => {
-            sink.push(
-                b.span(),
-                "gateway.tcp_send_buffer",
-                format!(
-                    "must be between {} and {} bytes",
-                    TCP_SEND_BUFFER_RANGE.start(),
-                    TCP_SEND_BUFFER_RANGE.end()
-                ),
-            );
-            DEFAULT_TCP_SEND_BUFFER
         }
     }
 }
