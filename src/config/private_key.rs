@@ -39,68 +39,60 @@ pub(super) fn resolve_private_key(
 }
 
 fn key_from_file(sink: &mut Sink<'_>, base_dir: &Path, f: &Spanned<String>) -> Option<PrivateKey> {
+    let field = "gateway.private_key_file";
     let file = base_dir.join(f.get_ref());
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) => {
             sink.push(
                 f.span(),
-                "gateway.private_key_file",
+                field,
                 format!("cannot read {}: {e}", file.display()),
             );
             return None;
         }
     };
-    match PrivateKey::from_base64(&text) {
-        Ok(k) => {
-            warn_if_key_file_readable_by_others(&file);
-            Some(k)
-        }
-        Err(e) => {
-            sink.push(
-                f.span(),
-                "gateway.private_key_file",
-                format!("{}: {}", file.display(), key_message(e)),
-            );
-            None
-        }
-    }
+    let key = decode(sink, f, field, &format!("{}: ", file.display()), &text)?;
+    warn_if_key_file_readable_by_others(&file);
+    Some(key)
 }
 
 fn key_from_env(sink: &mut Sink<'_>, var: &Spanned<String>) -> Option<PrivateKey> {
+    let field = "gateway.private_key_env";
     let Ok(text) = std::env::var(var.get_ref()) else {
         sink.push(
             var.span(),
-            "gateway.private_key_env",
+            field,
             format!("environment variable {} is not set", var.get_ref()),
         );
         return None;
     };
-    match PrivateKey::from_base64(&text) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            sink.push(
-                var.span(),
-                "gateway.private_key_env",
-                format!("${}: {}", var.get_ref(), key_message(e)),
-            );
-            None
-        }
-    }
+    decode(sink, var, field, &format!("${}: ", var.get_ref()), &text)
 }
 
 fn key_inline(sink: &mut Sink<'_>, inline: &Spanned<String>) -> Option<PrivateKey> {
-    match PrivateKey::from_base64(inline.get_ref()) {
-        Ok(k) => {
-            tracing::warn!(
-                file = %sink.file.display(),
-                line = sink.line_of(inline.span().start),
-                "the private key is inline in the config; prefer private_key_file with a mode 0600 file or a Secret"
-            );
-            Some(k)
-        }
+    let key = decode(sink, inline, "gateway.private_key", "", inline.get_ref())?;
+    tracing::warn!(
+        file = %sink.file.display(),
+        line = sink.line_of(inline.span().start),
+        "the private key is inline in the config; prefer private_key_file with a mode 0600 file or a Secret"
+    );
+    Some(key)
+}
+
+/// Decodes the key text; a bad key is reported at `at` under `field`, its
+/// message after `origin` (which file or variable held it).
+fn decode<T>(
+    sink: &mut Sink<'_>,
+    at: &Spanned<T>,
+    field: &str,
+    origin: &str,
+    text: &str,
+) -> Option<PrivateKey> {
+    match PrivateKey::from_base64(text) {
+        Ok(k) => Some(k),
         Err(e) => {
-            sink.push(inline.span(), "gateway.private_key", key_message(e));
+            sink.push(at.span(), field, format!("{origin}{}", key_message(e)));
             None
         }
     }

@@ -336,3 +336,32 @@ fn defaults_apply_when_fields_are_left_out() {
         format!("{DEFAULT_UPSTREAM}/")
     );
 }
+
+#[test]
+fn a_bad_private_key_is_named_with_where_it_came_from() {
+    let dir = tempdir("badkey");
+    std::fs::write(dir.join("bad.key"), "not a key\n").unwrap();
+    let with_key = |line: &str| format!("[gateway]\n{line}\naddress = \"10.13.13.1/24\"\n");
+    let message = |line: &str| errors_of(&with_key(line), &dir)[0].to_string();
+
+    let e = message("private_key_file = \"bad.key\"");
+    let file = dir.join("bad.key");
+    assert!(
+        e.contains(&format!(
+            "gateway.private_key_file: {}: key ",
+            file.display()
+        )),
+        "{e}"
+    );
+    let e = message("private_key_env = \"PROMGATE_TEST_NO_SUCH_VARIABLE\"");
+    assert!(
+        e.contains(
+            "gateway.private_key_env: environment variable PROMGATE_TEST_NO_SUCH_VARIABLE is not set"
+        ),
+        "{e}"
+    );
+    let e = message("private_key = \"not a key\"");
+    assert!(e.contains(":2: gateway.private_key: key "), "{e}");
+    let e = message("private_key = \"x\"\nprivate_key_file = \"bad.key\"");
+    assert!(e.contains("set exactly one of"), "{e}");
+}
