@@ -6,6 +6,8 @@
 #   check_not DESC CMD...    pass if CMD exits non-zero
 #   retry SECS CMD...        run CMD until it succeeds or SECS elapse
 #   t_finish                 print the test's tally; exit 1 if any check failed
+#   t_lab CLIENT...          start the lab; sets GW, SRV, D and BIN
+#   t_gateway_key [DIR]      make the gateway's key pair; sets GWKEY and GWPUB
 #   on NODE CMD...           run CMD in the lab netns of NODE (server, a, b, ...)
 #   quiet CMD...             run CMD with its output thrown away
 #   jsonq SUBCOMMAND FILE .. a JSON assertion (tests/e2e/jsonq.py says which)
@@ -25,6 +27,30 @@ T_PASS=0
 T_FAIL=0
 T_FAILED=()
 T_NAME=$(basename "$0" .sh)
+
+# t_lab CLIENT... — a lab (lab_up) with these clients (lab_add_client).
+# Sets GW (the gateway's tunnel address), SRV (the server netns), D (the
+# lab's directory) and BIN (the promgate binary under test).
+t_lab() {
+    GW=10.13.13.1
+    lab_up
+    local c
+    for c in "$@"; do lab_add_client "$c"; done
+    SRV=$(lab_ns server)
+    D=$LAB_DIR
+    BIN=$(lab_promgate_bin)
+}
+
+# t_gateway_key [DIR] — the gateway's key made by `promgate genkey` in
+# DIR/gw.key (owner-only; DIR defaults to $D) and its public key by
+# `promgate pubkey` in DIR/gw.pub. Sets GWKEY and GWPUB.
+t_gateway_key() {
+    local dir=${1:-$D}
+    (umask 077; "$BIN" genkey > "$dir/gw.key")
+    "$BIN" pubkey < "$dir/gw.key" > "$dir/gw.pub"
+    GWKEY=$(cat "$dir/gw.key")
+    GWPUB=$(cat "$dir/gw.pub")
+}
 
 t_log() { printf '[%s %s] %s\n' "$T_NAME" "$(date +%T)" "$*"; }
 

@@ -8,20 +8,12 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-lab_add_client c
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b c
 
 lab_start_prometheus "$SRV"
 
 t_log "keys"
-(umask 077; "$BIN" genkey > "$D/gw.key")
-"$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
+t_gateway_key
 for n in a b c; do lab_keypair "$D" "$n"; done
 check "promgate genkey prints a 32-byte base64 key" \
     python3 -c 'import base64,sys; sys.exit(0 if len(base64.b64decode(open(sys.argv[1]).read().strip(), validate=True))==32 else 1)' "$D/gw.key"
@@ -36,7 +28,6 @@ check "promgate pubkey agrees with wg pubkey" \
 
 lab_start_promgate "$SRV" "$D/gateway.toml"
 PG_PID=$LAB_PROMGATE_PID
-GWPUB=$(cat "$D/gw.pub")
 EP=$(lab_ip server):51820
 lab_wg_client "$(lab_ns a)" "$(lab_ifname a)" "$D/a.key" 10.13.13.2/32 "$GWPUB" "$EP" 10.13.13.0/24
 lab_wg_client "$(lab_ns b)" "$(lab_ifname b)" "$D/b.key" 10.13.13.3/32 "$GWPUB" "$EP" 10.13.13.0/24

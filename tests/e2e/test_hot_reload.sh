@@ -17,16 +17,9 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
 BIG_MIB=${HOT_RELOAD_MIB:-200}
 RATE=${HOT_RELOAD_RATE:-20M}
-lab_up
-lab_add_client a
-lab_add_client b
-lab_add_client c
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b c
 ADMIN=127.0.0.1:9586
 
 t_log "upstream: python3 http.server with a $BIG_MIB MiB file"
@@ -37,9 +30,7 @@ BIG_SIZE=$(stat -c %s "$D/www/big.bin")
 BIG_SUM=$(sha256sum < "$D/www/big.bin" | cut -d' ' -f1)
 lab_start_pyhttp "$SRV" 127.0.0.1:8080 "$D/www"
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-"$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
-GWPUB=$(cat "$D/gw.pub")
+t_gateway_key
 EP=$(lab_ip server):51820
 for n in a b c; do lab_keypair "$D" "$n"; done
 

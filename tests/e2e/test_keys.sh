@@ -5,9 +5,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-lab_up
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab
 N=${KEYS_ITERATIONS:-20}
 
 is_key() { # FILE — a 32-byte standard base64 key on one line

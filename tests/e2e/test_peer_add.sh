@@ -18,15 +18,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-lab_add_client c
-lab_add_client d
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b c d
 ADMIN=127.0.0.1:9586
 EP=$(lab_ip server):51820
 CFG=$D/gw/promgate.toml
@@ -34,9 +26,7 @@ CFG=$D/gw/promgate.toml
 lab_start_prometheus "$SRV"
 
 mkdir -p "$D/gw/peers.d"
-(umask 077; "$BIN" genkey > "$D/gw/gw.key")
-GWKEY=$(cat "$D/gw/gw.key")
-GWPUB=$("$BIN" pubkey < "$D/gw/gw.key")
+t_gateway_key "$D/gw"
 {
     echo "# promgate for the peer add test"
     gateway_toml --key 'private_key_file = "gw.key"' --admin "$ADMIN" \

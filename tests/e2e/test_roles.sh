@@ -17,13 +17,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b
 ADMIN=127.0.0.1:9586
 PROMDATA=$D/prom-9090/data
 
@@ -35,10 +29,7 @@ LAB_PROM_EXTRA_SCRAPE="  - job_name: promgate
 lab_start_prometheus "$SRV" --web.enable-admin-api --web.enable-lifecycle
 PROM_PID=$LAB_PROM_PID
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-"$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
-GWKEY=$(cat "$D/gw.key")
-GWPUB=$(cat "$D/gw.pub")
+t_gateway_key
 EP=$(lab_ip server):51820
 lab_keypair "$D" a
 lab_keypair "$D" b

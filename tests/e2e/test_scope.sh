@@ -16,13 +16,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b
 ADMIN=127.0.0.1:9586
 CONTROL=127.0.0.1:9598
 
@@ -71,8 +65,7 @@ rule_files:
   - $D/rules.yml"
 lab_start_prometheus "$SRV"
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-GWPUB=$("$BIN" pubkey < "$D/gw.key")
+t_gateway_key
 EP=$(lab_ip server):51820
 lab_keypair "$D" a
 lab_keypair "$D" b

@@ -17,13 +17,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b
 ADMIN=127.0.0.1:9586
 CLIENT="python3 $(cd "$(dirname "$0")" && pwd)/tcp_client.py"
 IDLE=3
@@ -31,8 +25,7 @@ IDLE=3
 lab_start_prometheus "$SRV" --web.enable-admin-api
 PROM_PID=$LAB_PROM_PID
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-GWPUB=$("$BIN" pubkey < "$D/gw.key")
+t_gateway_key
 EP=$(lab_ip server):51820
 lab_keypair "$D" a
 lab_keypair "$D" b

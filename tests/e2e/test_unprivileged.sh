@@ -10,13 +10,8 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
 NOBODY=65534
-lab_up
-lab_add_client a
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a
 
 lab_start_prometheus "$SRV"
 
@@ -30,10 +25,9 @@ if ! as_nobody test -x "$BIN"; then
     t_log "uid $NOBODY cannot reach the binary's path; running a copy: $BIN"
 fi
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
+t_gateway_key
 chown $NOBODY:$NOBODY "$D/gw.key"
 chmod 0400 "$D/gw.key"
-"$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
 lab_keypair "$D" a
 
 {
