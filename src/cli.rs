@@ -15,7 +15,7 @@ use std::time::Duration;
     version,
     about = "Userspace WireGuard gateway to a cluster-internal Prometheus"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(
         long,
@@ -144,7 +144,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
             let addr = config::load(&config)
                 .ok()
                 .and_then(|c| c.admin.control_listen)
-                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9587)));
+                .unwrap_or(config::DEFAULT_CONTROL_LISTEN);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

@@ -9,25 +9,26 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// One peer as `status` shows it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub name: String,
-    pub public_key: String,
-    pub allowed_ips: Vec<String>,
-    pub role: String,
+pub(crate) struct PeerStatus {
+    pub(crate) name: String,
+    pub(crate) public_key: String,
+    pub(crate) allowed_ips: Vec<String>,
+    pub(crate) role: String,
     /// The label scope in selector form; absent for an unscoped peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    pub endpoint: Option<String>,
-    pub last_handshake_unix: u64,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
+    pub(crate) scope: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) last_handshake_unix: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
 }
 
-pub fn router(peers: PeerView) -> Router {
+pub(crate) fn router(peers: PeerView) -> Router {
     Router::new()
         .route("/status", get(status))
         .with_state(peers)
@@ -51,9 +52,7 @@ async fn status(State(peers): State<PeerView>) -> axum::Json<Vec<PeerStatus>> {
                     .ok()
                     // The socket is dual-stack; show IPv4 peers as IPv4, like `wg show`.
                     .and_then(|e| {
-                        e.map(|e| {
-                            std::net::SocketAddr::new(e.ip().to_canonical(), e.port()).to_string()
-                        })
+                        e.map(|e| SocketAddr::new(e.ip().to_canonical(), e.port()).to_string())
                     }),
                 last_handshake_unix: p.stats.last_handshake_unix.load(Relaxed),
                 rx_bytes: p.stats.rx_bytes.load(Relaxed),
@@ -63,19 +62,60 @@ async fn status(State(peers): State<PeerView>) -> axum::Json<Vec<PeerStatus>> {
     )
 }
 
+/// Why `promgate status` or `peer list` got no figures from the gateway.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ControlError {
+    #[error(
+        "cannot reach the gateway's control endpoint at {addr}: {reason} (is `promgate serve` running on this host?)"
+    )]
+    Unreachable {
+        addr: SocketAddr,
+        reason: std::io::Error,
+    },
+    #[error("the gateway's control endpoint at {addr} did not answer")]
+    NoAnswer {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("building the request to the control endpoint at {addr}")]
+    Request {
+        addr: SocketAddr,
+        #[source]
+        source: http::Error,
+    },
+    #[error(
+        "the gateway's control endpoint at {addr} answered with a status this promgate cannot read"
+    )]
+    UnreadableReply {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Fetches the status from a running gateway's control endpoint.
-pub async fn fetch(addr: std::net::SocketAddr) -> anyhow::Result<Vec<PeerStatus>> {
+pub(crate) async fn fetch(addr: SocketAddr) -> Result<Vec<PeerStatus>, ControlError> {
     use http_body_util::BodyExt;
+    let no_answer = |source| ControlError::NoAnswer { addr, source };
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the gateway's control endpoint at {addr}: {e} (is `promgate serve` running on this host?)"))?;
+        .map_err(|reason| ControlError::Unreachable { addr, reason })?;
     let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(no_answer)?;
     tokio::spawn(conn);
     let req = http::Request::get("/status")
         .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let resp = send.send_request(req).await?;
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(serde_json::from_slice(&body)?)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|source| ControlError::Request { addr, source })?;
+    let resp = send.send_request(req).await.map_err(no_answer)?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(no_answer)?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|source| ControlError::UnreadableReply { addr, source })
 }

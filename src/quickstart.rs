@@ -4,92 +4,117 @@
 //! The quickstart forwards to a local Prometheus at 127.0.0.1:9090 and keeps
 //! the admin server on loopback. On later runs it reuses what it created.
 
+use crate::config::defaults::{DEFAULT_ADMIN_PORT, DEFAULT_LISTEN_PORT};
 use crate::keys::{PrivateKey, encode_key};
-use anyhow::Context as _;
+use crate::onboarding::{FileError, client_config, io, peer_toml, qr_terminal};
+use crate::role::Role;
+use ipnet::IpNet;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 
-const PORT: u16 = 51820;
+/// Why the quickstart could not set up its data directory.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum QuickstartError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("the first peer's client config: {0}")]
+    ClientConfig(#[from] crate::onboarding::OnboardingError),
+}
+
+/// The gateway's tunnel address, with the prefix peers are allocated from.
+const GATEWAY_ADDRESS: &str = "10.13.13.1/24";
+/// The first peer's tunnel address, the first one after the gateway's.
+const FIRST_PEER_ADDRESS: &str = "10.13.13.2/32";
+const FIRST_PEER_NAME: &str = "first-peer";
+/// A Prometheus on this host, at its own default port.
+const UPSTREAM: &str = "http://127.0.0.1:9090";
 
 /// Returns the config path in `dir`, creating everything on the first run.
-pub fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare(dir: &Path) -> Result<PathBuf, QuickstartError> {
     let config = dir.join("promgate.toml");
     if config.exists() {
         eprintln!("promgate: using the quickstart config {}", config.display());
         return Ok(config);
     }
-    std::fs::create_dir_all(dir.join("peers.d"))
-        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("peers.d")).map_err(io("creating", dir))?;
     let gateway_key = PrivateKey::generate();
     write_private(
         &dir.join("private.key"),
         &format!("{}\n", gateway_key.to_base64()),
     )?;
 
-    let endpoint = format!("{}:{PORT}", local_address());
+    let endpoint = format!("{}:{DEFAULT_LISTEN_PORT}", local_address());
     std::fs::write(
         &config,
         format!(
             r#"# Created by the promgate quickstart. See config/promgate.example.toml for every field.
 [gateway]
 private_key_file = "private.key"
-listen_port = {PORT}
-address = "10.13.13.1/24"
-upstream = "http://127.0.0.1:9090"
+listen_port = {DEFAULT_LISTEN_PORT}
+address = "{GATEWAY_ADDRESS}"
+upstream = "{UPSTREAM}"
 http_ports = [80]
 endpoint = "{endpoint}"
 peers_dir = "peers.d"
 
 [admin]
-listen = "127.0.0.1:9586"
+listen = "127.0.0.1:{DEFAULT_ADMIN_PORT}"
 "#
         ),
     )
-    .with_context(|| format!("writing {}", config.display()))?;
+    .map_err(io("writing", &config))?;
 
+    let gateway_net: IpNet = GATEWAY_ADDRESS.parse().expect("constant address");
+    let peer_address: IpNet = FIRST_PEER_ADDRESS.parse().expect("constant address");
     let client_key = PrivateKey::generate();
+    let peer_file = dir.join(format!("peers.d/{FIRST_PEER_NAME}.toml"));
     std::fs::write(
-        dir.join("peers.d/first-peer.toml"),
-        format!(
-            "[[peer]]\nname = \"first-peer\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nrole = \"admin\"\n",
-            encode_key(client_key.public_key().as_bytes())
+        &peer_file,
+        peer_toml(
+            FIRST_PEER_NAME,
+            &encode_key(client_key.public_key().as_bytes()),
+            peer_address,
+            Role::Admin,
         ),
-    )?;
-    let client_conf = crate::onboarding::client_config(
+    )
+    .map_err(io("writing", &peer_file))?;
+    let client_conf = client_config(
         &client_key.to_base64(),
-        "10.13.13.2/32".parse().expect("constant address"),
+        peer_address,
         &encode_key(gateway_key.public_key().as_bytes()),
         &endpoint,
-        &["10.13.13.1/32".parse().expect("constant address")],
+        &[IpNet::from(gateway_net.addr())],
     )?;
-    let client_path = dir.join("first-peer.conf");
+    let client_path = dir.join(format!("{FIRST_PEER_NAME}.conf"));
     write_private(&client_path, &client_conf)?;
 
     eprintln!(
         "\npromgate quickstart: created {dir}/ with the gateway key, promgate.toml and a first peer.\n\
          \n  1. Start Prometheus on this host at 127.0.0.1:9090 (e.g. `apt install prometheus`).\n\
          \n  2. On the client, bring the tunnel up with {client}:\n       sudo wg-quick up {client}\n     (or scan the QR code below with the WireGuard app).\n\
-         \n  3. ping 10.13.13.1, then open http://10.13.13.1/ in a browser.\n\
+         \n  3. ping {gateway}, then open http://{gateway}/ in a browser.\n\
          \n  Add more peers as files in {dir}/peers.d/; they apply without a restart.\n",
         dir = dir.display(),
-        client = client_path.display()
+        client = client_path.display(),
+        gateway = gateway_net.addr(),
     );
-    if let Some(qr) = crate::onboarding::qr_terminal(&client_conf) {
+    if let Some(qr) = qr_terminal(&client_conf) {
         eprintln!("{qr}\n");
     }
     Ok(config)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+fn write_private(path: &Path, contents: &str) -> Result<(), QuickstartError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
+        .map_err(io("creating", path))?;
+    f.write_all(contents.as_bytes())
+        .map_err(io("writing", path))?;
     Ok(())
 }
 
@@ -103,4 +128,28 @@ fn local_address() -> IpAddr {
         })
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quickstart_writes_a_valid_config_with_one_admin_peer_and_reuses_it() {
+        let dir = std::env::temp_dir().join(format!("promgate-quickstart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = prepare(&dir).unwrap();
+        let cfg = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.gateway.listen_port, DEFAULT_LISTEN_PORT);
+        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.peers[0].name, FIRST_PEER_NAME);
+        assert_eq!(cfg.peers[0].role, Role::Admin);
+        let client = std::fs::read_to_string(dir.join("first-peer.conf")).unwrap();
+        assert!(client.contains("Address = 10.13.13.2/32"), "{client}");
+        assert!(client.contains("AllowedIPs = 10.13.13.1/32"), "{client}");
+        // A second run keeps what the first created.
+        let key = std::fs::read(dir.join("private.key")).unwrap();
+        assert_eq!(prepare(&dir).unwrap(), path);
+        assert_eq!(std::fs::read(dir.join("private.key")).unwrap(), key);
+    }
 }

@@ -1,7 +1,10 @@
 //! Counters shared between the packet path and the telemetry exporter.
 //!
-//! Plain atomics: the packet path bumps them without locks or allocation,
-//! and `telemetry` reads them when `/metrics` is scraped.
+//! Counters are plain atomics: the packet path bumps them without locks or
+//! allocation, and `telemetry` reads them when `/metrics` is scraped. The
+//! one exception is a peer's endpoint, a `Mutex` that the packet path
+//! locks only when the endpoint changes (first contact, roaming), not per
+//! packet.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -100,7 +103,9 @@ pub struct PeerStats {
     pub handshakes: AtomicU64,
     /// Unix time in seconds of the last completed handshake, 0 if none.
     pub last_handshake_unix: AtomicU64,
-    /// Latest authenticated endpoint, as text, for `promgate status`.
+    /// Latest authenticated endpoint, for `promgate status`. Behind a lock
+    /// because a socket address is not one atomic word; written only when it
+    /// changes.
     pub endpoint: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
 

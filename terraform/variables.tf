@@ -315,7 +315,7 @@ variable "peers" {
     error_message = "Each peer needs at least one allowed_ips entry, each an IPv4 CIDR such as 10.13.13.2/32."
   }
 
-  # The two checks below are the gateway's own (config.rs, cross_check_peers),
+  # The two checks below are the gateway's own (src/config/cross_check.rs),
   # on networks rather than strings: the gateway refuses such a peer set at
   # reload (a log line and promgate_config_reloads_refused_total) and at
   # start (a crash loop). Two IPv4 networks overlap when their addresses

@@ -70,7 +70,7 @@ pub enum RawScopeValues {
 }
 
 /// Validates a peer's `scope` table against its role. The messages are for
-/// `check`, one per problem; config.rs adds the file, line and field.
+/// `check`, one per problem; the config module adds the file, line and field.
 pub fn validate_peer_scope(raw: RawScope, role: Role) -> Result<Scope, Vec<String>> {
     if role == Role::Admin {
         return Err(vec![ADMIN_SCOPE_MESSAGE.to_string()]);

@@ -3,7 +3,7 @@
 Runs `terraform plan` on a module holding only terraform/variables.tf: it has
 no resources and no providers, so init and plan work offline, and plan
 evaluates every variable validation. The cases mirror the gateway's own
-cross_check_peers (src/config.rs). With a promgate binary at $PROMGATE_BIN,
+cross_check_peers (src/config/cross_check.rs). With a promgate binary at $PROMGATE_BIN,
 each case is also given to `promgate check`, which must agree.
 
 scripts/check-deploy sets PROMGATE_REQUIRE_TERRAFORM=1, so there a missing
@@ -171,7 +171,7 @@ def test_alert_rules_name_real_metrics():
     expr = by_name["PromgateConfigReloadRefused"]["expr"]
     assert "promgate_config_reloads_refused_total" in expr
     # The gateway exports that counter (OpenMetrics adds _total to the name).
-    src = (TERRAFORM_DIR.parent / "src" / "telemetry.rs").read_text(encoding="utf-8")
+    src = (TERRAFORM_DIR.parent / "src" / "telemetry" / "metrics.rs").read_text(encoding="utf-8")
     assert '"promgate_config_reloads_refused"' in src
     for r in rules:
         assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r

@@ -18,15 +18,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-lab_add_client c
-lab_add_client d
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b c d
 ADMIN=127.0.0.1:9586
 EP=$(lab_ip server):51820
 CFG=$D/gw/promgate.toml
@@ -34,25 +26,14 @@ CFG=$D/gw/promgate.toml
 lab_start_prometheus "$SRV"
 
 mkdir -p "$D/gw/peers.d"
-(umask 077; "$BIN" genkey > "$D/gw/gw.key")
-GWKEY=$(cat "$D/gw/gw.key")
-GWPUB=$("$BIN" pubkey < "$D/gw/gw.key")
-cat > "$CFG" <<EOF
-# promgate for the peer add test
-[gateway]
-private_key_file = "gw.key"
-listen_port = 51820
-address = "$GW/24"
-upstream = "http://127.0.0.1:9090"
-http_ports = [80]
-endpoint = "vpn.example.com:51820"   # what clients are told by default
-peers_dir = "peers.d"
+t_gateway_key "$D/gw"
+{
+    echo "# promgate for the peer add test"
+    gateway_toml --key 'private_key_file = "gw.key"' --admin "$ADMIN" \
+        --gateway 'endpoint = "vpn.example.com:51820"   # what clients are told by default' \
+        --gateway 'peers_dir = "peers.d"'
+} > "$CFG"
 
-[admin]
-listen = "$ADMIN"
-EOF
-
-quiet() { "$@" >/dev/null 2>&1; }
 check "promgate check accepts the config with an empty peers.d" quiet "$BIN" check --config "$CFG"
 lab_start_promgate "$SRV" "$CFG"
 PG=$LAB_PROMGATE_PID
@@ -123,13 +104,13 @@ A_PRIV=$(conf_get "$D/alice.conf" Interface PrivateKey)
 A_ADDR=$(conf_get "$D/alice.conf" Interface Address)
 check "alice.conf: stdout is exactly a wg-quick client config (PrivateKey, Address $A_ADDR, PublicKey, Endpoint $EP, AllowedIPs, PersistentKeepalive 25)" \
     client_conf_ok "$D/alice.conf" '[A-Za-z0-9+/]{43}=' 10.13.13.2/32 "$EP" "$GWPUB"
-check "alice: --no-qr prints no QR code on stderr" bash -c "! grep -q '[█▀▄]' '$D/alice.err'"
+check_not "alice: --no-qr prints no QR code on stderr" has_qr "$D/alice.err"
 check "peers.d/alice.toml was written" test -f "$D/gw/peers.d/alice.toml"
 A_PUB=$(echo "$A_PRIV" | wg pubkey 2>/dev/null)
 check "peers.d/alice.toml holds alice's public key (wg pubkey of the printed PrivateKey)" \
     grep -qF -- "$A_PUB" "$D/gw/peers.d/alice.toml"
-check "peers.d/alice.toml does not hold alice's private key" bash -c "! grep -qF -- '$A_PRIV' '$D/gw/peers.d/alice.toml'"
-check "peers.d/alice.toml does not hold the gateway's private key" bash -c "! grep -qF -- '$GWKEY' '$D/gw/peers.d/alice.toml'"
+check_not "peers.d/alice.toml does not hold alice's private key" grep -qF -- "$A_PRIV" "$D/gw/peers.d/alice.toml"
+check_not "peers.d/alice.toml does not hold the gateway's private key" grep -qF -- "$GWKEY" "$D/gw/peers.d/alice.toml"
 check "peers.d holds no temp files after the add" test "$(find "$D/gw/peers.d" -mindepth 1 | wc -l)" = 1
 check "promgate check accepts the config with alice added" quiet "$BIN" check --config "$CFG"
 
@@ -152,8 +133,11 @@ check "peer add bob --public-key exits 0 (exit $rc; stderr: $(head -c 200 "$D/bo
 check "bob.conf: PrivateKey = <CLIENT_PRIVATE_KEY>, Address 10.13.13.3/32, Endpoint from the config (vpn.example.com:51820)" \
     client_conf_ok "$D/bob.conf" '<CLIENT_PRIVATE_KEY>' 10.13.13.3/32 vpn.example.com:51820 "$GWPUB"
 check "peers.d/bob.toml holds bob's public key" grep -qF -- "$B_PUB" "$D/gw/peers.d/bob.toml"
-check "peers.d/bob.toml holds no private key (no bob key, no gateway key, no PrivateKey/private_key)" \
-    bash -c "! grep -qF -- '$(cat "$D/b.key")' '$D/gw/peers.d/bob.toml' && ! grep -qF -- '$GWKEY' '$D/gw/peers.d/bob.toml' && ! grep -qi 'private' '$D/gw/peers.d/bob.toml'"
+mentions_a_private_key() { # FILE — bob's key, the gateway's, or the word
+    grep -qF -- "$(cat "$D/b.key")" "$1" || grep -qF -- "$GWKEY" "$1" || grep -qi 'private' "$1"
+}
+check_not "peers.d/bob.toml holds no private key (no bob key, no gateway key, no PrivateKey/private_key)" \
+    mentions_a_private_key "$D/gw/peers.d/bob.toml"
 # bob fills in his key and, in this lab, the veth endpoint.
 sed -e "s|<CLIENT_PRIVATE_KEY>|$(cat "$D/b.key")|" -e "s|^Endpoint = .*|Endpoint = $EP|" "$D/bob.conf" > "$D/bob.filled"
 strip_wg_quick "$D/bob.filled" "$D/bob.setconf"
@@ -179,8 +163,9 @@ check "carol: GET /-/ready is 200 within 10 s (through wg-quick's interface)" re
 "$BIN" peer add dave --endpoint "$EP" --qr-png "$D/dave.png" --config "$CFG" > "$D/dave.conf" 2> "$D/dave.err"
 rc=$?
 check "peer add dave --qr-png exits 0" test $rc = 0
-check "dave: --qr-png wrote a PNG" bash -c "head -c 8 '$D/dave.png' 2>/dev/null | od -An -tx1 | tr -d ' \n' | grep -qx 89504e470d0a1a0a"
-check "dave: with --qr-png, no QR code on stderr" bash -c "! grep -q '[█▀▄]' '$D/dave.err'"
+is_png() { head -c 8 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n' | grep -qx 89504e470d0a1a0a; }
+check "dave: --qr-png wrote a PNG" is_png "$D/dave.png"
+check_not "dave: with --qr-png, no QR code on stderr" has_qr "$D/dave.err"
 check "dave: stdout is only the client config" \
     client_conf_ok "$D/dave.conf" '[A-Za-z0-9+/]{43}=' 10.13.13.5/32 "$EP" "$GWPUB"
 
@@ -220,7 +205,11 @@ on server "$BIN" peer list --config "$CFG" > "$D/list.txt" 2> "$D/list.err"
 rc=$?
 check "peer list exits 0" test $rc = 0
 check "peer list shows alice with 10.13.13.2" grep -qE '^alice[[:space:]].*10\.13\.13\.2' "$D/list.txt"
-check "peer list shows bob, carol, dave" bash -c "grep -q '^bob\b' '$D/list.txt' && grep -q '^carol\b' '$D/list.txt' && grep -q '^dave\b' '$D/list.txt'"
+lists() { # FILE NAME... — every NAME starts a row of the peer list in FILE
+    local f=$1 n; shift
+    for n in "$@"; do grep -q "^$n\b" "$f" || return 1; done
+}
+check "peer list shows bob, carol, dave" lists "$D/list.txt" bob carol dave
 on a curl -s -o /dev/null --max-time 5 "http://$GW/api/v1/query?query=up"
 # The watcher applies dave's file within ~0.5 s of `peer add`; wait for it
 # (bounded) so that status sees the same peer set as `peer list`.
@@ -231,23 +220,22 @@ for _ in $(seq 1 30); do
     sleep 0.1
 done
 check "status (in the server netns) exits 0 (stderr: $(head -c 200 "$D/status.err" | tr '\n' ' '))" test $rc = 0
-alice_block() { awk '/^peer: /{p = /\(alice\)/} p' "$D/status.txt"; }
-A_EP_LINE=$(alice_block | grep 'endpoint:')
+A_EP_LINE=$(status_block "$D/status.txt" alice | grep 'endpoint:')
 check "status: shows alice's endpoint, address $(lab_ip a) and a port (${A_EP_LINE# *})" \
     grep -qE "endpoint: (\[::ffff:)?$(lab_ip a)\]?:[0-9]+\$" <<< "$A_EP_LINE"
 check "status: prints the endpoint as wg show does, $(lab_ip a):PORT, not IPv4-mapped IPv6" \
     grep -qE "endpoint: $(lab_ip a):[0-9]+\$" <<< "$A_EP_LINE"
-check "status: alice has a latest handshake" bash -c "grep -q 'latest handshake' <<< \"\$(awk '/^peer: /{p = /\\(alice\\)/} p' '$D/status.txt')\""
+check "status: alice has a latest handshake" grep -q 'latest handshake' <<< "$(status_block "$D/status.txt" alice)"
 check "status: alice's public key is listed" grep -qF -- "$A_PUB" "$D/status.txt"
-check "status: dave (never connected) has no endpoint" \
-    bash -c "grep -q '(dave)' '$D/status.txt' && ! grep -q 'endpoint' <<< \"\$(awk '/^peer: /{p = /\\(dave\\)/} p' '$D/status.txt')\""
-[ "$(alice_block | wc -l)" -gt 0 ] || sed 's/^/        status: /' "$D/status.txt"
-check "status: never shows a private key" \
-    bash -c "! grep -qF -- '$GWKEY' '$D/status.txt' && ! grep -qF -- '$A_PRIV' '$D/status.txt'"
+dave_listed_without_endpoint() { grep -q '(dave)' "$D/status.txt" && ! status_block "$D/status.txt" dave | grep -q 'endpoint'; }
+check "status: dave (never connected) has no endpoint" dave_listed_without_endpoint
+[ "$(status_block "$D/status.txt" alice | wc -l)" -gt 0 ] || sed 's/^/        status: /' "$D/status.txt"
+shows_a_private_key() { grep -qF -- "$GWKEY" "$D/status.txt" || grep -qF -- "$A_PRIV" "$D/status.txt"; }
+check_not "status: never shows a private key" shows_a_private_key
 
 t_log "peer remove alice"
 check "bob: GET /-/ready 200 before the removal" expect_code b "http://$GW/-/ready" 200
-T0=$(date +%s.%N)
+T0=$(now)
 "$BIN" peer remove alice --config "$CFG" > "$D/rm.out" 2> "$D/rm.err"
 rc=$?
 check "peer remove alice exits 0 (stderr: $(head -c 200 "$D/rm.err" | tr '\n' ' '))" test $rc = 0
@@ -256,7 +244,7 @@ cut_off() {
     while [ $SECONDS -lt $deadline ]; do
         code=$(on a curl -s -o /dev/null -w '%{http_code}' --max-time 0.5 "http://$GW/-/ready" 2>/dev/null)
         if [ "$code" != 200 ]; then
-            CUT_T=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$T0" "$(date +%s.%N)")
+            CUT_T=$(seconds_since "$T0")
             return 0
         fi
         sleep 0.1
@@ -265,18 +253,18 @@ cut_off() {
 }
 CUT_T=never
 cut_off
-check "alice: cut off within ~2 s of peer remove (first failed fetch after ${CUT_T}s)" \
-    python3 -c "import sys; sys.exit(0 if '$CUT_T' != 'never' and float('$CUT_T') <= 2.5 else 1)"
+check "alice: cut off within ~2 s of peer remove (first failed fetch after ${CUT_T}s)" at_most "$CUT_T" 2.5
 T_CURL_MAX=3 check "alice: still cut off a moment later (000)" expect_code a "http://$GW/-/ready" 000
 check "peers.d/alice.toml is gone" test ! -e "$D/gw/peers.d/alice.toml"
 check "bob: still served after alice's removal" expect_code b "http://$GW/-/ready" 200
-check "peer list no longer shows alice" bash -c "! '$BIN' peer list --config '$CFG' 2>/dev/null | grep -q '^alice\b'"
-check "peer remove alice again fails (no such peer)" bash -c "! '$BIN' peer remove alice --config '$CFG' >/dev/null 2>&1"
+peer_list_shows() { "$BIN" peer list --config "$1" 2>/dev/null > "$D/list-now.txt"; shift; lists "$D/list-now.txt" "$@"; } # CONFIG NAME...
+check_not "peer list no longer shows alice" peer_list_shows "$CFG" alice
+check_not "peer remove alice again fails (no such peer)" quiet "$BIN" peer remove alice --config "$CFG"
 check "promgate check still accepts the config" quiet "$BIN" check --config "$CFG"
 
 t_log "promgate check on a broken peers file (a copy of the config dir)"
 cp -r "$D/gw" "$D/broken"
-printf '[[peer]]\nname = "mallory"\npublic_key = "definitely not base64!"\nallowed_ips = ["10.13.13.50/32"]\n' > "$D/broken/peers.d/mallory.toml"
+peer_toml mallory "definitely not base64!" 10.13.13.50 > "$D/broken/peers.d/mallory.toml"
 "$BIN" check --config "$D/broken/promgate.toml" > "$D/check.out" 2>&1
 rc=$?
 sed 's/^/        check: /' "$D/check.out" | head -5
@@ -288,12 +276,12 @@ rc=$?
 sed 's/^/        check: /' "$D/check2.out" | head -5
 check "check exits 1 on a TOML syntax error" test $rc = 1
 check "check names mallory.toml:LINE for the syntax error" grep -qE 'mallory\.toml:[0-9]+:' "$D/check2.out"
-printf '[[peer]]\nname = "mallory"\npublic_key = "%s"\nallowed_ips = ["10.13.13.50/32"]\n' "$B_PUB" > "$D/broken/peers.d/mallory.toml"
+peer_toml mallory "$B_PUB" 10.13.13.50 > "$D/broken/peers.d/mallory.toml"
 "$BIN" check --config "$D/broken/promgate.toml" > "$D/check3.out" 2>&1
 rc=$?
 sed 's/^/        check: /' "$D/check3.out" | head -5
-check "check exits 1 on bob's key used twice, naming mallory.toml:LINE and public_key" \
-    bash -c "[ $rc = 1 ] && grep -qE 'mallory\.toml:[0-9]+: [^:]*public_key: ' '$D/check3.out'"
+exit_1_naming_public_key() { [ "$rc" = 1 ] && grep -qE 'mallory\.toml:[0-9]+: [^:]*public_key: ' "$D/check3.out"; }
+check "check exits 1 on bob's key used twice, naming mallory.toml:LINE and public_key" exit_1_naming_public_key
 
 t_log "peer add on a config without peers_dir (appends [[peer]] to the file)"
 mkdir -p "$D/inline"
@@ -322,15 +310,17 @@ PG2=$LAB_PROMGATE_PID
 "$BIN" peer add yara --endpoint "$(lab_ip server):51821" --no-qr --config "$D/inline/promgate.toml" > "$D/yara.conf" 2> "$D/yara.err"
 rc=$?
 check "peer add yara (no peers_dir) exits 0 (stderr: $(head -c 200 "$D/yara.err" | tr '\n' ' '))" test $rc = 0
-check "the original file is kept byte for byte as the start of the new one (comments, layout)" \
-    bash -c "cmp -s '$D/inline/before.toml' <(head -c $(stat -c %s "$D/inline/before.toml") '$D/inline/promgate.toml')"
-check "a [[peer]] table for yara was appended" \
-    bash -c "tail -n +$(($(wc -l < "$D/inline/before.toml") + 1)) '$D/inline/promgate.toml' | grep -q '^\[\[peer\]\]' && tail -n +$(($(wc -l < "$D/inline/before.toml") + 1)) '$D/inline/promgate.toml' | grep -q 'name = \"yara\"'"
+starts_with_the_original() {
+    cmp -s "$D/inline/before.toml" <(head -c "$(stat -c %s "$D/inline/before.toml")" "$D/inline/promgate.toml")
+}
+check "the original file is kept byte for byte as the start of the new one (comments, layout)" starts_with_the_original
+appended_text() { tail -n +$(($(wc -l < "$D/inline/before.toml") + 1)) "$D/inline/promgate.toml"; }
+yara_appended() { appended_text | grep -q '^\[\[peer\]\]' && appended_text | grep -q 'name = "yara"'; }
+check "a [[peer]] table for yara was appended" yara_appended
 check "yara got the next free address (10.13.13.3/32, zed has .2)" \
     test "$(conf_get "$D/yara.conf" Interface Address)" = 10.13.13.3/32
 check "promgate check accepts the appended file" quiet "$BIN" check --config "$D/inline/promgate.toml"
-check "peer list shows zed and yara" \
-    bash -c "out=\$('$BIN' peer list --config '$D/inline/promgate.toml' 2>/dev/null); grep -q '^zed\b' <<< \"\$out\" && grep -q '^yara\b' <<< \"\$out\""
+check "peer list shows zed and yara" peer_list_shows "$D/inline/promgate.toml" zed yara
 strip_wg_quick "$D/yara.conf" "$D/yara.setconf"
 lab_wg_iface "$(lab_ns d)" "$(lab_ifname d)" "$D/yara.setconf" "$(conf_get "$D/yara.conf" Interface Address)" "$GW/32"
 check "yara: GET /-/ready through the second gateway is 200 within 10 s (config file hot-reloaded)" \
@@ -341,8 +331,11 @@ check "peer remove yara exits 0" test $rc = 0
 yara_gone() { [ "$(http_code d "http://$GW/-/ready" --max-time 0.5)" != 200 ]; }
 check "yara: cut off within ~2 s of peer remove" retry 2 yara_gone
 check "second gateway still running" lab_pid_alive "$PG2"
-check "after removing yara the file equals the original up to blank lines (diff -B)" \
-    bash -c "diff -B '$D/inline/before.toml' '$D/inline/promgate.toml' > /dev/null || { diff '$D/inline/before.toml' '$D/inline/promgate.toml' | sed 's/^/        /' | head -10; false; }"
+same_but_blank_lines() {
+    diff -B "$D/inline/before.toml" "$D/inline/promgate.toml" > /dev/null ||
+        { diff "$D/inline/before.toml" "$D/inline/promgate.toml" | sed 's/^/        /' | head -10; false; }
+}
+check "after removing yara the file equals the original up to blank lines (diff -B)" same_but_blank_lines
 
 check "gateway still running" lab_pid_alive "$PG"
 t_finish

@@ -17,13 +17,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b
 ADMIN=127.0.0.1:9586
 PROMDATA=$D/prom-9090/data
 
@@ -35,43 +29,21 @@ LAB_PROM_EXTRA_SCRAPE="  - job_name: promgate
 lab_start_prometheus "$SRV" --web.enable-admin-api --web.enable-lifecycle
 PROM_PID=$LAB_PROM_PID
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-"$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
-GWKEY=$(cat "$D/gw.key")
-GWPUB=$(cat "$D/gw.pub")
+t_gateway_key
 EP=$(lab_ip server):51820
 lab_keypair "$D" a
 lab_keypair "$D" b
 
-# gateway_config FILE KEYLINE [ADMIN EXTRA LINES]
+# gateway_config FILE KEYLINE [ADMIN LINE]
 gateway_config() {
-    cat > "$1" <<EOF
-[gateway]
-$2
-listen_port = 51820
-address = "$GW/24"
-upstream = "http://127.0.0.1:9090"
-http_ports = [80]
-
-[admin]
-listen = "$ADMIN"
-${3:-}
-
-[[peer]]
-name = "vera"
-public_key = "$(cat "$D/a.pub")"
-allowed_ips = ["10.13.13.2/32"]
-
-[[peer]]
-name = "adam"
-public_key = "$(cat "$D/b.pub")"
-allowed_ips = ["10.13.13.3/32"]
-role = "admin"
-EOF
+    {
+        gateway_toml --key "$2" --admin "$ADMIN" ${3:+--admin-line "$3"}
+        peer_toml vera "$(cat "$D/a.pub")" 10.13.13.2
+        peer_toml adam "$(cat "$D/b.pub")" 10.13.13.3 'role = "admin"'
+    } > "$1"
 }
 
 gateway_config "$D/gw-text.toml" "private_key_file = \"$D/gw.key\""
-quiet() { "$@" >/dev/null 2>&1; }
 check "promgate check accepts the phase 1 config" quiet "$BIN" check --config "$D/gw-text.toml"
 lab_start_promgate "$SRV" "$D/gw-text.toml"
 PG=$LAB_PROMGATE_PID
@@ -80,14 +52,6 @@ LOG1=$D/promgate-gw-text.log
 lab_wg_client "$(lab_ns a)" "$(lab_ifname a)" "$D/a.key" 10.13.13.2/32 "$GWPUB" "$EP" "$GW/32"
 lab_wg_client "$(lab_ns b)" "$(lab_ifname b)" "$D/b.key" 10.13.13.3/32 "$GWPUB" "$EP" "$GW/32"
 
-# A fresh WireGuard session towards a restarted gateway: remove and re-add
-# the client's peer, so its next packet starts a handshake at once instead of
-# after wireguard-go's 15 s of silence.
-fresh_session() {
-    local n=$1 ifn; ifn=$(lab_ifname "$n")
-    on "$n" wg set "$ifn" peer "$GWPUB" remove
-    on "$n" wg set "$ifn" peer "$GWPUB" endpoint "$EP" allowed-ips "$GW/32"
-}
 
 # req NODE METHOD PATH [CURL ARGS...] — prints the status code; body in $D/body
 req() {
@@ -105,15 +69,23 @@ expect() {
 snapshots() { find "$PROMDATA/snapshots" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l; }
 prom_alive() { lab_pid_alive "$PROM_PID" && [ "$(http_code server http://127.0.0.1:9090/-/ready)" = 200 ]; }
 
+# answers_success NODE OUT PATH [CURL ARGS...] — 200, and a JSON body (kept
+# in OUT) whose status is success
+answers_success() {
+    local n=$1 out=$2 p=$3; shift 3
+    [ "$(on "$n" curl -s --max-time 10 -o "$out" -w '%{http_code}' "$@" "http://$GW$p")" = 200 ] &&
+        jsonq status-success "$out"
+}
+
 t_log "phase 1: both peers reach Prometheus"
 check "vera: GET /-/ready 200 within 15 s (handshake)" retry 15 expect a GET /-/ready 200
 check "adam: GET /-/ready 200 within 15 s (handshake)" retry 15 expect b GET /-/ready 200
 for n in a b; do
     who=$([ $n = a ] && echo vera || echo adam)
     check "$who: GET /api/v1/query?query=up is 200 + success" \
-        bash -c "[ \"\$(ip netns exec $(lab_ns $n) curl -s --max-time 10 -o $D/q-$n.json -w '%{http_code}' 'http://$GW/api/v1/query?query=up')\" = 200 ] && python3 -c 'import json; assert json.load(open(\"$D/q-$n.json\"))[\"status\"]==\"success\"'"
+        answers_success "$n" "$D/q-$n.json" '/api/v1/query?query=up'
     check "$who: POST /api/v1/query (form body) is 200 + success" \
-        bash -c "[ \"\$(ip netns exec $(lab_ns $n) curl -s --max-time 10 -o $D/qp-$n.json -w '%{http_code}' --data-urlencode query=up 'http://$GW/api/v1/query')\" = 200 ] && python3 -c 'import json; assert json.load(open(\"$D/qp-$n.json\"))[\"status\"]==\"success\"'"
+        answers_success "$n" "$D/qp-$n.json" /api/v1/query --data-urlencode query=up
     check "$who: GET /classic/graph is 200" expect $n GET /classic/graph 200
 done
 
@@ -182,7 +154,7 @@ t_log "phase 1: the admin may use the admin API"
 check "adam: POST /api/v1/admin/tsdb/snapshot is 200" expect b POST /api/v1/admin/tsdb/snapshot 200
 cp "$D/body" "$D/snap.json"
 check "adam: the snapshot answer says success" json_status_success "$D/snap.json"
-SNAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["name"])' "$D/snap.json" 2>/dev/null)
+SNAP=$(jsonq get "$D/snap.json" data.name 2>/dev/null)
 check "adam: snapshot dir '$SNAP' appears in Prometheus' storage" \
     test -n "$SNAP" -a -d "$PROMDATA/snapshots/$SNAP"
 check "adam: POST /-/reload is 200" expect b POST /-/reload 200
@@ -217,7 +189,7 @@ audit_fields() {
     return $rc
 }
 check "audit: adam's snapshot line has peer addr method path status bytes duration_ms upstream_ms" audit_fields
-check "log: the gateway private key never appears" bash -c "! grep -qF -- '$GWKEY' '$LOG1'"
+check_not "log: the gateway private key never appears" grep -qF -- "$GWKEY" "$LOG1"
 
 t_log "phase 1: admin endpoints"
 check "/healthz 200" expect_code server "http://$ADMIN/healthz" 200
@@ -251,7 +223,7 @@ check "/metrics has promgate_peers_connected 2" metric_has '^promgate_peers_conn
 check "/metrics has promgate_config_reloads_refused_total" metric_has '^promgate_config_reloads_refused_total '
 on server curl -s --max-time 5 -H 'Accept: application/openmetrics-text; version=1.0.0' -o "$D/metrics.om" "http://$ADMIN/metrics"
 check "/metrics with Accept: application/openmetrics-text ends with # EOF" test "$(tail -n 1 "$D/metrics.om")" = "# EOF"
-check "/metrics without it is text format 0.0.4 (no # EOF)" bash -c "! grep -q '^# EOF' '$D/metrics.txt'"
+check_not "/metrics without it is text format 0.0.4 (no # EOF)" grep -q '^# EOF' "$D/metrics.txt"
 scraped_by_prometheus() {
     on server curl -s --max-time 5 -o "$D/targets.json" http://127.0.0.1:9090/api/v1/targets &&
         python3 - "$D/targets.json" <<'PY'
@@ -267,7 +239,7 @@ check "Prometheus scrapes /metrics without error (target up, no lastError)" retr
 scraped_series() {
     on server curl -s --max-time 5 -o "$D/hist.json" -G http://127.0.0.1:9090/api/v1/query \
         --data-urlencode 'query=promgate_http_request_duration_seconds_count{job="promgate",role="admin",status="200"}' &&
-        python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["data"]["result"] else 1)' "$D/hist.json"
+        jsonq has-result "$D/hist.json" 2>/dev/null
 }
 check "Prometheus has promgate_http_request_duration_seconds_count{role=\"admin\",status=\"200\"}" retry 5 scraped_series
 
@@ -323,8 +295,8 @@ sys.exit(1 if bad else 0)
 PY
 }
 check "json: every log line is JSON; audit records carry all fields, for vera and adam" json_audit
-check "json: the inline private key never appears in the log" bash -c "! grep -qF -- '$GWKEY' '$LOG2'"
-check "json: nor its base64 body without padding" bash -c "! grep -qF -- '${GWKEY%=}' '$LOG2'"
+check_not "json: the inline private key never appears in the log" grep -qF -- "$GWKEY" "$LOG2"
+check_not "json: nor its base64 body without padding" grep -qF -- "${GWKEY%=}" "$LOG2"
 
 t_log "phase 2: upstream down -> /readyz 503"
 check "/readyz 200 while Prometheus is up" expect_code server "http://$ADMIN/readyz" 200
@@ -344,10 +316,10 @@ if ! retry 10 prom_gone; then
 fi
 check "Prometheus has exited" prom_gone
 check "vera: a request now fails with 502" expect a GET /api/v1/query?query=up 502
-t0=$(date +%s.%N)
+t0=$(now)
 readyz_503() { [ "$(http_code server "http://$ADMIN/readyz")" = 503 ]; }
 if retry 6 readyz_503; then ok=0; else ok=1; fi
-el=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
+el=$(seconds_since "$t0")
 check "/readyz 503 within ~5 s of the failed request (took ${el}s)" test $ok = 0
 check "/healthz still 200" expect_code server "http://$ADMIN/healthz" 200
 lab_stop_pid "$PG"
@@ -368,7 +340,6 @@ stays_200() {
     done
 }
 check "/readyz stays 200 for 6 s after the failure" stays_200
-check "json (flag before subcommand): every log line is JSON" \
-    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1]) if l.strip()]' "$D/promgate-gw-off.log"
+check "json (flag before subcommand): every log line is JSON" jsonq json-lines "$D/promgate-gw-off.log"
 
 t_finish

@@ -16,13 +16,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b
 ADMIN=127.0.0.1:9586
 CONTROL=127.0.0.1:9598
 
@@ -71,8 +65,7 @@ rule_files:
   - $D/rules.yml"
 lab_start_prometheus "$SRV"
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-GWPUB=$("$BIN" pubkey < "$D/gw.key")
+t_gateway_key
 EP=$(lab_ip server):51820
 lab_keypair "$D" a
 lab_keypair "$D" b
@@ -80,35 +73,16 @@ lab_keypair "$D" b
 # gateway_config FILE [EXTRA PEER LINES FOR alice]
 gateway_config() {
     local alice_lines=${2:-'scope = { namespace = "team-a" }'}
-    cat > "$1" <<EOF
-[gateway]
-private_key_file = "$D/gw.key"
-listen_port = 51820
-address = "$GW/24"
-upstream = "http://127.0.0.1:9090"
-http_ports = [80]
-
-[admin]
-listen = "$ADMIN"
-control_listen = "$CONTROL"
-
-[[peer]]
-name = "alice"
-public_key = "$(cat "$D/a.pub")"
-allowed_ips = ["10.13.13.2/32"]
-$alice_lines
-
-[[peer]]
-name = "uma"
-public_key = "$(cat "$D/b.pub")"
-allowed_ips = ["10.13.13.3/32"]
-EOF
+    {
+        gateway_toml --admin "$ADMIN" --admin-line "control_listen = \"$CONTROL\""
+        peer_toml alice "$(cat "$D/a.pub")" 10.13.13.2 "$alice_lines"
+        peer_toml uma "$(cat "$D/b.pub")" 10.13.13.3
+    } > "$1"
 }
 
 t_log "check: scope validation"
 CFG=$D/gw.toml
 gateway_config "$CFG"
-quiet() { "$@" >/dev/null 2>&1; }
 check "promgate check accepts a scoped peer" quiet "$BIN" check --config "$CFG"
 # check_refuses DESC PEERLINES WORD... — check fails and its message has every WORD
 check_refuses() {
@@ -150,12 +124,8 @@ expect() {
     echo "        $p from $n: got HTTP $got, want $want; body: $(head -c 300 "$D/r/$name.$n" | tr '\n' ' ')"
     return 1
 }
-# py FILE EXPR — evaluates a Python expression over the JSON in FILE as `d`.
-py() {
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=eval(sys.argv[2]); sys.exit(0 if r else 1)' "$1" "$2" 2>/dev/null && return 0
-    echo "        false: $2 over $(head -c 400 "$1" | tr '\n' ' ')"
-    return 1
-}
+# py FILE EXPR — a Python expression over the JSON in FILE (as `d`) is true.
+py() { jsonq eval "$1" "$2"; }
 # The set of namespaces in a query/series answer.
 NS_OF_RESULT='sorted({s["metric"].get("namespace","") for s in d["data"]["result"]})'
 NS_OF_SERIES='sorted({s.get("namespace","") for s in d["data"]})'
@@ -233,9 +203,10 @@ check "alice: label/queue/values with match[] on team-b is team-a's" expect a v3
 check "alice: ... [alpha-q]" py "$D/r/v3.a" 'd["data"] == ["alpha-q"]'
 check "alice: federate match[]={job=\"shop\"} is 200" expect a f1 /federate 200 "${Q[@]}" 'match[]={job="shop"}'
 check "alice: ... has team-a series" grep -q 'namespace="team-a"' "$D/r/f1.a"
-check "alice: ... and no team-b series" bash -c "! grep -q 'team-b' '$D/r/f1.a'"
+check_not "alice: ... and no team-b series" grep -q 'team-b' "$D/r/f1.a"
 check "alice: federate without match[] is 200 with team-a series" expect a f2 /federate 200
-check "alice: ... team-a only" bash -c "grep -q 'namespace=\"team-a\"' '$D/r/f2.a' && ! grep -q 'team-b' '$D/r/f2.a'"
+team_a_only() { grep -q 'namespace="team-a"' "$1" && ! grep -q 'team-b' "$1"; } # FILE
+check "alice: ... team-a only" team_a_only "$D/r/f2.a"
 check "uma: federate sees team-b" expect b f1 /federate 200 "${Q[@]}" 'match[]={job="shop"}'
 check "uma: ... yes" grep -q 'namespace="team-b"' "$D/r/f1.b"
 
@@ -259,8 +230,8 @@ closed=(/api/v1/metadata /api/v1/targets /api/v1/targets/metadata /api/v1/status
 for p in "${closed[@]}"; do
     check "alice: GET $p is 403" expect a closed "$p" 403
 done
-check "alice: the 403 page names the scope and the rule" \
-    bash -c "grep -q 'scope namespace=&quot;team-a&quot;' '$D/r/closed.a' && grep -q 'no series selector' '$D/r/closed.a'"
+names_scope_and_rule() { grep -q 'scope namespace=&quot;team-a&quot;' "$1" && grep -q 'no series selector' "$1"; }
+check "alice: the 403 page names the scope and the rule" names_scope_and_rule "$D/r/closed.a"
 check "alice: POST /api/v1/read is 403" expect a rr /api/v1/read 403 -X POST -H 'Content-Type: application/x-protobuf' --data-binary x
 check "uma: GET /api/v1/targets is 200" expect b t /api/v1/targets 200
 check "alice: GET /api/v1/status/buildinfo is 200" expect a bi /api/v1/status/buildinfo 200
@@ -299,9 +270,12 @@ on server "$BIN" peer list --config "$CFG" > "$D/list.txt" 2>&1
 check "peer list shows alice's scope" grep -qE '^alice .*namespace="team-a"' "$D/list.txt"
 on server "$BIN" status --config "$CFG" > "$D/status.txt" 2>&1
 check "status shows alice's scope" grep -qF 'scope: namespace="team-a"' "$D/status.txt"
-check "status shows no scope for uma" bash -c "! awk '/^peer: /{p = /\\(uma\\)/} p' '$D/status.txt' | grep -q scope"
+uma_has_scope() { status_block "$D/status.txt" uma | grep -q scope; }
+check_not "status shows no scope for uma" uma_has_scope
 sed 's/\x1b\[[0-9;]*m//g' "$LOG" > "$D/log.stripped"
-check "audit lines of alice carry scope=namespace=\"team-a\"" \
-    bash -c "grep 'promgate::audit' '$D/log.stripped' | grep -F 'peer=alice' | grep -qF 'scope=namespace=\"team-a\"'"
+alice_audit_has_scope() {
+    grep 'promgate::audit' "$D/log.stripped" | grep -F 'peer=alice' | grep -qF 'scope=namespace="team-a"'
+}
+check "audit lines of alice carry scope=namespace=\"team-a\"" alice_audit_has_scope
 
 t_finish

@@ -17,13 +17,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
-lab_up
-lab_add_client a
-lab_add_client b
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a b
 ADMIN=127.0.0.1:9586
 CLIENT="python3 $(cd "$(dirname "$0")" && pwd)/tcp_client.py"
 IDLE=3
@@ -31,31 +25,18 @@ IDLE=3
 lab_start_prometheus "$SRV" --web.enable-admin-api
 PROM_PID=$LAB_PROM_PID
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
-GWPUB=$("$BIN" pubkey < "$D/gw.key")
+t_gateway_key
 EP=$(lab_ip server):51820
 lab_keypair "$D" a
 lab_keypair "$D" b
 
 mkdir -p "$D/peers.d"
-cat > "$D/gateway.toml" <<EOF
-[gateway]
-private_key_file = "$D/gw.key"
-listen_port = 51820
-address = "$GW/24"
-upstream = "http://127.0.0.1:9090"
-http_ports = [80]
-peers_dir = "peers.d"
-tcp_idle_timeout = "${IDLE}s"
-
-[admin]
-listen = "$ADMIN"
-upstream_unready_after = "3s"
-EOF
+gateway_toml --admin "$ADMIN" \
+    --gateway 'peers_dir = "peers.d"' --gateway "tcp_idle_timeout = \"${IDLE}s\"" \
+    --admin-line 'upstream_unready_after = "3s"' > "$D/gateway.toml"
 # peer_file NAME KEYNAME IP ROLE — written atomically, as an operator would.
 peer_file() {
-    printf '[[peer]]\nname = "%s"\npublic_key = "%s"\nallowed_ips = ["%s/32"]\nrole = "%s"\n' \
-        "$1" "$(cat "$D/$2.pub")" "$3" "$4" > "$D/peers.d/.$1.tmp"
+    peer_toml "$1" "$(cat "$D/$2.pub")" "$3" "role = \"$4\"" > "$D/peers.d/.$1.tmp"
     mv "$D/peers.d/.$1.tmp" "$D/peers.d/$1.toml"
 }
 peer_file vera a 10.13.13.2 viewer
@@ -66,15 +47,11 @@ LOG=$D/promgate-gateway.log
 lab_wg_client "$(lab_ns a)" "$(lab_ifname a)" "$D/a.key" 10.13.13.2/32 "$GWPUB" "$EP" "$GW/32"
 lab_wg_client "$(lab_ns b)" "$(lab_ifname b)" "$D/b.key" 10.13.13.3/32 "$GWPUB" "$EP" "$GW/32"
 
-metric() { # NAME — the value of an unlabelled gauge or counter on /metrics
-    on server curl -s --max-time 5 "http://$ADMIN/metrics" | awk -v n="$1" '$1 == n { print $2 + 0; exit }'
-}
 peer_rx_total() {
     on server curl -s --max-time 5 "http://$ADMIN/metrics" |
         awk '/^promgate_peer_received_bytes_total/ { s += $2 } END { print s + 0 }'
 }
 readyz_is() { [ "$(http_code server "http://$ADMIN/readyz")" = "$1" ]; }
-elapsed_since() { python3 -c 'import sys,time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$1"; }
 
 check "vera reaches Prometheus through the tunnel" retry 15 expect_code a "http://$GW/-/ready" 200
 check "adam reaches Prometheus through the tunnel" retry 15 expect_code b "http://$GW/-/ready" 200
@@ -107,9 +84,9 @@ on a $CLIENT stall "$GW" 80 "$BIGQ" $((IDLE + 10)) > "$D/stall.out" 2>&1 &
 ST=$!
 open_is() { [ "$(metric promgate_tunnel_tcp_connections)" = "$1" ]; }
 check "the stalled connection is open" retry 5 open_is 1
-t0=$(date +%s.%N)
+t0=$(now)
 retry $((IDLE + 7)) open_is 0; rc=$?
-check "the open-connection gauge returns to 0 ($(elapsed_since "$t0") s after it showed 1)" test $rc = 0
+check "the open-connection gauge returns to 0 ($(seconds_since "$t0") s after it showed 1)" test $rc = 0
 wait "$ST"
 check "the stalled client saw its connection reset ($(cat "$D/stall.out"))" grep -q 'reset=True' "$D/stall.out"
 
@@ -124,15 +101,15 @@ check "/readyz 200 while Prometheus is up" readyz_is 200
 check "promgate_upstream_up is 1" test "$(metric promgate_upstream_up)" = 1
 rx_before=$(peer_rx_total)
 lab_stop_pid "$PROM_PID"
-t0=$(date +%s.%N)
+t0=$(now)
 retry 10 readyz_is 503; rc=$?
-check "/readyz 503 after Prometheus stopped ($(elapsed_since "$t0") s; limit 3 s + one probe)" test $rc = 0
+check "/readyz 503 after Prometheus stopped ($(seconds_since "$t0") s; limit 3 s + one probe)" test $rc = 0
 check "promgate_upstream_up is 0" test "$(metric promgate_upstream_up)" = 0
 check "/healthz still 200" expect_code server "http://$ADMIN/healthz" 200
 lab_start_prometheus "$SRV" --web.enable-admin-api
-t0=$(date +%s.%N)
+t0=$(now)
 retry 10 readyz_is 200; rc=$?
-check "/readyz back to 200 by itself ($(elapsed_since "$t0") s after Prometheus was ready)" test $rc = 0
+check "/readyz back to 200 by itself ($(seconds_since "$t0") s after Prometheus was ready)" test $rc = 0
 rx_after=$(peer_rx_total)
 # The clients have no persistent keepalive: no datagram arrived meanwhile.
 check "no tunnel traffic meanwhile (peer rx bytes $rx_before -> $rx_after)" test "$rx_before" = "$rx_after"

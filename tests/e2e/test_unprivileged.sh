@@ -10,13 +10,8 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-GW=10.13.13.1
 NOBODY=65534
-lab_up
-lab_add_client a
-SRV=$(lab_ns server)
-D=$LAB_DIR
-BIN=$(lab_promgate_bin)
+t_lab a
 
 lab_start_prometheus "$SRV"
 
@@ -30,33 +25,20 @@ if ! as_nobody test -x "$BIN"; then
     t_log "uid $NOBODY cannot reach the binary's path; running a copy: $BIN"
 fi
 
-(umask 077; "$BIN" genkey > "$D/gw.key")
+t_gateway_key
 chown $NOBODY:$NOBODY "$D/gw.key"
 chmod 0400 "$D/gw.key"
-"$BIN" pubkey < "$D/gw.key" > "$D/gw.pub"
 lab_keypair "$D" a
 
-cat > "$D/gateway.toml" <<EOF
-[gateway]
-private_key_file = "$D/gw.key"
-listen_port = 51820
-address = "$GW/24"
-upstream = "http://127.0.0.1:9090"
-http_ports = [80]
-
-[admin]
-listen = "127.0.0.1:9586"
-
-[[peer]]
-name = "alice"
-public_key = "$(cat "$D/a.pub")"
-allowed_ips = ["10.13.13.2/32"]
-EOF
+{
+    gateway_toml
+    peer_toml alice "$(cat "$D/a.pub")" 10.13.13.2
+} > "$D/gateway.toml"
 chmod 0644 "$D/gateway.toml"
 
 t_log "preconditions"
-check "uid $NOBODY cannot open /dev/net/tun (host mount namespace)" \
-    bash -c "! setpriv --reuid=$NOBODY --regid=$NOBODY --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs /bin/sh -c 'exec 3<>/dev/net/tun' 2>/dev/null"
+check_not "uid $NOBODY cannot open /dev/net/tun (host mount namespace)" \
+    quiet as_nobody /bin/sh -c 'exec 3<>/dev/net/tun'
 check "uid $NOBODY can read the key file" as_nobody test -r "$D/gw.key"
 
 t_log "start promgate as uid $NOBODY, no caps, no /dev/net/tun"
@@ -73,16 +55,20 @@ lab_wait_promgate "$SRV" "$D/gateway.toml" "$PG"
 status() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$PG/status"; }
 check "process is the promgate binary ($(readlink "/proc/$PG/exe"))" \
     test "$(readlink "/proc/$PG/exe")" = "$(readlink -f "$BIN")"
+all_four_are_nobody() { # Uid|Gid — real, effective, saved and fs ids
+    grep -Eq "^$1:[[:space:]]+$NOBODY[[:space:]]+$NOBODY[[:space:]]+$NOBODY[[:space:]]+$NOBODY\$" "/proc/$PG/status"
+}
 check "Uid is $NOBODY (real, effective, saved, fs): $(grep ^Uid: /proc/$PG/status | tr -s '\t' ' ')" \
-    bash -c "grep -Eq '^Uid:[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}\$' /proc/$PG/status"
-check "Gid is $NOBODY" bash -c "grep -Eq '^Gid:[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}[[:space:]]+${NOBODY}\$' /proc/$PG/status"
+    all_four_are_nobody Uid
+check "Gid is $NOBODY" all_four_are_nobody Gid
 check "no supplementary groups" test -z "$(status Groups)"
 for c in CapEff CapPrm CapBnd CapInh CapAmb; do
     check "$c is 0 ($(status $c))" test "$(status $c)" = 0000000000000000
 done
 check "NoNewPrivs is 1" test "$(status NoNewPrivs)" = 1
 check "/dev/net/tun does not exist in promgate's mount namespace" test ! -e "/proc/$PG/root/dev/net/tun"
-check "promgate holds no TUN fd" bash -c "! ls -l /proc/$PG/fd 2>/dev/null | grep -q 'net/tun'"
+holds_tun_fd() { ls -l "/proc/$PG/fd" 2>/dev/null | grep -q 'net/tun'; }
+check_not "promgate holds no TUN fd" holds_tun_fd
 udp_owner() { on server ss -Hulnpe "sport = :51820" 2>/dev/null | grep -q "uid:$NOBODY\b.*pid=$PG,\|pid=$PG,.*uid:$NOBODY\b"; }
 check "UDP :51820 is bound by pid $PG as uid $NOBODY" udp_owner
 check "no OS TCP socket on port 80 in the server netns" \

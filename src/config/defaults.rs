@@ -1,0 +1,85 @@
+//! Every default value of the configuration, named, in one place.
+//!
+//! Validation, the command line, the quickstart and `peer add` read their
+//! defaults from here, so a default changes in one line. Bounds that a
+//! configured value must stay within live here too, beside the default they
+//! bound.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// Where the config lives when neither `--config` nor `$PROMGATE_CONFIG` says.
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/promgate/promgate.toml";
+
+/// The Prometheus a gateway in Kubernetes most likely fronts.
+pub(crate) const DEFAULT_UPSTREAM: &str = "http://prometheus.default.svc.cluster.local";
+
+/// WireGuard's customary UDP port, the one wg-quick users expect.
+pub(crate) const DEFAULT_LISTEN_PORT: u16 = 51820;
+
+/// 1420 is wg-quick's default: 1500 minus the 80 bytes of IPv6+UDP+WireGuard.
+pub(crate) const DEFAULT_MTU: u16 = 1420;
+
+/// The MTUs accepted: IPv6 needs at least 1280, and 9000 is a jumbo frame.
+pub(crate) const MTU_RANGE: RangeInclusive<u16> = 1280..=9000;
+
+/// TCP ports served inside the tunnel: plain HTTP, so a browser needs no port.
+pub(crate) const DEFAULT_HTTP_PORTS: [u16; 1] = [80];
+
+/// The request header that carries the authenticated peer's name upstream
+/// (lowercase, as `http::HeaderName::from_static` requires).
+pub(crate) const DEFAULT_IDENTITY_HEADER: &str = "x-promgate-peer";
+
+/// Time to wait for the upstream's response headers before answering 504,
+/// so a hung upstream does not hold a tunnel connection forever.
+pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A tunnel TCP connection with no traffic for this long is closed, so
+/// clients that vanish without a FIN do not hold connection slots forever.
+pub(crate) const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// TCP connections one peer may hold inside the tunnel: an eighth of the
+/// total, so one peer cannot take the whole budget from the others.
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
+
+/// TCP connections inside the tunnel, all peers together; each holds its
+/// socket buffers, so this bounds the gateway's memory.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default send buffer per connection, which is also the most a connection
+/// has in flight. smoltcp has no SACK, so a burst that overruns the client
+/// (a wireguard-go client's UDP socket buffer, in the benchmark) costs a
+/// retransmission timeout. Measured on the 2-core lab (MB/s, client drops):
+/// 32 KiB 40/0, 64 KiB 50/0, 96 KiB 52/2, 128 KiB 19/38, 512 KiB 13/258.
+/// Throughput is at most buffer / RTT, so high-latency links want more
+/// (`tcp_send_buffer`).
+pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
+
+/// The send buffers accepted: below 16 KiB a connection crawls; above
+/// 16 MiB a thousand connections would hold gigabytes.
+pub(crate) const TCP_SEND_BUFFER_RANGE: RangeInclusive<usize> = 16 * 1024..=16 * 1024 * 1024;
+
+/// Handshakes per second (all peers together) above which cookies are
+/// demanded, unless the config says otherwise. A responder handshake costs
+/// about 0.37 ms of CPU on the development VM (`cargo bench`, README), so
+/// 1,000 per second caps what an initiation flood can take at about 40% of
+/// one core; a flood beyond it costs only cookie replies (µs each).
+pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = 1000;
+
+/// The admin server's port (`/metrics`, `/healthz`, `/readyz`).
+pub(crate) const DEFAULT_ADMIN_PORT: u16 = 9586;
+
+/// The admin server listens on every interface by default: Prometheus and
+/// the kubelet reach it over the cluster network.
+pub(crate) const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_ADMIN_PORT);
+
+/// The control endpoint behind `promgate status` and `peer list`: loopback
+/// only, because peer names and endpoints are not for the cluster network.
+pub(crate) const DEFAULT_CONTROL_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9587);
+
+/// `/readyz` fails once the upstream's readiness probe has failed for this
+/// long; a shorter outage does not take the gateway out of its Service.
+pub(crate) const DEFAULT_UPSTREAM_UNREADY_AFTER: Duration = Duration::from_secs(60);

@@ -1,0 +1,257 @@
+//! Validation of the `[gateway]` table: keys, addresses, upstream, limits.
+//!
+//! Each field is checked on its own and falls back to its default when it
+//! is bad, so one pass reports every problem; the gateway is only built
+//! when the pass found none.
+
+use super::GatewayConfig;
+use super::defaults::{
+    DEFAULT_HANDSHAKE_RATE_LIMIT, DEFAULT_HTTP_PORTS, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_PORT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MTU,
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_SEND_BUFFER, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT,
+    MTU_RANGE, TCP_SEND_BUFFER_RANGE,
+};
+use super::endpoint::check_endpoint;
+use super::private_key::resolve_private_key;
+use super::raw::{OneOrMany, RawGateway};
+use super::sink::{Sink, parse_duration};
+use ipnet::IpNet;
+use std::ops::{Range, RangeInclusive};
+use std::path::Path;
+use toml::Spanned;
+
+/// Validates `[gateway]`; `span` is the table's, for fields that are missing.
+/// Relative paths (key file, `peers_dir`) are relative to the config file.
+pub(super) fn validate_gateway(
+    sink: &mut Sink<'_>,
+    path: &Path,
+    span: Range<usize>,
+    raw: RawGateway,
+) -> Option<GatewayConfig> {
+    let before = sink.count();
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+
+    let private_key = resolve_private_key(sink, base_dir, span.clone(), &raw);
+    let listen_port = raw
+        .listen_port
+        .map(|p| *p.get_ref())
+        .unwrap_or(DEFAULT_LISTEN_PORT);
+    let addresses = validate_addresses(sink, span.clone(), raw.address);
+    let mtu = within(sink, "gateway.mtu", raw.mtu, MTU_RANGE, "", DEFAULT_MTU);
+    let upstream = validate_upstream(sink, span, raw.upstream);
+    let http_ports = validate_http_ports(sink, raw.http_ports);
+    let identity_header = validate_identity_header(sink, raw.identity_header);
+    let endpoint = raw.endpoint.map(|e| {
+        let text = e.get_ref().clone();
+        if let Err(why) = check_endpoint(&text) {
+            sink.push(e.span(), "gateway.endpoint", why.to_string());
+        }
+        text
+    });
+    let upstream_timeout = parse_duration(
+        sink,
+        "gateway.upstream_timeout",
+        raw.upstream_timeout,
+        DEFAULT_UPSTREAM_TIMEOUT,
+    );
+    let tcp_idle_timeout = parse_duration(
+        sink,
+        "gateway.tcp_idle_timeout",
+        raw.tcp_idle_timeout,
+        DEFAULT_TCP_IDLE_TIMEOUT,
+    );
+    let max_connections_per_peer = at_least_one(
+        sink,
+        "gateway.max_connections_per_peer",
+        raw.max_connections_per_peer,
+        DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    );
+    let max_connections = at_least_one(
+        sink,
+        "gateway.max_connections",
+        raw.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+    );
+    let tcp_send_buffer = within(
+        sink,
+        "gateway.tcp_send_buffer",
+        raw.tcp_send_buffer,
+        TCP_SEND_BUFFER_RANGE,
+        " bytes",
+        DEFAULT_TCP_SEND_BUFFER,
+    );
+    let handshake_rate_limit = at_least_one(
+        sink,
+        "gateway.handshake_rate_limit",
+        raw.handshake_rate_limit,
+        DEFAULT_HANDSHAKE_RATE_LIMIT,
+    );
+    let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
+
+    if sink.count() > before {
+        return None;
+    }
+    Some(GatewayConfig {
+        private_key: private_key?,
+        listen_port,
+        addresses,
+        mtu,
+        upstream: upstream?,
+        http_ports,
+        endpoint,
+        peers_dir,
+        identity_header,
+        upstream_timeout,
+        max_connections_per_peer,
+        max_connections,
+        tcp_idle_timeout,
+        tcp_send_buffer,
+        handshake_rate_limit,
+    })
+}
+
+/// The gateway's tunnel addresses: required, at most one per IP family.
+fn validate_addresses(
+    sink: &mut Sink<'_>,
+    table: Range<usize>,
+    raw: Option<Spanned<OneOrMany>>,
+) -> Vec<IpNet> {
+    let mut addresses: Vec<IpNet> = Vec::new();
+    let Some(a) = raw else {
+        sink.push(
+            table,
+            "gateway.address",
+            "missing: the gateway's tunnel address, e.g. \"10.13.13.1/24\"",
+        );
+        return addresses;
+    };
+    let span = a.span();
+    for s in a.into_inner().into_vec() {
+        match s.parse::<IpNet>() {
+            Ok(net)
+                if addresses
+                    .iter()
+                    .any(|n| n.addr().is_ipv4() == net.addr().is_ipv4()) =>
+            {
+                sink.push(
+                    span.clone(),
+                    "gateway.address",
+                    "at most one address per IP family",
+                );
+            }
+            Ok(net) => addresses.push(net),
+            Err(_) => sink.push(
+                span.clone(),
+                "gateway.address",
+                format!("`{s}` is not an address with prefix, e.g. \"10.13.13.1/24\""),
+            ),
+        }
+    }
+    addresses
+}
+
+/// A value that must lie in `range`; `unit` follows the bounds in the message.
+fn within<T: Copy + PartialOrd + std::fmt::Display>(
+    sink: &mut Sink<'_>,
+    field: &str,
+    raw: Option<Spanned<T>>,
+    range: RangeInclusive<T>,
+    unit: &str,
+    default: T,
+) -> T {
+    match raw {
+        None => default,
+        Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            sink.push(
+                v.span(),
+                field,
+                format!(
+                    "must be between {} and {}{unit}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// The upstream Prometheus: an `http://` URL with a host.
+fn validate_upstream(
+    sink: &mut Sink<'_>,
+    table: Range<usize>,
+    raw: Option<Spanned<String>>,
+) -> Option<http::Uri> {
+    let (text, span) = match raw {
+        Some(u) => (u.get_ref().clone(), u.span()),
+        None => (DEFAULT_UPSTREAM.to_string(), table),
+    };
+    match text.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+        Ok(_) => {
+            sink.push(
+                span,
+                "gateway.upstream",
+                format!("`{text}` must be an http:// URL with a host"),
+            );
+            None
+        }
+        Err(e) => {
+            sink.push(
+                span,
+                "gateway.upstream",
+                format!("`{text}` is not a URL: {e}"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_http_ports(sink: &mut Sink<'_>, raw: Option<Spanned<Vec<u16>>>) -> Vec<u16> {
+    let Some(p) = raw else {
+        return DEFAULT_HTTP_PORTS.to_vec();
+    };
+    let ports = p.get_ref().clone();
+    if ports.is_empty() || ports.contains(&0) {
+        sink.push(
+            p.span(),
+            "gateway.http_ports",
+            "list at least one port, none of them 0",
+        );
+    }
+    ports
+}
+
+fn validate_identity_header(sink: &mut Sink<'_>, raw: Option<Spanned<String>>) -> http::HeaderName {
+    let default = http::HeaderName::from_static(DEFAULT_IDENTITY_HEADER);
+    let Some(h) = raw else { return default };
+    match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+        Ok(n) => n,
+        Err(_) => {
+            sink.push(
+                h.span(),
+                "gateway.identity_header",
+                format!("`{}` is not a valid header name", h.get_ref()),
+            );
+            default
+        }
+    }
+}
+
+/// A count that must be positive (limits, rates).
+fn at_least_one<T: Copy + Default + PartialOrd>(
+    sink: &mut Sink<'_>,
+    field: &str,
+    raw: Option<Spanned<T>>,
+    default: T,
+) -> T {
+    match raw {
+        None => default,
+        Some(n) if *n.get_ref() > T::default() => *n.get_ref(),
+        Some(n) => {
+            sink.push(n.span(), field, "must be at least 1");
+            default
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Configuration: TOML on disk, a validated [`Config`] in memory.
+//!
+//! Parsing happens in two steps. Serde reads the file into the structs of
+//! `raw`, whose fields keep their byte spans; validation (`gateway`,
+//! `admin`, `peer`, then `cross_check` over the whole peer set) turns them
+//! into plain domain types (decoded keys, parsed networks, `Duration`s).
+//! Every problem is reported as a [`ConfigError`] naming the file, the line
+//! and the field, and validation collects all of them instead of stopping
+//! at the first, so that `promgate check` shows the whole list at once.
+//! Every default value is named in [`defaults`].
+//!
+//! Peers may live inline (`[[peer]]`), and in `*.toml` files of a
+//! `peers_dir` (one file per peer suits GitOps and ConfigMap mounts). The
+//! peer set is re-read on reload with [`load_peers`]; the gateway section is
+//! only read at start.
+
+mod admin;
+mod cross_check;
+pub mod defaults;
+mod endpoint;
+mod gateway;
+mod peer;
+mod private_key;
+mod raw;
+mod sink;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use self::cross_check::cross_check_peers;
+pub use self::defaults::*;
+pub use self::endpoint::EndpointError;
+pub(crate) use self::endpoint::check_endpoint;
+pub(crate) use self::peer::valid_peer_name;
+pub use crate::role::Role;
+
+use self::peer::validate_peers;
+use self::raw::{RawFile, RawPeersFile};
+use self::sink::{Sink, io_error, toml_error};
+use crate::keys::{PrivateKey, encode_key};
+use ipnet::IpNet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One problem in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no single line (a missing file).
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        } else {
+            write!(f, "{}: ", self.file.display())?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in one validation pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a peer was defined, for error messages about it later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// A validated peer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub allowed_ips: Vec<IpNet>,
+    pub preshared_key: Option<[u8; 32]>,
+    pub persistent_keepalive: Option<u16>,
+    pub role: Role,
+    /// Extra path prefixes this peer may use beyond its role.
+    pub allow_paths: Vec<String>,
+    /// Path prefixes this peer may not use, whatever its role.
+    pub deny_paths: Vec<String>,
+    /// Label values this peer's data is limited to (issue 14); `None` is unscoped.
+    pub scope: Option<crate::scope::Scope>,
+    pub origin: Origin,
+}
+
+impl PeerConfig {
+    /// True when the two describe the same tunnel, so a reload may keep its session.
+    pub(crate) fn same_tunnel(&self, other: &PeerConfig) -> bool {
+        self.public_key == other.public_key
+            && self.allowed_ips == other.allowed_ips
+            && self.preshared_key == other.preshared_key
+            && self.persistent_keepalive == other.persistent_keepalive
+    }
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("public_key", &encode_key(&self.public_key))
+            .field("allowed_ips", &self.allowed_ips)
+            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("role", &self.role)
+            .field("scope", &self.scope.as_ref().map(|s| s.to_string()))
+            .finish()
+    }
+}
+
+/// The `[gateway]` table, validated.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub private_key: PrivateKey,
+    pub listen_port: u16,
+    /// The gateway's own tunnel addresses with their prefixes (one per family at most).
+    pub addresses: Vec<IpNet>,
+    pub mtu: u16,
+    pub upstream: http::Uri,
+    pub http_ports: Vec<u16>,
+    /// Public `host:port` written into client configs.
+    pub endpoint: Option<String>,
+    pub peers_dir: Option<PathBuf>,
+    pub identity_header: http::HeaderName,
+    /// Time to wait for the upstream's response headers before answering 504.
+    pub upstream_timeout: Duration,
+    /// TCP connections allowed per peer and in total inside the tunnel.
+    pub max_connections_per_peer: usize,
+    pub max_connections: usize,
+    /// A tunnel TCP connection with no traffic for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Send buffer per tunnel TCP connection in bytes: the most it has in flight.
+    pub tcp_send_buffer: usize,
+    /// Handshakes per second, all peers together, before cookies are demanded.
+    pub handshake_rate_limit: u64,
+}
+
+/// The `[admin]` table, validated.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+    /// Local-only control endpoint for `promgate status` and `peer list`.
+    pub control_listen: Option<SocketAddr>,
+    /// `/readyz` fails once the upstream has been unreachable this long; `None` disables it.
+    pub upstream_unready_after: Option<Duration>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub gateway: GatewayConfig,
+    pub admin: AdminConfig,
+    pub peers: Vec<PeerConfig>,
+}
+
+// ---------------------------------------------------------------------------
+// Loading.
+
+/// Reads and validates the whole config: gateway, admin and every peer.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
+    parse(path, &text)
+}
+
+/// Validates config text as if it were read from `path` (peers_dir is read from disk).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawFile =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(path, text, e)]))?;
+    let mut sink = Sink::new(path, text);
+
+    let Some(gw) = raw.gateway else {
+        sink.errors.push(ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "gateway".into(),
+            message: "missing [gateway] table".into(),
+        });
+        return Err(ConfigErrors(sink.errors));
+    };
+    let gw_span = gw.span();
+    let gateway = gateway::validate_gateway(&mut sink, path, gw_span, gw.into_inner());
+    let admin = admin::validate_admin(&mut sink, raw.admin);
+
+    let inline = validate_peers(&mut sink, raw.peer);
+    let Some(gateway) = gateway else {
+        return Err(ConfigErrors(sink.errors));
+    };
+    let peers = complete_peer_set(inline, sink.errors, &gateway)?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        gateway,
+        admin,
+        peers,
+    })
+}
+
+/// Re-reads only the peer set (inline peers plus `peers_dir`), for hot reload.
+/// The gateway section of the running config is kept as it is.
+pub(crate) fn load_peers(
+    path: &Path,
+    gateway: &GatewayConfig,
+) -> Result<Vec<PeerConfig>, ConfigErrors> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
+    let raw: RawFile =
+        toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, e)]))?;
+    let mut sink = Sink::new(path, &text);
+    let inline = validate_peers(&mut sink, raw.peer);
+    complete_peer_set(inline, sink.errors, gateway)
+}
+
+/// Adds the peers of `peers_dir` to the inline ones and checks the whole
+/// set; `errors` are the problems found so far. Shared by start and reload,
+/// so a reload refuses exactly what a start would.
+fn complete_peer_set(
+    mut peers: Vec<PeerConfig>,
+    mut errors: Vec<ConfigError>,
+    gateway: &GatewayConfig,
+) -> Result<Vec<PeerConfig>, ConfigErrors> {
+    if let Some(dir) = &gateway.peers_dir {
+        match load_peers_dir(dir) {
+            Ok(more) => peers.extend(more),
+            Err(ConfigErrors(e)) => errors.extend(e),
+        }
+    }
+    errors.extend(cross_check_peers(&peers, gateway));
+    if errors.is_empty() {
+        Ok(peers)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Validates the text of one peers file (`[[peer]]` tables only).
+pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, ConfigErrors> {
+    let raw: RawPeersFile =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(file, text, e)]))?;
+    let mut sink = Sink::new(file, text);
+    let peers = validate_peers(&mut sink, raw.peer);
+    sink.finish(peers)
+}
+
+/// Reads every `*.toml` file of a peers directory, in name order. Hidden
+/// entries are skipped: Kubernetes keeps its ConfigMap versions in `..data`
+/// style directories and exposes the files through symlinks.
+pub(crate) fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| ConfigErrors(vec![io_error(dir, "peers_dir", e)]))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+        })
+        .collect();
+    files.sort();
+    let mut peers = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(io_error(&file, "", e));
+                continue;
+            }
+        };
+        match parse_peers_text(&file, &text) {
+            Ok(more) => peers.extend(more),
+            Err(ConfigErrors(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(peers)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}

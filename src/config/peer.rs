@@ -1,0 +1,194 @@
+//! Validation of one `[[peer]]` table: name, keys, addresses, role, paths
+//! and label scope.
+//!
+//! A peer is checked on its own here; what needs the whole peer set
+//! (duplicates, overlaps) is in `cross_check`. Field names in messages
+//! carry the peer's name once it is known (`peer "alice".role`), so a
+//! problem in a long file is easy to find.
+
+use super::raw::{OneOrMany, RawPeer};
+use super::sink::{Sink, key_message};
+use super::{Origin, PeerConfig};
+use crate::keys::decode_key;
+use crate::role::Role;
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::ops::Range;
+use toml::Spanned;
+
+/// Validates each peer; the bad ones are left out and reported in `sink`.
+pub(super) fn validate_peers(sink: &mut Sink<'_>, raw: Vec<Spanned<RawPeer>>) -> Vec<PeerConfig> {
+    raw.into_iter()
+        .filter_map(|p| validate_peer(sink, p))
+        .collect()
+}
+
+/// A peer name: 1 to 64 of `a-z A-Z 0-9 . _ -`. Names become file names
+/// in `peers_dir` and metric label values, and go between quotes in TOML
+/// without escaping, so nothing else is allowed.
+pub(crate) fn valid_peer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfig> {
+    let span = raw.span();
+    let line = sink.line_of(span.start);
+    let raw = raw.into_inner();
+    let before = sink.count();
+
+    let name = validate_name(sink, span.clone(), raw.name);
+    let field = |f: &str| {
+        if name.is_empty() {
+            format!("peer.{f}")
+        } else {
+            format!("peer \"{name}\".{f}")
+        }
+    };
+    let public_key = match raw.public_key {
+        Some(k) => decode_key_field(sink, &field("public_key"), k),
+        None => {
+            sink.push(span.clone(), &field("public_key"), "missing");
+            None
+        }
+    };
+    let allowed_ips = validate_allowed_ips(
+        sink,
+        span.clone(),
+        &field("allowed_ips"),
+        raw.allowed_ips,
+        before,
+    );
+    let preshared_key = raw
+        .preshared_key
+        .and_then(|k| decode_key_field(sink, &field("preshared_key"), k));
+    let role = validate_role(sink, &field("role"), raw.role);
+    check_paths(sink, span.clone(), &field("allow_paths"), &raw.allow_paths);
+    check_paths(sink, span, &field("deny_paths"), &raw.deny_paths);
+    let scope = raw.scope.and_then(|s| {
+        let s_span = s.span();
+        crate::scope::validate_peer_scope(s.into_inner(), role)
+            .map_err(|messages| {
+                for m in messages {
+                    sink.push(s_span.clone(), &field("scope"), m);
+                }
+            })
+            .ok()
+    });
+    if sink.count() > before {
+        return None;
+    }
+    Some(PeerConfig {
+        name,
+        public_key: public_key?,
+        allowed_ips,
+        preshared_key,
+        persistent_keepalive: raw
+            .persistent_keepalive
+            .map(|k| *k.get_ref())
+            .filter(|k| *k > 0),
+        role,
+        allow_paths: raw.allow_paths,
+        deny_paths: raw.deny_paths,
+        scope,
+        origin: Origin {
+            file: sink.file.to_path_buf(),
+            line,
+        },
+    })
+}
+
+/// The name, or "" when it is missing or bad (and reported).
+fn validate_name(sink: &mut Sink<'_>, table: Range<usize>, raw: Option<Spanned<String>>) -> String {
+    match raw {
+        Some(n) if valid_peer_name(n.get_ref()) => n.into_inner(),
+        Some(n) => {
+            sink.push(
+                n.span(),
+                "peer.name",
+                format!(
+                    "`{}` must be 1-64 characters of a-z, A-Z, 0-9, '.', '_' or '-'",
+                    n.get_ref()
+                ),
+            );
+            String::new()
+        }
+        None => {
+            sink.push(table, "peer.name", "missing");
+            String::new()
+        }
+    }
+}
+
+fn decode_key_field(sink: &mut Sink<'_>, field: &str, k: Spanned<String>) -> Option<[u8; 32]> {
+    match decode_key(k.get_ref()) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            sink.push(k.span(), field, key_message(e));
+            None
+        }
+    }
+}
+
+/// Addresses and networks, host bits cleared. An empty list is reported
+/// only when the peer has no other problem so far (`before` is the sink's
+/// count at the peer's start), so one mistake does not read as two.
+fn validate_allowed_ips(
+    sink: &mut Sink<'_>,
+    table: Range<usize>,
+    field: &str,
+    raw: Option<Spanned<OneOrMany>>,
+    before: usize,
+) -> Vec<IpNet> {
+    let mut allowed_ips = Vec::new();
+    let Some(a) = raw else {
+        sink.push(table, field, "missing");
+        return allowed_ips;
+    };
+    let span = a.span();
+    for s in a.into_inner().into_vec() {
+        match s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        {
+            Ok(n) => allowed_ips.push(n.trunc()),
+            Err(_) => sink.push(
+                span.clone(),
+                field,
+                format!("`{s}` is not an address or network"),
+            ),
+        }
+    }
+    if allowed_ips.is_empty() && sink.count() == before {
+        sink.push(span, field, "is empty: the peer could send nothing");
+    }
+    allowed_ips
+}
+
+fn validate_role(sink: &mut Sink<'_>, field: &str, raw: Option<Spanned<String>>) -> Role {
+    let Some(r) = raw else { return Role::Viewer };
+    match r.get_ref().as_str() {
+        "viewer" => Role::Viewer,
+        "admin" => Role::Admin,
+        other => {
+            sink.push(
+                r.span(),
+                field,
+                format!("`{other}` is not a role; use \"viewer\" or \"admin\""),
+            );
+            Role::Viewer
+        }
+    }
+}
+
+/// Path prefixes (`allow_paths`, `deny_paths`) must be absolute.
+fn check_paths(sink: &mut Sink<'_>, table: Range<usize>, field: &str, paths: &[String]) {
+    for p in paths {
+        if !p.starts_with('/') {
+            sink.push(table.clone(), field, format!("`{p}` must start with '/'"));
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Validation as a user meets it: whole files in, messages with file, line
+//! and field out.
+
+use super::*;
+use crate::keys::{PrivateKey, encode_key};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn write_key(dir: &Path) -> PrivateKey {
+    let k = PrivateKey::generate();
+    std::fs::write(dir.join("private.key"), k.to_base64()).unwrap();
+    k
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("promgate-config-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn peer_key() -> String {
+    encode_key(PrivateKey::generate().public_key().as_bytes())
+}
+
+#[test]
+fn the_minimal_file_from_the_issue_works_as_written() {
+    let dir = tempdir("minimal");
+    write_key(&dir);
+    let text = format!(
+        r#"[gateway]
+private_key_file = "{}/private.key"
+listen_port = 51820
+address = "10.13.13.1/24"     # the gateway's address inside the tunnel
+upstream = "http://prometheus.default.svc.cluster.local"
+http_ports = [80]             # TCP ports served inside the tunnel
+
+[[peer]]
+name = "alice"
+public_key = "{}"
+allowed_ips = ["10.13.13.2/32"]
+"#,
+        dir.display(),
+        peer_key()
+    );
+    let cfg = parse(&dir.join("promgate.toml"), &text).unwrap();
+    assert_eq!(cfg.gateway.listen_port, 51820);
+    assert_eq!(cfg.gateway.http_ports, vec![80]);
+    assert_eq!(cfg.peers.len(), 1);
+    assert_eq!(cfg.peers[0].role, Role::Viewer);
+    assert_eq!(cfg.peers[0].origin.line, 8);
+}
+
+fn base(dir: &Path) -> String {
+    format!(
+        "[gateway]\nprivate_key_file = \"{}/private.key\"\naddress = \"10.13.13.1/24\"\n",
+        dir.display()
+    )
+}
+
+fn errors_of(text: &str, dir: &Path) -> Vec<ConfigError> {
+    parse(&dir.join("p.toml"), text).unwrap_err().0
+}
+
+#[test]
+fn errors_name_file_line_and_field() {
+    let dir = tempdir("errors");
+    let own = write_key(&dir);
+    let k = peer_key();
+    let text = format!(
+        "{}\n[[peer]]\nname = \"a\"\npublic_key = \"{k}\"\nallowed_ips = [\"10.13.13.2/32\"]\n\n[[peer]]\nname = \"a\"\npublic_key = \"{k}\"\nallowed_ips = [\"10.13.13.2/31\"]\n\n[[peer]]\nname = \"bad\"\npublic_key = \"xyz\"\nallowed_ips = [\"10.13.13.9/32\"]\n\n[[peer]]\nname = \"me\"\npublic_key = \"{}\"\nallowed_ips = []\n",
+        base(&dir),
+        encode_key(own.public_key().as_bytes())
+    );
+    let errs = errors_of(&text, &dir);
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let all = shown.join("\n");
+    assert!(
+        all.contains("p.toml:17: peer \"bad\".public_key: key is not valid base64"),
+        "{all}"
+    );
+    assert!(all.contains("peer \"me\".allowed_ips: is empty"), "{all}");
+    assert!(all.contains("peer \"a\".name: duplicate name"), "{all}");
+    assert!(all.contains("same key as peer \"a\""), "{all}");
+    assert!(
+        all.contains("10.13.13.2/32 overlaps 10.13.13.2/31"),
+        "{all}"
+    );
+}
+
+#[test]
+fn own_key_as_peer_is_refused() {
+    let dir = tempdir("own");
+    let own = write_key(&dir);
+    let text = format!(
+        "{}[[peer]]\nname = \"me\"\npublic_key = \"{}\"\nallowed_ips = \"10.13.13.5/32\"\n",
+        base(&dir),
+        encode_key(own.public_key().as_bytes())
+    );
+    let all = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("is the gateway's own public key"), "{all}");
+}
+
+#[test]
+fn syntax_errors_carry_a_line() {
+    let dir = tempdir("syntax");
+    write_key(&dir);
+    let text = format!("{}listen_port = \"x\"\n", base(&dir));
+    let errs = errors_of(&text, &dir);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].line, 4, "{}", errs[0]);
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let dir = tempdir("unknown");
+    write_key(&dir);
+    let text = format!("{}lisen_port = 1\n", base(&dir));
+    let errs = errors_of(&text, &dir);
+    assert!(errs[0].to_string().contains("lisen_port"), "{}", errs[0]);
+}
+
+#[test]
+fn missing_key_file_is_named() {
+    let dir = tempdir("nokey");
+    let text = "[gateway]\nprivate_key_file = \"/nonexistent/k\"\naddress = \"10.13.13.1/24\"\n";
+    let errs = errors_of(text, &dir);
+    assert!(
+        errs[0]
+            .to_string()
+            .contains(":2: gateway.private_key_file: cannot read /nonexistent/k"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn scope_is_read_inline_and_from_peers_dir() {
+    let dir = tempdir("scope");
+    write_key(&dir);
+    std::fs::create_dir_all(dir.join("peers.d")).unwrap();
+    std::fs::write(
+        dir.join("peers.d/bob.toml"),
+        format!("[[peer]]\nname = \"bob\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.3/32\"]\nscope = {{ namespace = [\"team-b\", \"team-c\"], cluster = \"prod\" }}\n", peer_key()),
+    )
+    .unwrap();
+    let text = format!(
+        "{}peers_dir = \"peers.d\"\n[[peer]]\nname = \"alice\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nscope = {{ namespace = \"team-a\" }}\n",
+        base(&dir),
+        peer_key()
+    );
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+    let scope_of = |name: &str| {
+        cfg.peers
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.scope.as_ref())
+            .map(|s| s.to_string())
+    };
+    assert_eq!(scope_of("alice").as_deref(), Some(r#"namespace="team-a""#));
+    assert_eq!(
+        scope_of("bob").as_deref(),
+        Some(r#"cluster="prod",namespace=~"team-b|team-c""#)
+    );
+}
+
+#[test]
+fn bad_scopes_are_refused_with_file_line_and_field() {
+    let dir = tempdir("badscope");
+    write_key(&dir);
+    let peer = |extra: &str| {
+        format!(
+            "{}[[peer]]\nname = \"alice\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\n{extra}\n",
+            base(&dir),
+            peer_key()
+        )
+    };
+    let cases = [
+        (r#"scope = { namespace = "" }"#, "empty value"),
+        (
+            r#"scope = { "team.name" = "a" }"#,
+            "not a valid Prometheus label name",
+        ),
+        (r#"scope = {}"#, "is empty"),
+        (
+            "role = \"admin\"\nscope = { namespace = \"team-a\" }",
+            "admin peer cannot be scoped",
+        ),
+    ];
+    for (extra, want) in cases {
+        let errs = errors_of(&peer(extra), &dir);
+        assert_eq!(errs.len(), 1, "{extra}: {errs:?}");
+        let e = errs[0].to_string();
+        assert!(e.contains("peer \"alice\".scope: "), "{e}");
+        assert!(e.contains(want), "{extra}: {e}");
+        assert!(
+            e.starts_with(&format!("{}:", dir.join("p.toml").display())),
+            "{e}"
+        );
+        assert!(errs[0].line >= 4, "{e}");
+    }
+}
+
+#[test]
+fn peers_dir_is_merged_and_its_errors_name_its_files() {
+    let dir = tempdir("peersdir");
+    write_key(&dir);
+    std::fs::create_dir_all(dir.join("peers.d")).unwrap();
+    std::fs::write(
+        dir.join("peers.d/bob.toml"),
+        format!("[[peer]]\nname = \"bob\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.3/32\"]\nrole = \"admin\"\n", peer_key()),
+    )
+    .unwrap();
+    let text = format!("{}peers_dir = \"peers.d\"\n", base(&dir));
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+    assert_eq!(cfg.peers.len(), 1);
+    assert_eq!(cfg.peers[0].role, Role::Admin);
+
+    std::fs::write(
+        dir.join("peers.d/carol.toml"),
+        "[[peer]]\nname = \"carol\"\nrole = \"root\"\n",
+    )
+    .unwrap();
+    let all = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("carol.toml:"), "{all}");
+    assert!(
+        all.contains("\"root\" is not a role") || all.contains("`root` is not a role"),
+        "{all}"
+    );
+}
+
+#[test]
+fn nested_networks_of_different_peers_overlap() {
+    let dir = tempdir("nested");
+    write_key(&dir);
+    let text = format!(
+        "{}[[peer]]\nname = \"a\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.16/28\"]\n[[peer]]\nname = \"b\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.20/32\"]\n[[peer]]\nname = \"c\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.40/32\"]\n",
+        base(&dir),
+        peer_key(),
+        peer_key(),
+        peer_key()
+    );
+    let errs = errors_of(&text, &dir);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("peer \"b\".allowed_ips: 10.13.13.20/32 overlaps 10.13.13.16/28"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn the_shipped_example_config_validates() {
+    let dir = tempdir("example");
+    write_key(&dir);
+    let text = include_str!("../../config/promgate.example.toml")
+        .replace(
+            "/etc/promgate/key/private.key",
+            &dir.join("private.key").display().to_string(),
+        )
+        .replace("peers_dir = \"/etc/promgate/peers.d\"", "");
+    let cfg = parse(&dir.join("promgate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.peers.len(), 3);
+    let scopes: Vec<_> = cfg
+        .peers
+        .iter()
+        .map(|p| p.scope.as_ref().map(|s| s.to_string()))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            None,
+            Some(r#"namespace="team-a""#.to_string()),
+            Some(r#"cluster="prod",namespace=~"team-b|team-b-batch""#.to_string())
+        ]
+    );
+    assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
+    assert_eq!(
+        cfg.admin.upstream_unready_after,
+        Some(Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn a_bad_path_prefix_names_the_list_it_is_in() {
+    let dir = tempdir("paths");
+    write_key(&dir);
+    let text = format!(
+        "{}[[peer]]\nname = \"a\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nallow_paths = [\"api/v1/x\"]\ndeny_paths = [\"api/v1/y\"]\n",
+        base(&dir),
+        peer_key()
+    );
+    let all: Vec<String> = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all[0].contains("peer \"a\".allow_paths: `api/v1/x` must start with '/'"),
+        "{all:?}"
+    );
+    assert!(
+        all[1].contains("peer \"a\".deny_paths: `api/v1/y` must start with '/'"),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn defaults_apply_when_fields_are_left_out() {
+    let dir = tempdir("defaults");
+    write_key(&dir);
+    let cfg = parse(&dir.join("p.toml"), &base(&dir)).unwrap();
+    assert_eq!(cfg.gateway.listen_port, DEFAULT_LISTEN_PORT);
+    assert_eq!(
+        cfg.gateway.identity_header.as_str(),
+        DEFAULT_IDENTITY_HEADER
+    );
+    assert_eq!(cfg.gateway.http_ports, DEFAULT_HTTP_PORTS);
+    assert_eq!(cfg.admin.listen, Some(DEFAULT_ADMIN_LISTEN));
+    assert_eq!(
+        cfg.admin.control_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9587")
+    );
+    assert_eq!(
+        cfg.gateway.upstream.to_string(),
+        format!("{DEFAULT_UPSTREAM}/")
+    );
+}
+
+#[test]
+fn a_bad_private_key_is_named_with_where_it_came_from() {
+    let dir = tempdir("badkey");
+    std::fs::write(dir.join("bad.key"), "not a key\n").unwrap();
+    let with_key = |line: &str| format!("[gateway]\n{line}\naddress = \"10.13.13.1/24\"\n");
+    let message = |line: &str| errors_of(&with_key(line), &dir)[0].to_string();
+
+    let e = message("private_key_file = \"bad.key\"");
+    let file = dir.join("bad.key");
+    assert!(
+        e.contains(&format!(
+            "gateway.private_key_file: {}: key ",
+            file.display()
+        )),
+        "{e}"
+    );
+    let e = message("private_key_env = \"PROMGATE_TEST_NO_SUCH_VARIABLE\"");
+    assert!(
+        e.contains(
+            "gateway.private_key_env: environment variable PROMGATE_TEST_NO_SUCH_VARIABLE is not set"
+        ),
+        "{e}"
+    );
+    let e = message("private_key = \"not a key\"");
+    assert!(e.contains(":2: gateway.private_key: key "), "{e}");
+    let e = message("private_key = \"x\"\nprivate_key_file = \"bad.key\"");
+    assert!(e.contains("set exactly one of"), "{e}");
+}
