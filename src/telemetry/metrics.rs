@@ -8,6 +8,7 @@
 //! are atomics, and the peer list is a snapshot replaced on reload.
 
 use super::PeerView;
+use super::encode::{counter, gauge};
 use super::process::encode_process_metrics;
 use crate::gateway::PeerSnapshot;
 use crate::health::Health;
@@ -99,24 +100,6 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabel {
     peer: String,
-}
-
-fn counter(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
-}
-
-pub(super) fn gauge(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: f64,
-) -> Result<(), std::fmt::Error> {
-    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 impl Collector for GatewayCollector {

@@ -8,6 +8,7 @@
 //! request histogram carries no peer label at all.
 
 mod admin;
+mod encode;
 mod logging;
 mod metrics;
 mod process;

@@ -4,7 +4,7 @@
 //! Reading is best effort: a field /proc does not give is left out of the
 //! scrape rather than failing it.
 
-use super::metrics::gauge;
+use super::encode::gauge;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
