@@ -3,9 +3,19 @@
 //! The data path, module by module:
 //! UDP datagram → [`peer`] (boringtun noise, per-peer sessions) →
 //! [`route`] (AllowedIPs, destination and port checks) → [`netstack`]
-//! (smoltcp TCP) → [`stream`] → [`proxy`] (hyper) → Prometheus.
-//! [`gateway`] ties the I/O-free part together; [`driver`] is the thin tokio
-//! shell around it; [`serve`] wires config, sockets, admin server and signals.
+//! (smoltcp TCP) → [`pipe`] → [`stream`] → [`proxy`] (hyper, [`policy`],
+//! [`scope`]) → Prometheus.
+//!
+//! The core takes bytes and time in and knows no runtime: [`gateway`] ties
+//! [`peer`], [`route`], [`netstack`] and [`pipe`] together, and asks for a
+//! poll through a `std::task::Waker`. The tokio shell is thin: [`driver`]
+//! owns the UDP socket and the [`gateway`], [`stream`] turns a pipe into an
+//! `AsyncRead + AsyncWrite`, [`serve`] runs everything on bound sockets
+//! until a shutdown future completes. Around them: [`config`] (validated
+//! before anything binds), [`role`] (a leaf type), [`health`] and
+//! [`upstream_probe`] (readiness), [`telemetry`] and [`admin_http`] (the
+//! admin server), [`control`], [`onboarding`] and [`quickstart`] (the CLI's
+//! peer management), and [`cli`].
 
 #![forbid(unsafe_code)]
 
