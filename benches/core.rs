@@ -46,23 +46,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn gateway_config(key: &PrivateKey) -> GatewayConfig {
-    GatewayConfig {
-        private_key: key.clone(),
-        listen_port: 51820,
-        addresses: vec!["10.13.0.1/16".parse().unwrap()],
-        mtu: 1420,
-        upstream: "http://127.0.0.1:9090".parse().unwrap(),
-        http_ports: vec![80],
-        endpoint: None,
-        peers_dir: None,
-        identity_header: http::HeaderName::from_static("x-promgate-peer"),
-        upstream_timeout: Duration::from_secs(5),
-        max_connections_per_peer: 64,
-        max_connections: 1024,
-        tcp_idle_timeout: Duration::from_secs(60),
-        tcp_send_buffer: 64 * 1024,
-        handshake_rate_limit: promgate::config::DEFAULT_HANDSHAKE_RATE_LIMIT,
-    }
+    let mut c = GatewayConfig::with_defaults(
+        key.clone(),
+        "10.13.0.1/16".parse().unwrap(),
+        "http://127.0.0.1:9090".parse().unwrap(),
+    );
+    c.upstream_timeout = Duration::from_secs(5);
+    c.max_connections_per_peer = 64;
+    c.tcp_idle_timeout = Duration::from_secs(60);
+    c
 }
 
 fn peer(i: u32, public: [u8; 32]) -> PeerConfig {

@@ -159,6 +159,31 @@ pub struct GatewayConfig {
     pub handshake_rate_limit: u64,
 }
 
+impl GatewayConfig {
+    /// A gateway config with every optional field at its default, as a
+    /// file that names only these three would give: for tests, benches and
+    /// embedding. Adjust fields afterwards as needed.
+    pub fn with_defaults(private_key: PrivateKey, address: IpNet, upstream: http::Uri) -> Self {
+        GatewayConfig {
+            private_key,
+            listen_port: defaults::DEFAULT_LISTEN_PORT,
+            addresses: vec![address],
+            mtu: defaults::DEFAULT_MTU,
+            upstream,
+            http_ports: defaults::DEFAULT_HTTP_PORTS.to_vec(),
+            endpoint: None,
+            peers_dir: None,
+            identity_header: http::HeaderName::from_static(defaults::DEFAULT_IDENTITY_HEADER),
+            upstream_timeout: defaults::DEFAULT_UPSTREAM_TIMEOUT,
+            max_connections_per_peer: defaults::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            max_connections: defaults::DEFAULT_MAX_CONNECTIONS,
+            tcp_idle_timeout: defaults::DEFAULT_TCP_IDLE_TIMEOUT,
+            tcp_send_buffer: defaults::DEFAULT_TCP_SEND_BUFFER,
+            handshake_rate_limit: defaults::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        }
+    }
+}
+
 /// The `[admin]` table, validated.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {

@@ -351,27 +351,16 @@ impl Lab {
     pub async fn with(peers: &[PeerConfig], tweak: impl FnOnce(&mut GatewayConfig)) -> Lab {
         let upstream = start_upstream().await;
         let key = PrivateKey::generate();
-        let config = GatewayConfig {
-            private_key: key.clone(),
-            listen_port: 51820,
-            addresses: vec![
-                "10.13.13.1/24".parse().unwrap(),
-                "fd13::1/64".parse().unwrap(),
-            ],
-            mtu: 1420,
-            upstream: format!("http://{upstream}").parse().unwrap(),
-            http_ports: vec![80],
-            endpoint: None,
-            peers_dir: None,
-            identity_header: http::HeaderName::from_static("x-promgate-peer"),
-            upstream_timeout: Duration::from_secs(5),
-            max_connections_per_peer: 64,
-            max_connections: 256,
-            tcp_idle_timeout: Duration::from_secs(60),
-            tcp_send_buffer: 64 * 1024,
-            handshake_rate_limit: promgate::config::DEFAULT_HANDSHAKE_RATE_LIMIT,
-        };
-        let mut config = config;
+        let mut config = GatewayConfig::with_defaults(
+            key.clone(),
+            "10.13.13.1/24".parse().unwrap(),
+            format!("http://{upstream}").parse().unwrap(),
+        );
+        config.addresses.push("fd13::1/64".parse().unwrap());
+        config.upstream_timeout = Duration::from_secs(5);
+        config.max_connections_per_peer = 64;
+        config.max_connections = 256;
+        config.tcp_idle_timeout = Duration::from_secs(60);
         tweak(&mut config);
         let stats = Arc::new(Stats::default());
         let notify = Arc::new(Notify::new());
