@@ -42,4 +42,6 @@ pub mod serve;
 pub mod stats;
 pub mod stream;
 pub mod telemetry;
+#[cfg(test)]
+mod test_packets;
 pub mod upstream_probe;

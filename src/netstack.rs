@@ -546,10 +546,7 @@ impl Netstack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-    };
+    use smoltcp::wire::{Ipv4Address, Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 
     const GW: Ipv4Address = Ipv4Address::new(10, 13, 13, 1);
     const PEER: Ipv4Address = Ipv4Address::new(10, 13, 13, 2);
@@ -598,23 +595,7 @@ mod tests {
             timestamp: None,
             payload: &[],
         };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: GW,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut p = Ipv4Packet::new_unchecked(&mut buf);
-        ip.emit(&mut p, &caps);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(p.payload_mut()),
-            &src.into(),
-            &GW.into(),
-            &caps,
-        );
+        let buf = crate::test_packets::ipv4_tcp(src, GW, &tcp);
         let kind = Accepted::Tcp {
             src: IpAddr::V4(src),
             src_port: port,

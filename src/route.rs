@@ -106,7 +106,7 @@ pub fn check_inbound(
 mod tests {
     use super::*;
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpAddress, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+    use smoltcp::wire::{Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
     use std::net::Ipv4Addr;
 
     const GW: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 1);
@@ -132,25 +132,7 @@ mod tests {
     }
 
     fn tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16, control: TcpControl) -> Vec<u8> {
-        let tcp = tcp_repr(dst_port, control);
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut p = Ipv4Packet::new_unchecked(&mut buf);
-        ip.emit(&mut p, &caps);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(p.payload_mut()),
-            &IpAddress::Ipv4(src),
-            &IpAddress::Ipv4(dst),
-            &caps,
-        );
-        buf
+        crate::test_packets::ipv4_tcp(src, dst, &tcp_repr(dst_port, control))
     }
 
     fn raw_ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, payload: &[u8]) -> Vec<u8> {
@@ -291,30 +273,12 @@ mod tests {
 
     #[test]
     fn ipv6_inner_packets_follow_the_same_rules() {
-        use smoltcp::wire::{Ipv6Address, Ipv6Packet, Ipv6Repr};
+        use smoltcp::wire::Ipv6Address;
         let gw: Ipv6Address = "fd13::1".parse().unwrap();
         let alice: Ipv6Address = "fd13::2".parse().unwrap();
         let bob: Ipv6Address = "fd13::3".parse().unwrap();
         let packet = |src: Ipv6Address, dst: Ipv6Address, port: u16| {
-            let tcp = tcp_repr(port, TcpControl::Syn);
-            let ip = Ipv6Repr {
-                src_addr: src,
-                dst_addr: dst,
-                next_header: IpProtocol::Tcp,
-                payload_len: tcp.buffer_len(),
-                hop_limit: 64,
-            };
-            let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-            let caps = ChecksumCapabilities::default();
-            let mut p = Ipv6Packet::new_unchecked(&mut buf);
-            ip.emit(&mut p);
-            tcp.emit(
-                &mut TcpPacket::new_unchecked(p.payload_mut()),
-                &IpAddress::Ipv6(src),
-                &IpAddress::Ipv6(dst),
-                &caps,
-            );
-            buf
+            crate::test_packets::ipv6_tcp(src, dst, &tcp_repr(port, TcpControl::Syn))
         };
         let addrs = [IpAddr::V6(gw)];
         let policy = Policy {
