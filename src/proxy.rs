@@ -10,7 +10,6 @@
 use crate::gateway::ConnInfo;
 use crate::policy::{self, Decision};
 use crate::stats::Stats;
-use crate::stream::TunnelStream;
 use crate::telemetry::HttpMetrics;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -89,12 +89,16 @@ impl Proxy {
 
     /// Serves one tunnel connection until it closes or `shutdown` fires
     /// (then the in-flight request completes and the connection closes).
-    pub async fn serve_connection(
+    /// The stream is normally a [`crate::stream::TunnelStream`]; any byte
+    /// stream works, so tests and the fuzz target drive it in memory.
+    pub async fn serve_connection<S>(
         self: Arc<Self>,
         info: ConnInfo,
-        stream: TunnelStream,
+        stream: S,
         shutdown: CancellationToken,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         use tracing::Instrument as _;
         let info = Arc::new(info);
         let span =
@@ -104,12 +108,14 @@ impl Proxy {
             .await
     }
 
-    async fn serve_inner(
+    async fn serve_inner<S>(
         self: Arc<Self>,
         info: Arc<ConnInfo>,
-        stream: TunnelStream,
+        stream: S,
         shutdown: CancellationToken,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
@@ -154,9 +160,8 @@ impl Proxy {
             metrics: self.metrics.clone(),
         };
 
-        let normalized = match policy::normalize(&raw_path) {
-            Ok(p) if policy::is_canonical(&raw_path) => p,
-            _ => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes)."))),
+        let Some(normalized) = policy::decision_path(&raw_path) else {
+            return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes).")));
         };
         if let Decision::Deny(rule) = policy::decide(
             rules.role,
@@ -226,19 +231,7 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Request<Incoming>, String> {
         let (mut parts, body) = req.into_parts();
-        let base = self.upstream.path().trim_end_matches('/');
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.upstream.authority().map(|a| a.as_str()).unwrap_or(""))
-            .path_and_query(format!("{base}{pq}"))
-            .build()
-            .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
-        parts.uri = uri;
+        parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
@@ -267,6 +260,23 @@ impl Proxy {
         }
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// The URL a request for `requested` goes to: the upstream's scheme,
+/// authority and base path, then the request's path and query unchanged
+/// (byte for byte: the path the policy decided on is the path forwarded).
+pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
+    let base = upstream.path().trim_end_matches('/');
+    let pq = requested
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority().map(|a| a.as_str()).unwrap_or(""))
+        .path_and_query(format!("{base}{pq}"))
+        .build()
+        .map_err(|e| format!("cannot build the upstream URL: {e}"))
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
