@@ -452,7 +452,10 @@ pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, Conf
 
 /// Reads every `*.toml` file of a peers directory, in name order. Hidden
 /// entries are skipped: Kubernetes keeps its ConfigMap versions in `..data`
-/// style directories and exposes the files through symlinks.
+/// style directories and exposes the files through symlinks. Directories,
+/// FIFOs and sockets are skipped (a FIFO would block the read), but an
+/// entry that cannot be inspected at all (a symlink loop, a dangling link)
+/// is an error: skipping it would silently remove the peers it held.
 pub fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| ConfigErrors(vec![io_error(dir, "peers_dir", e)]))?;
@@ -461,7 +464,12 @@ pub fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+            !name.starts_with('.')
+                && name.ends_with(".toml")
+                && match std::fs::metadata(p) {
+                    Ok(m) => m.is_file(),
+                    Err(_) => true,
+                }
         })
         .collect();
     files.sort();
@@ -1172,6 +1180,26 @@ allowed_ips = ["10.13.13.2/32"]
         assert_eq!(cfg.peers.len(), 1);
         assert_eq!(cfg.peers[0].role, Role::Viewer);
         assert_eq!(cfg.peers[0].origin.line, 8);
+    }
+
+    #[test]
+    fn a_peers_file_replaced_by_a_symlink_loop_is_refused_not_skipped() {
+        let dir = tempdir("symlink-loop");
+        write_key(&dir);
+        let peers = dir.join("peers.d");
+        std::fs::create_dir_all(&peers).unwrap();
+        std::os::unix::fs::symlink("bob.toml", peers.join("bob.toml")).unwrap();
+        let err = load_peers_dir(&peers).unwrap_err().to_string();
+        assert!(err.contains("bob.toml"), "{err}");
+        std::fs::remove_file(peers.join("bob.toml")).unwrap();
+        std::os::unix::fs::symlink("missing", peers.join("gone.toml")).unwrap();
+        assert!(
+            load_peers_dir(&peers).is_err(),
+            "a dangling link was skipped"
+        );
+        std::fs::remove_file(peers.join("gone.toml")).unwrap();
+        std::fs::create_dir(peers.join("dir.toml")).unwrap();
+        assert_eq!(load_peers_dir(&peers).unwrap().len(), 0);
     }
 
     fn base(dir: &Path) -> String {
