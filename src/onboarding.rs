@@ -40,9 +40,11 @@ pub struct Added {
 
 /// Adds a peer and returns the client config to hand to its owner.
 pub fn add_peer(config_path: &Path, req: &AddPeer) -> anyhow::Result<Added> {
-    if !config::valid_peer_name(&req.name) {
+    // A leading '.' would make a hidden file in peers_dir, which the
+    // gateway skips: the peer would be reported added and never apply.
+    if !config::valid_peer_name(&req.name) || req.name.starts_with('.') {
         bail!(
-            "peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-'",
+            "peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'",
             req.name.escape_debug()
         );
     }
@@ -372,6 +374,21 @@ mod tests {
             ip: None,
             endpoint: None,
             role: Role::Viewer,
+        }
+    }
+
+    /// Found by the config_files fuzz target: `.bob` went to
+    /// peers.d/.bob.toml, a hidden file the gateway never loads.
+    #[test]
+    fn a_name_that_would_make_a_hidden_peers_file_is_refused() {
+        for peers_dir in [true, false] {
+            let path = setup(&format!("hidden-{peers_dir}"), peers_dir);
+            let before = std::fs::read(&path).unwrap();
+            let err = add_peer(&path, &req(".bob")).err().expect("refused");
+            assert!(err.to_string().contains("not starting with '.'"), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), before);
+            let dir = path.parent().unwrap().join("peers.d");
+            assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
         }
     }
 

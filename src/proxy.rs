@@ -267,14 +267,18 @@ impl Proxy {
 /// (byte for byte: the path the policy decided on is the path forwarded).
 pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
     let base = upstream.path().trim_end_matches('/');
-    let pq = requested
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    // `path()`, not the raw path-and-query: an absolute-form target with an
+    // empty path ("http://h?q") has path "/" and raw text "?q", and the
+    // policy decided on "/".
+    let path = requested.path();
+    let pq = match requested.query() {
+        Some(q) => format!("{base}{path}?{q}"),
+        None => format!("{base}{path}"),
+    };
     Uri::builder()
         .scheme("http")
         .authority(upstream.authority().map(|a| a.as_str()).unwrap_or(""))
-        .path_and_query(format!("{base}{pq}"))
+        .path_and_query(pq)
         .build()
         .map_err(|e| format!("cannot build the upstream URL: {e}"))
 }
@@ -419,5 +423,30 @@ impl Body for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         self.log();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the policy fuzz target: with an upstream base path, an
+    /// absolute-form target with an empty path was decided as "/" and
+    /// forwarded as "/prom" rather than "/prom/".
+    #[test]
+    fn the_forwarded_path_is_the_decided_path_after_the_base() {
+        let upstream: Uri = "http://prometheus:9090/prom/".parse().unwrap();
+        for (target, want) in [
+            ("http://h?q=1", "/prom/"),
+            ("http://h", "/prom/"),
+            ("/api/v1/query?query=up", "/prom/api/v1/query"),
+            ("/", "/prom/"),
+        ] {
+            let requested: Uri = target.parse().unwrap();
+            let got = upstream_uri(&upstream, &requested).unwrap();
+            assert_eq!(got.path(), want, "{target}");
+            assert_eq!(got.path(), format!("/prom{}", requested.path()));
+            assert_eq!(got.query(), requested.query(), "{target}");
+        }
     }
 }
