@@ -10,11 +10,11 @@
 #   metric NAME [LABEL]          a value from /metrics (first match)
 #   rss_kib PID, fds PID, cpu_ticks PID
 #   ms_since T0                  milliseconds since T0 (date +%s%N)
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GW=10.13.13.1
 ADMIN=127.0.0.1:9586
-CLIENT_PY="python3 $(cd "$(dirname "$0")" && pwd)/tcp_client.py"
+CLIENT_PY="python3 $(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tcp_client.py"
 
 faults_gateway_conf() {
     cat > "$D/gateway.toml.tmp" <<EOF
