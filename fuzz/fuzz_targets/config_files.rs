@@ -30,8 +30,11 @@ fn scratch() -> &'static Path {
     DIR.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("promgate-fuzz-config-{}", std::process::id()));
         std::fs::create_dir_all(d.join("peers.d")).expect("scratch dir");
-        std::fs::write(d.join("private.key"), format!("{}\n", promgate::keys::encode_key(&[7; 32])))
-            .expect("key file");
+        std::fs::write(
+            d.join("private.key"),
+            format!("{}\n", promgate::keys::encode_key(&[7; 32])),
+        )
+        .expect("key file");
         d
     })
 }
@@ -58,16 +61,20 @@ fn stays_inside(text: &str, dir: &Path) -> bool {
     let Some(gw) = value.get("gateway").and_then(|g| g.as_table()) else {
         return true;
     };
-    ["private_key_file", "peers_dir"].iter().all(|k| match gw.get(*k) {
-        None => true,
-        Some(toml::Value::String(p)) => {
-            let p = Path::new(p);
-            p.is_absolute()
-                && p.starts_with(dir)
-                && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
-        }
-        Some(_) => true, // a type error, refused before any read
-    })
+    ["private_key_file", "peers_dir"]
+        .iter()
+        .all(|k| match gw.get(*k) {
+            None => true,
+            Some(toml::Value::String(p)) => {
+                let p = Path::new(p);
+                p.is_absolute()
+                    && p.starts_with(dir)
+                    && !p
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+            }
+            Some(_) => true, // a type error, refused before any read
+        })
 }
 
 fuzz_target!(|input: Input| {
@@ -114,19 +121,40 @@ fuzz_target!(|input: Input| {
         .collect();
     match add_peer(&main, &req) {
         Ok(added) => {
-            let after = config::load(&main)
-                .unwrap_or_else(|e| panic!("peer add wrote {} that no longer parses: {e}", added.written.display()));
-            assert_eq!(after.peers.len(), before.peers.len() + 1, "peer add lost or duplicated peers");
-            assert!(after.peers.iter().any(|p| p.name == req.name), "the new peer is missing");
+            let after = config::load(&main).unwrap_or_else(|e| {
+                panic!(
+                    "peer add wrote {} that no longer parses: {e}",
+                    added.written.display()
+                )
+            });
+            assert_eq!(
+                after.peers.len(),
+                before.peers.len() + 1,
+                "peer add lost or duplicated peers"
+            );
+            assert!(
+                after.peers.iter().any(|p| p.name == req.name),
+                "the new peer is missing"
+            );
             for (f, b) in &files_before {
                 if *f != added.written {
-                    assert_eq!(&std::fs::read(f).expect("read back"), b, "peer add changed {}", f.display());
+                    assert_eq!(
+                        &std::fs::read(f).expect("read back"),
+                        b,
+                        "peer add changed {}",
+                        f.display()
+                    );
                 }
             }
         }
         Err(_) => {
             for (f, b) in &files_before {
-                assert_eq!(&std::fs::read(f).expect("read back"), b, "a refused peer add changed {}", f.display());
+                assert_eq!(
+                    &std::fs::read(f).expect("read back"),
+                    b,
+                    "a refused peer add changed {}",
+                    f.display()
+                );
             }
         }
     }

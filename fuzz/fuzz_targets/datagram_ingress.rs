@@ -23,21 +23,42 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Arbitrary bytes from an address of the pool.
-    Raw { src: u8, bytes: Vec<u8> },
+    Raw {
+        src: u8,
+        bytes: Vec<u8>,
+    },
     /// Arbitrary bytes with a valid WireGuard message type and length
     /// prefix, to reach deeper than the type check.
-    Typed { src: u8, kind: u8, bytes: Vec<u8> },
+    Typed {
+        src: u8,
+        kind: u8,
+        bytes: Vec<u8>,
+    },
     /// A configured peer's handshake initiation.
-    Handshake { peer: u8, src: u8 },
+    Handshake {
+        peer: u8,
+        src: u8,
+    },
     /// A configured peer encrypts the fuzzer's bytes (an initiation if it
     /// has no session yet).
-    Data { peer: u8, src: u8, payload: Vec<u8> },
+    Data {
+        peer: u8,
+        src: u8,
+        payload: Vec<u8>,
+    },
     /// An initiation from a key the gateway does not know.
-    Stranger { src: u8 },
+    Stranger {
+        src: u8,
+    },
     /// A datagram sent earlier, sent again from any address.
-    Replay { index: u8, src: u8 },
+    Replay {
+        index: u8,
+        src: u8,
+    },
     /// Time passes, then the gateway polls.
-    Poll { millis: u16 },
+    Poll {
+        millis: u16,
+    },
     TakeAccepted,
 }
 
@@ -138,9 +159,17 @@ fuzz_target!(|input: Input| {
     for op in input.ops.into_iter().take(64) {
         match op {
             Op::Raw { src, bytes } => w.deliver(endpoint(src), &bytes),
-            Op::Typed { src, kind, mut bytes } => {
-                let (t, len) = [(1u8, 148usize), (2, 92), (3, 64), (4, 32 + (bytes.len() & !15))]
-                    [usize::from(kind % 4)];
+            Op::Typed {
+                src,
+                kind,
+                mut bytes,
+            } => {
+                let (t, len) = [
+                    (1u8, 148usize),
+                    (2, 92),
+                    (3, 64),
+                    (4, 32 + (bytes.len() & !15)),
+                ][usize::from(kind % 4)];
                 bytes.resize(len, 0);
                 bytes[..4].copy_from_slice(&[t, 0, 0, 0]);
                 w.deliver(endpoint(src), &bytes);

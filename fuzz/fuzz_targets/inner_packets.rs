@@ -32,8 +32,12 @@ enum Op {
     },
     /// Every peer answers the SYN-ACKs it has received with an ACK that
     /// carries `request`.
-    Complete { request: Vec<u8> },
-    Poll { millis: u16 },
+    Complete {
+        request: Vec<u8>,
+    },
+    Poll {
+        millis: u16,
+    },
     TakeAccepted,
 }
 
@@ -53,7 +57,8 @@ impl World {
     fn send(&mut self, i: usize, packet: &[u8]) {
         if let Some(d) = self.peers[i].seal(packet) {
             let mut out = Vec::new();
-            self.gw.handle_datagram(self.now, endpoint_of(i), &d, &mut out);
+            self.gw
+                .handle_datagram(self.now, endpoint_of(i), &d, &mut out);
             self.check(out);
         }
     }
@@ -211,7 +216,10 @@ fuzz_target!(|ops: Vec<Op>| {
                             || info.remote.ip() == IpAddr::V6(peer_ip6(*i))
                     });
                     let Some(owner) = owner else {
-                        panic!("accepted a connection from {}, which no peer owns", info.remote);
+                        panic!(
+                            "accepted a connection from {}, which no peer owns",
+                            info.remote
+                        );
                     };
                     assert_eq!(
                         &*info.access.current().name,

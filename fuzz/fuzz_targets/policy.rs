@@ -52,7 +52,10 @@ fn percent_decode(raw: &str) -> Option<String> {
 }
 
 fn under(path: &str, prefix: &str) -> bool {
-    path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|r| r.starts_with('/'))
 }
 
 fuzz_target!(|input: Input| {
@@ -82,18 +85,29 @@ fuzz_target!(|input: Input| {
         format!("{base}{raw_path}"),
         "the forwarded path differs from the decided one"
     );
-    assert_eq!(forwarded.query(), uri.query(), "the query changed on the way");
+    assert_eq!(
+        forwarded.query(),
+        uri.query(),
+        "the query changed on the way"
+    );
 
     // And reads it as the same path.
     let seen = percent_decode(raw_path).expect("a decided path decodes");
-    let seen = seen.strip_suffix('/').filter(|s| !s.is_empty()).unwrap_or(&seen);
+    let seen = seen
+        .strip_suffix('/')
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&seen);
     assert_eq!(
         seen.to_ascii_lowercase(),
         decided,
         "the upstream would route {raw_path:?} differently from the decision"
     );
 
-    let role = if input.admin { Role::Admin } else { Role::Viewer };
+    let role = if input.admin {
+        Role::Admin
+    } else {
+        Role::Viewer
+    };
     let allow: Vec<String> = input.allow_paths.into_iter().take(8).collect();
     let deny: Vec<String> = input.deny_paths.into_iter().take(8).collect();
     let decision = policy::decide(role, &allow, &deny, &method, &decided);
@@ -107,7 +121,10 @@ fuzz_target!(|input: Input| {
         }
     }
     // A deny entry always wins for the path itself.
-    if deny.iter().any(|d| policy::normalize(d).ok().as_deref() == Some(decided.as_str())) {
+    if deny
+        .iter()
+        .any(|d| policy::normalize(d).ok().as_deref() == Some(decided.as_str()))
+    {
         assert_ne!(decision, Decision::Allow, "a deny_paths entry was ignored");
     }
 });

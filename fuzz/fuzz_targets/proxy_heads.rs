@@ -22,7 +22,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-const ADMIN_ONLY: &[&str] = &["/api/v1/admin", "/api/v2/admin", "/-/reload", "/-/quit", "/debug"];
+const ADMIN_ONLY: &[&str] = &[
+    "/api/v1/admin",
+    "/api/v2/admin",
+    "/-/reload",
+    "/-/quit",
+    "/debug",
+];
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -104,7 +110,11 @@ fuzz_target!(|input: Input| {
     lab.heads.lock().expect("lock").clear();
     let rules = AccessRules {
         name: Arc::from(if input.admin { "root" } else { "viewer-1" }),
-        role: if input.admin { Role::Admin } else { Role::Viewer },
+        role: if input.admin {
+            Role::Admin
+        } else {
+            Role::Viewer
+        },
         allow_paths: Arc::from(Vec::new()),
         deny_paths: Arc::from(Vec::new()),
     };
@@ -127,14 +137,25 @@ fuzz_target!(|input: Input| {
             client.read_to_end(&mut sink).await.map(|_| ())
         };
         let r = tokio::time::timeout(Duration::from_secs(10), io).await;
-        assert!(r.is_ok(), "the connection did not end after the client closed");
+        assert!(
+            r.is_ok(),
+            "the connection did not end after the client closed"
+        );
         let r = tokio::time::timeout(Duration::from_secs(10), task).await;
         assert!(r.is_ok(), "the connection task outlived its connection");
     });
     for head in lab.heads.lock().expect("lock").iter() {
         let head = String::from_utf8_lossy(head);
-        assert_eq!(headers(&head, "x-promgate-peer"), vec![&*name], "identity at the upstream: {head:?}");
-        assert_eq!(headers(&head, "x-forwarded-for"), vec!["10.13.13.3"], "X-Forwarded-For at the upstream: {head:?}");
+        assert_eq!(
+            headers(&head, "x-promgate-peer"),
+            vec![&*name],
+            "identity at the upstream: {head:?}"
+        );
+        assert_eq!(
+            headers(&head, "x-forwarded-for"),
+            vec!["10.13.13.3"],
+            "X-Forwarded-For at the upstream: {head:?}"
+        );
         if !input.admin {
             let path = head.split(' ').nth(1).unwrap_or("").to_ascii_lowercase();
             let path = path.split('?').next().unwrap_or("");
