@@ -3,7 +3,9 @@
 //!   the client-side encryption that the iteration also pays for;
 //! - handshakes per second on one core;
 //! - config load and peer-set reload for 10,000 peers, and the resident
-//!   memory each idle peer costs.
+//!   memory each idle peer costs;
+//! - the scope rewrite of a PromQL query (parse, add the scope, print,
+//!   re-parse and verify), beside parsing alone.
 //!
 //! Run: `cargo bench --bench core`.
 
@@ -42,7 +44,6 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 fn gateway_config(key: &PrivateKey) -> GatewayConfig {
     GatewayConfig {
@@ -60,7 +61,7 @@ fn gateway_config(key: &PrivateKey) -> GatewayConfig {
         max_connections: 1024,
         tcp_idle_timeout: Duration::from_secs(60),
         tcp_send_buffer: 64 * 1024,
-        handshake_rate_limit: promgate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        handshake_rate_limit: promgate::config::DEFAULT_HANDSHAKE_RATE_LIMIT,
     }
 }
 
@@ -75,6 +76,7 @@ fn peer(i: u32, public: [u8; 32]) -> PeerConfig {
         role: Role::Viewer,
         allow_paths: vec![],
         deny_paths: vec![],
+        scope: None,
         origin: Origin {
             file: "bench".into(),
             line: 1,
@@ -116,9 +118,10 @@ fn data_path(c: &mut Criterion) {
         &gateway_config(&key),
         &[peer(0, PublicKey::from(&client_secret).to_bytes())],
         stats,
-        Arc::new(Notify::new()),
+        std::task::Waker::noop().clone(),
         1,
         Instant::now(),
+        unix_now(),
     );
     let mut client = Tunn::new(client_secret, key.public_key(), None, None, 1, None);
     let src: SocketAddr = "192.0.2.1:40000".parse().unwrap();
@@ -204,9 +207,10 @@ fn handshakes(c: &mut Criterion) {
             &config,
             &peers,
             Arc::new(Stats::default()),
-            Arc::new(Notify::new()),
+            std::task::Waker::noop().clone(),
             1,
             Instant::now(),
+            unix_now(),
         );
         let mut clients: Vec<Tunn> = secrets
             .iter()
@@ -297,9 +301,10 @@ fn ten_thousand_peers(c: &mut Criterion) {
                 &cfg.gateway,
                 &cfg.peers,
                 Arc::new(Stats::default()),
-                Arc::new(Notify::new()),
+                std::task::Waker::noop().clone(),
                 1,
                 Instant::now(),
+                unix_now(),
             ))
         })
     });
@@ -307,9 +312,10 @@ fn ten_thousand_peers(c: &mut Criterion) {
         &cfg.gateway,
         &cfg.peers,
         Arc::new(Stats::default()),
-        Arc::new(Notify::new()),
+        std::task::Waker::noop().clone(),
         1,
         Instant::now(),
+        unix_now(),
     );
     let mut changed = cfg.peers.clone();
     changed.pop();
@@ -329,9 +335,10 @@ fn ten_thousand_peers(c: &mut Criterion) {
             &cfg.gateway,
             peers,
             Arc::new(Stats::default()),
-            Arc::new(Notify::new()),
+            std::task::Waker::noop().clone(),
             1,
             Instant::now(),
+            unix_now(),
         )
     };
     let before = LIVE.load(Ordering::Relaxed);
@@ -352,5 +359,49 @@ fn ten_thousand_peers(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, data_path, handshakes, ten_thousand_peers);
+/// A typical dashboard panel query, and a large generated one (a 40-way
+/// `or` of per-service error ratios, ~6 KiB, 80 selectors).
+fn scope_rewrite(c: &mut Criterion) {
+    use promgate::scope::Scope;
+    use promgate::scope::promql::enforce_query;
+    let scope = Scope::new([("namespace", &["team-a"][..])]).unwrap();
+    let typical = r#"histogram_quantile(0.99, sum by (le, route) (rate(http_request_duration_seconds_bucket{job="api", route!~"/health.*"}[5m])))"#;
+    let large = (0..40)
+        .map(|i| {
+            format!(
+                r#"(sum by (instance) (rate(http_requests_total{{service="svc-{i}", code=~"5.."}}[5m])) / sum by (instance) (rate(http_requests_total{{service="svc-{i}"}}[5m])))"#
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let mut group = c.benchmark_group("scope_rewrite");
+    group.bench_function("baseline: parse only (typical)", |b| {
+        b.iter(|| promql_parser::parser::parse(black_box(typical)).unwrap())
+    });
+    group.bench_function("typical dashboard query", |b| {
+        b.iter(|| enforce_query(&scope, black_box(typical)).unwrap())
+    });
+    group.bench_function("baseline: parse only (large)", |b| {
+        b.iter(|| promql_parser::parser::parse(black_box(&large)).unwrap())
+    });
+    group.bench_function(format!("large query ({} bytes)", large.len()), |b| {
+        b.iter(|| enforce_query(&scope, black_box(&large)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    data_path,
+    handshakes,
+    ten_thousand_peers,
+    scope_rewrite
+);
 criterion_main!(benches);
+
+/// Unix time now, for the core, which reads no clock of its own.
+fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}

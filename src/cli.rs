@@ -187,7 +187,7 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
                     .enable_all()
                     .build()?
             };
-            rt.block_on(crate::serve::run(cfg, grace))?;
+            rt.block_on(crate::serve::serve(cfg, grace))?;
         }
     }
     std::io::stdout().flush().ok();
@@ -255,10 +255,10 @@ fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             println!(
-                "{:<24} {:<20} {:<7} {:>16} {:>12} {:>12}",
+                "{:<24} {:<20} {:<7} {:>16} {:>12} {:>12}  SCOPE",
                 "NAME", "ADDRESS", "ROLE", "LAST HANDSHAKE", "RECEIVED", "SENT"
             );
-            for (name, addrs, role) in peers {
+            for (name, addrs, role, scope) in peers {
                 let status = live
                     .as_ref()
                     .and_then(|l| l.iter().find(|p| p.name == name));
@@ -276,8 +276,9 @@ fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
                     None => ("-".into(), "-".into(), "-".into()),
                 };
                 println!(
-                    "{name:<24} {addrs:<20} {:<7} {hs:>16} {rx:>12} {tx:>12}",
-                    role.as_str()
+                    "{name:<24} {addrs:<20} {:<7} {hs:>16} {rx:>12} {tx:>12}  {}",
+                    role.as_str(),
+                    scope.as_deref().unwrap_or("-")
                 );
             }
             if live.is_none() {
@@ -304,6 +305,9 @@ fn format_status(peers: &[crate::control::PeerStatus]) -> String {
         }
         let _ = writeln!(out, "  allowed ips: {}", p.allowed_ips.join(", "));
         let _ = writeln!(out, "  role: {}", p.role);
+        if let Some(scope) = &p.scope {
+            let _ = writeln!(out, "  scope: {scope}");
+        }
         if p.last_handshake_unix > 0 {
             let _ = writeln!(
                 out,

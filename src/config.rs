@@ -13,6 +13,23 @@
 //! only read at start.
 
 use crate::keys::{KeyError, PrivateKey, decode_key, encode_key};
+pub use crate::role::Role;
+
+/// Default send buffer per connection, which is also the most a connection
+/// has in flight. smoltcp has no SACK, so a burst that overruns the client
+/// (a wireguard-go client's UDP socket buffer, in the benchmark) costs a
+/// retransmission timeout. Measured on the 2-core lab (MB/s, client drops):
+/// 32 KiB 40/0, 64 KiB 50/0, 96 KiB 52/2, 128 KiB 19/38, 512 KiB 13/258.
+/// Throughput is at most buffer / RTT, so high-latency links want more
+/// (`tcp_send_buffer`).
+pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
+
+/// Handshakes per second (all peers together) above which cookies are
+/// demanded, unless the config says otherwise. A responder handshake costs
+/// about 0.37 ms of CPU on the development VM (`cargo bench`, README), so
+/// 1,000 per second caps what an initiation flood can take at about 40% of
+/// one core; a flood beyond it costs only cookie replies (µs each).
+pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = 1000;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -71,24 +88,6 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// What a peer may do through the HTTP proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    #[default]
-    Viewer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Admin => "admin",
-        }
-    }
-}
-
 /// Where a peer was defined, for error messages about it later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -109,6 +108,8 @@ pub struct PeerConfig {
     pub allow_paths: Vec<String>,
     /// Path prefixes this peer may not use, whatever its role.
     pub deny_paths: Vec<String>,
+    /// Label values this peer's data is limited to (issue 14); `None` is unscoped.
+    pub scope: Option<crate::scope::Scope>,
     pub origin: Origin,
 }
 
@@ -131,6 +132,7 @@ impl fmt::Debug for PeerConfig {
             .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("role", &self.role)
+            .field("scope", &self.scope.as_ref().map(|s| s.to_string()))
             .finish()
     }
 }
@@ -259,6 +261,7 @@ struct RawPeer {
     allow_paths: Vec<String>,
     #[serde(default)]
     deny_paths: Vec<String>,
+    scope: Option<Spanned<crate::scope::RawScope>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -653,7 +656,7 @@ fn validate_gateway(
     let max_connections = positive(sink, "gateway.max_connections", raw.max_connections, 1024);
 
     let tcp_send_buffer = match raw.tcp_send_buffer {
-        None => crate::netstack::DEFAULT_TCP_SEND_BUFFER,
+        None => DEFAULT_TCP_SEND_BUFFER,
         Some(b) if (16 * 1024..=16 * 1024 * 1024).contains(b.get_ref()) => *b.get_ref(),
         Some(b) => {
             sink.push(
@@ -661,11 +664,11 @@ fn validate_gateway(
                 "gateway.tcp_send_buffer",
                 "must be between 16384 and 16777216 bytes",
             );
-            crate::netstack::DEFAULT_TCP_SEND_BUFFER
+            DEFAULT_TCP_SEND_BUFFER
         }
     };
     let handshake_rate_limit = match raw.handshake_rate_limit {
-        None => crate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+        None => DEFAULT_HANDSHAKE_RATE_LIMIT,
         Some(n) if *n.get_ref() > 0 => *n.get_ref(),
         Some(n) => {
             sink.push(
@@ -673,7 +676,7 @@ fn validate_gateway(
                 "gateway.handshake_rate_limit",
                 "must be at least 1",
             );
-            crate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT
+            DEFAULT_HANDSHAKE_RATE_LIMIT
         }
     };
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
@@ -978,6 +981,16 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
             );
         }
     }
+    let scope = raw.scope.and_then(|s| {
+        let s_span = s.span();
+        crate::scope::validate_peer_scope(s.into_inner(), role)
+            .map_err(|messages| {
+                for m in messages {
+                    sink.push(s_span.clone(), &field("scope"), m);
+                }
+            })
+            .ok()
+    });
     if sink.errors.len() > before {
         return None;
     }
@@ -993,6 +1006,7 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
         role,
         allow_paths: raw.allow_paths,
         deny_paths: raw.deny_paths,
+        scope,
         origin: Origin {
             file: sink.file.to_path_buf(),
             line,
@@ -1291,6 +1305,73 @@ allowed_ips = ["10.13.13.2/32"]
     }
 
     #[test]
+    fn scope_is_read_inline_and_from_peers_dir() {
+        let dir = tempdir("scope");
+        write_key(&dir);
+        std::fs::create_dir_all(dir.join("peers.d")).unwrap();
+        std::fs::write(
+            dir.join("peers.d/bob.toml"),
+            format!("[[peer]]\nname = \"bob\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.3/32\"]\nscope = {{ namespace = [\"team-b\", \"team-c\"], cluster = \"prod\" }}\n", peer_key()),
+        )
+        .unwrap();
+        let text = format!(
+            "{}peers_dir = \"peers.d\"\n[[peer]]\nname = \"alice\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nscope = {{ namespace = \"team-a\" }}\n",
+            base(&dir),
+            peer_key()
+        );
+        let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+        let scope_of = |name: &str| {
+            cfg.peers
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.scope.as_ref())
+                .map(|s| s.to_string())
+        };
+        assert_eq!(scope_of("alice").as_deref(), Some(r#"namespace="team-a""#));
+        assert_eq!(
+            scope_of("bob").as_deref(),
+            Some(r#"cluster="prod",namespace=~"team-b|team-c""#)
+        );
+    }
+
+    #[test]
+    fn bad_scopes_are_refused_with_file_line_and_field() {
+        let dir = tempdir("badscope");
+        write_key(&dir);
+        let peer = |extra: &str| {
+            format!(
+                "{}[[peer]]\nname = \"alice\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\n{extra}\n",
+                base(&dir),
+                peer_key()
+            )
+        };
+        let cases = [
+            (r#"scope = { namespace = "" }"#, "empty value"),
+            (
+                r#"scope = { "team.name" = "a" }"#,
+                "not a valid Prometheus label name",
+            ),
+            (r#"scope = {}"#, "is empty"),
+            (
+                "role = \"admin\"\nscope = { namespace = \"team-a\" }",
+                "admin peer cannot be scoped",
+            ),
+        ];
+        for (extra, want) in cases {
+            let errs = errors_of(&peer(extra), &dir);
+            assert_eq!(errs.len(), 1, "{extra}: {errs:?}");
+            let e = errs[0].to_string();
+            assert!(e.contains("peer \"alice\".scope: "), "{e}");
+            assert!(e.contains(want), "{extra}: {e}");
+            assert!(
+                e.starts_with(&format!("{}:", dir.join("p.toml").display())),
+                "{e}"
+            );
+            assert!(errs[0].line >= 4, "{e}");
+        }
+    }
+
+    #[test]
     fn peers_dir_is_merged_and_its_errors_name_its_files() {
         let dir = tempdir("peersdir");
         write_key(&dir);
@@ -1355,7 +1436,20 @@ allowed_ips = ["10.13.13.2/32"]
             )
             .replace("peers_dir = \"/etc/promgate/peers.d\"", "");
         let cfg = parse(&dir.join("promgate.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.peers.len(), 3);
+        let scopes: Vec<_> = cfg
+            .peers
+            .iter()
+            .map(|p| p.scope.as_ref().map(|s| s.to_string()))
+            .collect();
+        assert_eq!(
+            scopes,
+            [
+                None,
+                Some(r#"namespace="team-a""#.to_string()),
+                Some(r#"cluster="prod",namespace=~"team-b|team-b-batch""#.to_string())
+            ]
+        );
         assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
         assert_eq!(
             cfg.admin.upstream_unready_after,

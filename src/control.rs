@@ -18,6 +18,9 @@ pub struct PeerStatus {
     pub public_key: String,
     pub allowed_ips: Vec<String>,
     pub role: String,
+    /// The label scope in selector form; absent for an unscoped peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     pub endpoint: Option<String>,
     pub last_handshake_unix: u64,
     pub rx_bytes: u64,
@@ -40,6 +43,7 @@ async fn status(State(peers): State<PeerView>) -> axum::Json<Vec<PeerStatus>> {
                 public_key: encode_key(&p.public_key),
                 allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
                 role: p.role.as_str().to_string(),
+                scope: p.scope.as_ref().map(ToString::to_string),
                 endpoint: p
                     .stats
                     .endpoint

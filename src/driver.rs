@@ -3,13 +3,14 @@
 //!
 //! The loop waits on one of: datagrams, a stream asking for a poll, the next
 //! timer deadline (boringtun tick or smoltcp retransmit), a command (peer
-//! reload, status), or shutdown. No spin, no lock held across an await.
+//! reload), or shutdown. No spin, no lock held across an await.
 
 use crate::config::PeerConfig;
 use crate::gateway::{Gateway, MAX_DATAGRAM, PeerSnapshot, Transmit};
 use crate::peer::PeerDiff;
 use crate::proxy::Proxy;
 use crate::stats::{DropReason, Stats};
+use crate::stream::TunnelStream;
 use crate::telemetry::PeerView;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -46,7 +47,6 @@ const MAX_BATCH_BYTES: usize = 60 * 1024;
 /// up to 64 datagrams) where the kernel supports it; a full send buffer
 /// queues instead of dropping.
 struct UdpOut {
-    state: quinn_udp::UdpSocketState,
     stats: Arc<Stats>,
     max_segments: usize,
     batch: Vec<u8>,
@@ -57,18 +57,48 @@ struct UdpOut {
     spare: Vec<Vec<u8>>,
 }
 
-/// `UdpOut` bound to its socket for one round of sends.
-struct UdpSink<'a> {
+/// What the send path needs from a UDP socket: the real one (through
+/// quinn-udp) in the driver, a fake in tests.
+trait SendDatagrams {
+    /// Sends `transmit`: one datagram, or a GSO batch of `segment_size`
+    /// pieces. `WouldBlock` when the socket's send buffer is full.
+    fn try_send_batch(&self, transmit: &quinn_udp::Transmit<'_>) -> std::io::Result<()>;
+    /// Sends one datagram.
+    fn try_send_one(&self, datagram: &[u8], dst: SocketAddr) -> std::io::Result<()>;
+}
+
+/// The driver's socket with quinn-udp's state for GSO.
+struct QuinnSend<'a> {
     socket: &'a UdpSocket,
+    state: &'a quinn_udp::UdpSocketState,
+}
+
+impl SendDatagrams for QuinnSend<'_> {
+    fn try_send_batch(&self, transmit: &quinn_udp::Transmit<'_>) -> std::io::Result<()> {
+        // try_io keeps tokio's readiness in step: a WouldBlock here makes
+        // the next writable() really wait.
+        self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            self.state
+                .try_send(quinn_udp::UdpSockRef::from(self.socket), transmit)
+        })
+    }
+
+    fn try_send_one(&self, datagram: &[u8], dst: SocketAddr) -> std::io::Result<()> {
+        self.socket.try_send_to(datagram, dst).map(|_| ())
+    }
+}
+
+/// `UdpOut` bound to its socket for one round of sends.
+struct UdpSink<'a, S: SendDatagrams> {
+    socket: S,
     out: &'a mut UdpOut,
 }
 
 impl UdpOut {
-    fn new(socket: &UdpSocket, stats: Arc<Stats>) -> std::io::Result<Self> {
-        let state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(socket))?;
-        let max_segments = state.max_gso_segments().clamp(1, 64);
-        Ok(UdpOut {
-            state,
+    /// `max_segments`: the most datagrams one GSO send may carry.
+    fn new(max_segments: usize, stats: Arc<Stats>) -> Self {
+        let max_segments = max_segments.clamp(1, 64);
+        UdpOut {
             stats,
             max_segments,
             batch: Vec::with_capacity(MAX_BATCH_BYTES + MAX_DATAGRAM),
@@ -77,10 +107,10 @@ impl UdpOut {
             batch_count: 0,
             pending: VecDeque::new(),
             spare: Vec::new(),
-        })
+        }
     }
 
-    fn sink<'a>(&'a mut self, socket: &'a UdpSocket) -> UdpSink<'a> {
+    fn sink<S: SendDatagrams>(&mut self, socket: S) -> UdpSink<'_, S> {
         UdpSink { socket, out: self }
     }
 
@@ -100,7 +130,7 @@ impl UdpOut {
     }
 }
 
-impl Transmit for UdpSink<'_> {
+impl<S: SendDatagrams> Transmit for UdpSink<'_, S> {
     fn send_datagram(&mut self, dst: SocketAddr, datagram: &[u8]) {
         let out = &mut *self.out;
         if out.is_blocked() {
@@ -125,7 +155,7 @@ impl Transmit for UdpSink<'_> {
     }
 }
 
-impl UdpSink<'_> {
+impl<S: SendDatagrams> UdpSink<'_, S> {
     /// Sends the current GSO batch; on a full buffer its datagrams are queued.
     fn send_batch(&mut self) {
         let out = &mut *self.out;
@@ -142,13 +172,7 @@ impl UdpSink<'_> {
             segment_size: (out.batch_count > 1).then_some(out.batch_segment),
             src_ip: None,
         };
-        let state = &out.state;
-        // try_io keeps tokio's readiness in step: a WouldBlock here makes
-        // the next writable() really wait.
-        let result = self.socket.try_io(tokio::io::Interest::WRITABLE, || {
-            state.try_send(quinn_udp::UdpSockRef::from(self.socket), &transmit)
-        });
-        match result {
+        match self.socket.try_send_batch(&transmit) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let batch = std::mem::take(&mut out.batch);
@@ -173,10 +197,10 @@ impl UdpSink<'_> {
         self.send_batch();
         let out = &mut *self.out;
         while let Some((dst, buf)) = out.pending.front() {
-            match self.socket.try_send_to(buf, *dst) {
+            match self.socket.try_send_one(buf, *dst) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(_) => out.stats.drop_packet(DropReason::SendFailed),
-                Ok(_) => {}
+                Ok(()) => {}
             }
             if let Some((_, buf)) = out.pending.pop_front() {
                 out.spare.push(buf);
@@ -203,12 +227,19 @@ impl Driver {
         // train of same-sized datagrams from one source.
         let mut rx_bufs: [Vec<u8>; RECV_BUFS] = std::array::from_fn(|_| vec![0u8; 64 * 1024]);
         let mut rx_meta = [quinn_udp::RecvMeta::default(); RECV_BUFS];
-        let mut out = match UdpOut::new(&self.socket, self.gateway.stats().clone()) {
-            Ok(o) => o,
+        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&self.socket))
+        {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the UDP socket for sending");
                 return;
             }
+        };
+        let mut out = UdpOut::new(state.max_gso_segments(), self.gateway.stats().clone());
+        let socket = &self.socket;
+        let tx = || QuinnSend {
+            socket,
+            state: &state,
         };
         self.publish_peers();
         let mut drain_deadline: Option<Instant> = None;
@@ -225,7 +256,7 @@ impl Driver {
                 }
                 r = self.socket.writable(), if blocked => {
                     if r.is_ok() {
-                        out.sink(&self.socket).flush();
+                        out.sink(tx()).flush();
                     }
                 }
                 r = self.socket.readable() => {
@@ -235,13 +266,11 @@ impl Driver {
                             // recvmmsg (and GRO where the kernel coalesces):
                             // up to RECV_BUFS syscall-free datagrams per call.
                             let mut slices = rx_bufs.each_mut().map(|b| std::io::IoSliceMut::new(&mut b[..]));
-                            let state = &out.state;
-                            let socket = &self.socket;
                             let got = socket.try_io(tokio::io::Interest::READABLE, || {
                                 state.recv(quinn_udp::UdpSockRef::from(socket), &mut slices, &mut rx_meta)
                             });
                             let Ok(n) = got else { break };
-                            let mut sink = out.sink(&self.socket);
+                            let mut sink = out.sink(tx());
                             for (buf, meta) in rx_bufs.iter().zip(rx_meta.iter()).take(n) {
                                 let data = &buf[..meta.len.min(buf.len())];
                                 for datagram in data.chunks(meta.stride.max(1)) {
@@ -255,7 +284,7 @@ impl Driver {
                 _ = sleep => {}
                 Some(cmd) = commands.recv() => match cmd {
                     Command::ApplyPeers(peers, reply) => {
-                        let mut sink = out.sink(&self.socket);
+                        let mut sink = out.sink(tx());
                         let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
                         sink.flush();
                         self.publish_peers();
@@ -264,36 +293,25 @@ impl Driver {
                 },
             }
             let now = Instant::now();
-            let mut sink = out.sink(&self.socket);
+            let mut sink = out.sink(tx());
             // Pull more from the netstack only once the socket has taken
             // everything queued; its TCP sees the delay as a slower link.
             if sink.flush() {
                 self.gateway.poll(now, &mut sink);
                 sink.flush();
             }
-            for (info, stream) in self.gateway.take_accepted() {
-                if drain_deadline.is_some() {
-                    continue; // dropping the stream closes it
-                }
-                tokio::spawn(self.proxy.clone().serve_connection(
-                    info,
-                    stream,
-                    conn_shutdown.clone(),
-                ));
-            }
+            spawn_accepted(
+                &mut self.gateway,
+                &self.proxy,
+                drain_deadline.is_some(),
+                &conn_shutdown,
+            );
             if let Some(d) = drain_deadline {
                 if self.gateway.open_connections() == 0 {
                     break;
                 }
                 if now >= d {
-                    tracing::warn!(
-                        open = self.gateway.open_connections(),
-                        "grace period over: resetting remaining connections"
-                    );
-                    self.gateway.abort_connections();
-                    let mut sink = out.sink(&self.socket);
-                    self.gateway.poll(now, &mut sink);
-                    sink.flush();
+                    abort_remaining(&mut self.gateway, now, &mut out.sink(tx()));
                     break;
                 }
             }
@@ -305,5 +323,161 @@ impl Driver {
         if let Ok(mut v) = self.peer_view.write() {
             *v = snapshot;
         }
+    }
+}
+
+/// Hands each new tunnel connection to the proxy on its own task;
+/// while draining, closes them instead.
+fn spawn_accepted(
+    gateway: &mut Gateway,
+    proxy: &Arc<Proxy>,
+    draining: bool,
+    conn_shutdown: &CancellationToken,
+) {
+    for (info, pipe) in gateway.take_accepted() {
+        let stream = TunnelStream::new(pipe);
+        if draining {
+            continue; // dropping the stream closes it
+        }
+        tokio::spawn(
+            proxy
+                .clone()
+                .serve_connection(info, stream, conn_shutdown.clone()),
+        );
+    }
+}
+
+/// The end of the grace period: resets what is still open and sends
+/// the resets.
+fn abort_remaining(
+    gateway: &mut Gateway,
+    now: Instant,
+    sink: &mut UdpSink<'_, impl SendDatagrams>,
+) {
+    tracing::warn!(
+        open = gateway.open_connections(),
+        "grace period over: resetting remaining connections"
+    );
+    gateway.abort_connections();
+    gateway.poll(now, sink);
+    sink.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    /// One recorded batch send: destination, bytes, GSO segment size.
+    type Batch = (SocketAddr, Vec<u8>, Option<usize>);
+
+    /// A socket that records sends and refuses them while `full` is set.
+    #[derive(Default)]
+    struct FakeSocket {
+        full: Cell<bool>,
+        /// (destination, bytes, GSO segment size) per batch send.
+        batches: RefCell<Vec<Batch>>,
+        singles: RefCell<Vec<(SocketAddr, Vec<u8>)>>,
+    }
+
+    impl SendDatagrams for &FakeSocket {
+        fn try_send_batch(&self, t: &quinn_udp::Transmit<'_>) -> std::io::Result<()> {
+            if self.full.get() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.batches
+                .borrow_mut()
+                .push((t.destination, t.contents.to_vec(), t.segment_size));
+            Ok(())
+        }
+        fn try_send_one(&self, d: &[u8], dst: SocketAddr) -> std::io::Result<()> {
+            if self.full.get() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.singles.borrow_mut().push((dst, d.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn same_size_datagrams_to_one_endpoint_go_out_as_one_gso_send() {
+        let sock = FakeSocket::default();
+        let mut out = UdpOut::new(64, Arc::new(Stats::default()));
+        let mut sink = out.sink(&sock);
+        for i in 0..5u8 {
+            sink.send_datagram(addr(1), &[i; 100]);
+        }
+        // A shorter datagram may end a batch; one to another endpoint starts a new one.
+        sink.send_datagram(addr(1), &[9; 40]);
+        sink.send_datagram(addr(2), &[7; 100]);
+        assert!(sink.flush());
+        let b = sock.batches.borrow();
+        assert_eq!(
+            b.len(),
+            2,
+            "{:?}",
+            b.iter().map(|x| (x.0, x.1.len(), x.2)).collect::<Vec<_>>()
+        );
+        assert_eq!((b[0].0, b[0].1.len(), b[0].2), (addr(1), 540, Some(100)));
+        assert_eq!((b[1].0, b[1].1.len(), b[1].2), (addr(2), 100, None));
+    }
+
+    #[test]
+    fn a_batch_never_exceeds_the_segment_limit() {
+        let sock = FakeSocket::default();
+        let mut out = UdpOut::new(4, Arc::new(Stats::default()));
+        let mut sink = out.sink(&sock);
+        for _ in 0..10 {
+            sink.send_datagram(addr(1), &[1; 100]);
+        }
+        sink.flush();
+        let sizes: Vec<usize> = sock
+            .batches
+            .borrow()
+            .iter()
+            .map(|b| b.1.len() / 100)
+            .collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+    }
+
+    #[test]
+    fn a_full_socket_queues_in_order_and_flush_sends_the_queue_later() {
+        let sock = FakeSocket::default();
+        let stats = Arc::new(Stats::default());
+        let mut out = UdpOut::new(64, stats.clone());
+        sock.full.set(true);
+        {
+            let mut sink = out.sink(&sock);
+            for i in 0..3u8 {
+                sink.send_datagram(addr(1), &[i; 100]);
+            }
+            assert!(!sink.flush(), "flush claimed success on a full socket");
+            // While blocked, new datagrams queue behind the old ones.
+            sink.send_datagram(addr(2), &[3; 50]);
+        }
+        assert!(out.is_blocked());
+        assert_eq!(out.pending.len(), 4);
+        sock.full.set(false);
+        assert!(out.sink(&sock).flush());
+        assert!(!out.is_blocked());
+        let sent: Vec<(SocketAddr, u8)> = sock
+            .singles
+            .borrow()
+            .iter()
+            .map(|(a, d)| (*a, d[0]))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![(addr(1), 0), (addr(1), 1), (addr(1), 2), (addr(2), 3)]
+        );
+        assert_eq!(
+            stats.dropped(DropReason::SendFailed),
+            0,
+            "nothing may be lost"
+        );
     }
 }

@@ -1,26 +1,27 @@
 //! The gateway core: datagram in, datagrams and TCP streams out.
 //!
-//! This is the whole data path without any I/O: the tokio shell
+//! This is the whole data path without any I/O: the async shell
 //! ([`crate::driver`]) hands it datagrams with the time, and it answers
 //! through a [`Transmit`] sink. In-process tests drive it the same way.
 //!
 //! ```text
 //! UDP datagram -> peer::PeerTable (boringtun: authenticate, decrypt)
 //!              -> route::check_inbound (AllowedIPs, destination, port)
-//!              -> netstack::Netstack (smoltcp TCP) -> TunnelStream -> proxy
+//!              -> netstack::Netstack (smoltcp TCP) -> pipe::Pipe -> (shell) proxy
 //! ```
 
 use crate::config::{GatewayConfig, PeerConfig, Role};
 use crate::netstack::{Limits, Netstack, NewConnection};
-use crate::peer::{Decapsulated, PeerDiff, PeerTable};
+use crate::peer::{Decapsulated, Encapsulated, PeerDiff, PeerTable};
+use crate::pipe::Pipe;
 use crate::policy::PeerAccess;
 use crate::route::{self, Policy};
 use crate::stats::{DropReason, PeerStats, Stats};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Waker;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// How often boringtun's timers run and the rate limiter is reset.
 /// 250 ms is what boringtun's own device uses.
@@ -57,6 +58,7 @@ pub struct PeerSnapshot {
     pub public_key: [u8; 32],
     pub allowed_ips: Vec<ipnet::IpNet>,
     pub role: Role,
+    pub scope: Option<crate::scope::Scope>,
     pub stats: Arc<PeerStats>,
     pub connections: usize,
 }
@@ -71,6 +73,9 @@ pub struct Gateway {
     rx_buf: Box<[u8]>,
     tx_buf: Box<[u8]>,
     last_tick: Option<Instant>,
+    /// A monotonic instant and the Unix time at that instant, both from
+    /// the caller: the core reads no clock of its own.
+    clock_base: (Instant, Duration),
 }
 
 impl Gateway {
@@ -78,9 +83,10 @@ impl Gateway {
         config: &GatewayConfig,
         peers: &[PeerConfig],
         stats: Arc<Stats>,
-        notify: Arc<Notify>,
+        poll_request: Waker,
         seed: u64,
         now: Instant,
+        unix_now: Duration,
     ) -> Self {
         let limits = Limits {
             send_buffer: config.tcp_send_buffer,
@@ -99,9 +105,10 @@ impl Gateway {
                 usize::from(config.mtu),
                 limits,
                 seed,
-                notify,
+                poll_request,
                 now,
             ),
+            clock_base: (now, unix_now),
             gateway_addrs: config.addresses.iter().map(|n| n.addr()).collect(),
             http_ports: config.http_ports.clone(),
             stats,
@@ -109,6 +116,12 @@ impl Gateway {
             tx_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
             last_tick: None,
         }
+    }
+
+    /// Unix time at `now`, from the caller's clock base.
+    fn unix_time(&self, now: Instant) -> Duration {
+        let (base, unix) = self.clock_base;
+        unix + now.saturating_duration_since(base)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -123,7 +136,11 @@ impl Gateway {
         datagram: &[u8],
         out: &mut impl Transmit,
     ) {
-        match self.peers.decapsulate(src, datagram, &mut self.rx_buf) {
+        let unix = self.unix_time(now);
+        match self
+            .peers
+            .decapsulate(src, datagram, unix, &mut self.rx_buf)
+        {
             Decapsulated::Dropped(reason) => self.stats.drop_packet(reason),
             Decapsulated::CookieReply(reply) => {
                 self.stats.cookie_replies.fetch_add(1, Relaxed);
@@ -181,8 +198,9 @@ impl Gateway {
                 return;
             };
             match peers.encapsulate(id, packet, tx_buf) {
-                Some((endpoint, datagram)) => out.send_datagram(endpoint, datagram),
-                None => stats.drop_packet(DropReason::NoRoute),
+                Encapsulated::Datagram(endpoint, datagram) => out.send_datagram(endpoint, datagram),
+                Encapsulated::Queued => {}
+                Encapsulated::NoSession => stats.drop_packet(DropReason::NoRoute),
             }
         });
     }
@@ -197,7 +215,7 @@ impl Gateway {
     }
 
     /// Connections ready to be served, with who is behind them.
-    pub fn take_accepted(&mut self) -> Vec<(ConnInfo, crate::stream::TunnelStream)> {
+    pub fn take_accepted(&mut self) -> Vec<(ConnInfo, Arc<Pipe>)> {
         let peers = &self.peers;
         let accepted: Vec<NewConnection> = self.netstack.take_accepted().collect();
         let mut ready = Vec::with_capacity(accepted.len());
@@ -219,7 +237,7 @@ impl Gateway {
                     remote: c.remote,
                     local_port: c.local_port,
                 },
-                c.stream,
+                c.pipe,
             ));
         }
         for (remote, port) in refused {
@@ -267,6 +285,7 @@ impl Gateway {
                 public_key: p.config.public_key,
                 allowed_ips: p.config.allowed_ips.clone(),
                 role: p.config.role,
+                scope: p.config.scope.clone(),
                 stats: p.stats.clone(),
                 connections: self.netstack.connections_of(id),
             })

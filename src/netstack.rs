@@ -26,9 +26,9 @@
 //! nothing new), so a reader that never reads cannot pin buffers forever.
 
 use crate::peer::PeerId;
+use crate::pipe::Pipe;
 use crate::route::Accepted;
 use crate::stats::DropReason;
-use crate::stream::{Pipe, TunnelStream};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, CongestionControl, State};
@@ -37,19 +37,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// Receive buffer per connection: requests are small, so 64 KiB is ample,
 /// and it still advertises a window that never stalls an upload on a LAN.
 const TCP_RX_BUFFER: usize = 64 * 1024;
-/// Default send buffer per connection, which is also the most a connection
-/// has in flight. smoltcp has no SACK, so a burst that overruns the client
-/// (a wireguard-go client's UDP socket buffer, in the benchmark) costs a
-/// retransmission timeout. Measured on the 2-core lab (MB/s, client drops):
-/// 32 KiB 40/0, 64 KiB 50/0, 96 KiB 52/2, 128 KiB 19/38, 512 KiB 13/258.
-/// Throughput is at most buffer / RTT, so high-latency links want more
-/// (`tcp_send_buffer`).
-pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
 pub const MAX_TX_QUEUE: usize = 1024;
@@ -69,7 +60,8 @@ pub struct NewConnection {
     pub peer: PeerId,
     pub remote: SocketAddr,
     pub local_port: u16,
-    pub stream: TunnelStream,
+    /// The connection's buffers; the shell wraps them in a stream.
+    pub pipe: Arc<Pipe>,
 }
 
 struct Conn {
@@ -173,18 +165,19 @@ pub struct Netstack {
     accepted: Vec<NewConnection>,
     removals: Vec<SocketHandle>,
     limits: Limits,
-    notify: Arc<Notify>,
+    poll_request: std::task::Waker,
     epoch: Instant,
 }
 
 impl Netstack {
-    /// `notify` is signalled by connection streams when they need the netstack polled.
+    /// `poll_request` is woken by a connection's application side when it
+    /// needs the netstack polled (data to send, room freed).
     pub fn new(
         addresses: &[ipnet::IpNet],
         mtu: usize,
         limits: Limits,
         seed: u64,
-        notify: Arc<Notify>,
+        poll_request: std::task::Waker,
         now: Instant,
     ) -> Self {
         let mut tx = TxQueue {
@@ -227,7 +220,7 @@ impl Netstack {
             accepted: Vec::new(),
             removals: Vec::new(),
             limits,
-            notify,
+            poll_request,
             epoch: now,
         }
     }
@@ -330,7 +323,7 @@ impl Netstack {
             Conn {
                 peer,
                 tuple,
-                pipe: Pipe::new(self.notify.clone()),
+                pipe: Pipe::new(self.poll_request.clone()),
                 accepted: false,
                 last_progress: now,
                 unacked_after_pump: 0,
@@ -488,7 +481,7 @@ impl Netstack {
                         peer: conn.peer,
                         remote: SocketAddr::new(src, src_port),
                         local_port: dst_port,
-                        stream: TunnelStream::new(conn.pipe.clone()),
+                        pipe: conn.pipe.clone(),
                     });
                 } else {
                     // A socket serving another tuple than it was made for:
@@ -547,5 +540,172 @@ impl Netstack {
         }
         self.removals = removals;
         self.remove_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+
+    const GW: Ipv4Address = Ipv4Address::new(10, 13, 13, 1);
+    const PEER: Ipv4Address = Ipv4Address::new(10, 13, 13, 2);
+
+    fn stack(per_peer: usize, total: usize, idle: Duration, now: Instant) -> Netstack {
+        let limits = Limits {
+            send_buffer: 64 * 1024,
+            per_peer,
+            total,
+            idle_timeout: idle,
+        };
+        let addrs = ["10.13.13.1/24".parse().unwrap()];
+        Netstack::new(
+            &addrs,
+            1420,
+            limits,
+            1,
+            std::task::Waker::noop().clone(),
+            now,
+        )
+    }
+
+    /// A segment from PEER:`port` to GW:80, and what the route check says of it.
+    fn segment(port: u16, control: TcpControl, seq: u32, ack: Option<u32>) -> (Vec<u8>, Accepted) {
+        segment_from(PEER, port, control, seq, ack)
+    }
+
+    fn segment_from(
+        src: Ipv4Address,
+        port: u16,
+        control: TcpControl,
+        seq: u32,
+        ack: Option<u32>,
+    ) -> (Vec<u8>, Accepted) {
+        let tcp = TcpRepr {
+            src_port: port,
+            dst_port: 80,
+            control,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 64000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: GW,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(&mut buf);
+        ip.emit(&mut p, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &src.into(),
+            &GW.into(),
+            &caps,
+        );
+        let kind = Accepted::Tcp {
+            src: IpAddr::V4(src),
+            src_port: port,
+            dst_port: 80,
+            syn: control == TcpControl::Syn && ack.is_none(),
+        };
+        (buf, kind)
+    }
+
+    fn syn(ns: &mut Netstack, now: Instant, port: u16) -> Result<(), DropReason> {
+        let (p, k) = segment(port, TcpControl::Syn, 1000, None);
+        ns.receive(now, 1, &p, k)
+    }
+
+    /// Every segment the stack queued, as (flags, destination port).
+    fn sent(ns: &mut Netstack) -> Vec<(bool, bool, u16)> {
+        let mut out = Vec::new();
+        ns.drain_transmit(|p| {
+            let ip = Ipv4Packet::new_checked(p).unwrap();
+            let t = TcpPacket::new_checked(ip.payload()).unwrap();
+            out.push((t.syn(), t.rst(), t.dst_port()));
+        });
+        out
+    }
+
+    #[test]
+    fn connections_past_the_per_peer_and_total_limits_are_dropped_not_reset() {
+        let now = Instant::now();
+        let mut ns = stack(2, 3, Duration::from_secs(60), now);
+        assert_eq!(syn(&mut ns, now, 40001), Ok(()));
+        assert_eq!(syn(&mut ns, now, 40002), Ok(()));
+        assert_eq!(syn(&mut ns, now, 40003), Err(DropReason::ConnectionLimit));
+        assert_eq!(ns.connections_of(1), 2);
+        ns.poll(now);
+        // Two SYN-ACKs, and nothing (no RST) for the third.
+        let out = sent(&mut ns);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out.iter().all(|(syn, rst, _)| *syn && !*rst));
+        // The total limit counts every peer: peer 2 gets one, then none.
+        let other = Ipv4Address::new(10, 13, 13, 3);
+        let (p, k) = segment_from(other, 40001, TcpControl::Syn, 1000, None);
+        assert_eq!(ns.receive(now, 2, &p, k), Ok(()));
+        let (p, k) = segment_from(other, 40002, TcpControl::Syn, 1000, None);
+        assert_eq!(ns.receive(now, 2, &p, k), Err(DropReason::ConnectionLimit));
+        assert_eq!(ns.connection_count(), 3);
+    }
+
+    #[test]
+    fn a_half_open_connection_is_reaped_after_the_idle_timeout_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut ns = stack(8, 8, Duration::from_secs(5), t0);
+        syn(&mut ns, t0, 40001).unwrap();
+        ns.poll(t0);
+        assert_eq!(ns.connection_count(), 1);
+        ns.poll(t0 + Duration::from_secs(4));
+        assert_eq!(ns.connection_count(), 1, "reaped before the timeout");
+        ns.poll(t0 + Duration::from_secs(6));
+        ns.poll(t0 + Duration::from_secs(6));
+        assert_eq!(ns.connection_count(), 0, "not reaped after the timeout");
+        assert_eq!(ns.connections_of(1), 0);
+    }
+
+    #[test]
+    fn a_stray_segment_leaves_no_listener_behind() {
+        let now = Instant::now();
+        let mut ns = stack(8, 8, Duration::from_secs(60), now);
+        // SYN then RST: the socket goes back to Listen and must go at once.
+        syn(&mut ns, now, 40001).unwrap();
+        let (rst, k) = segment(40001, TcpControl::Rst, 1001, None);
+        ns.receive(now, 1, &rst, k).unwrap();
+        assert_eq!(ns.connection_count(), 0);
+        assert!(ns.sockets.iter().all(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => t.state() != State::Listen,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }));
+    }
+
+    #[test]
+    fn abort_all_resets_every_connection_at_shutdown() {
+        let now = Instant::now();
+        let mut ns = stack(8, 8, Duration::from_secs(60), now);
+        syn(&mut ns, now, 40001).unwrap();
+        syn(&mut ns, now, 40002).unwrap();
+        ns.poll(now);
+        let _ = sent(&mut ns);
+        ns.abort_all();
+        ns.poll(now);
+        let out = sent(&mut ns);
+        let resets: Vec<u16> = out.iter().filter(|(_, rst, _)| *rst).map(|o| o.2).collect();
+        assert_eq!(resets.len(), 2, "{out:?}");
+        assert_eq!(ns.connection_count(), 0);
     }
 }

@@ -188,8 +188,11 @@ pub fn remove_peer(config_path: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(file)
 }
 
-/// Names and addresses from the config, for `peer list`.
-pub fn list_peers(config_path: &Path) -> anyhow::Result<Vec<(String, String, Role)>> {
+/// One `peer list` row: name, addresses, role, scope (selector form).
+pub type PeerListRow = (String, String, Role, Option<String>);
+
+/// Names, addresses, roles and scopes from the config, for `peer list`.
+pub fn list_peers(config_path: &Path) -> anyhow::Result<Vec<PeerListRow>> {
     let cfg = load(config_path)?;
     Ok(cfg
         .peers
@@ -203,6 +206,7 @@ pub fn list_peers(config_path: &Path) -> anyhow::Result<Vec<(String, String, Rol
                     .collect::<Vec<_>>()
                     .join(", "),
                 p.role,
+                p.scope.as_ref().map(ToString::to_string),
             )
         })
         .collect())

@@ -14,9 +14,10 @@
 //!   lands on a new occupant fails authentication and is dropped.
 
 use crate::allowed_ips::AllowedIps;
-use crate::config::{PeerConfig, Role};
+use crate::config::PeerConfig;
 use crate::keys::PrivateKey;
 use crate::policy::{AccessRules, PeerAccess};
+use crate::role::Role;
 use crate::stats::{DropReason, PeerStats};
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -25,15 +26,10 @@ use boringtun::x25519::PublicKey;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Index of a peer's slot in the table.
 pub type PeerId = u32;
-
-/// Handshakes per second (all peers together) above which cookies are
-/// demanded, unless the config says otherwise. One handshake costs ~30 µs,
-/// so 1,000 per second keeps an initiation flood under ~5% of a core.
-pub const DEFAULT_HANDSHAKE_RATE_LIMIT: u64 = 1000;
 
 /// boringtun keeps the index in 24 bits.
 const MAX_SLOTS: usize = 1 << 24;
@@ -68,6 +64,18 @@ pub enum Decapsulated<'a> {
     /// Authenticated, nothing to do (keepalive, cookie stored).
     Nothing(Option<PeerId>),
     Dropped(DropReason),
+}
+
+/// What became of an outgoing inner packet.
+#[derive(Debug)]
+pub enum Encapsulated<'a> {
+    /// Send these bytes to this endpoint.
+    Datagram(SocketAddr, &'a [u8]),
+    /// The session has expired: boringtun queued the packet and sends it
+    /// once the peer handshakes again. Not a drop.
+    Queued,
+    /// The peer never completed a handshake, or is gone.
+    NoSession,
 }
 
 /// Result of a reload: what changed.
@@ -178,7 +186,7 @@ impl PeerTable {
         self.by_key.insert(config.public_key, id);
         self.slots[id as usize] = Some(Peer {
             name: Arc::from(config.name.as_str()),
-            access: Arc::new(PeerAccess::new(AccessRules::of(&config))),
+            access: Arc::new(PeerAccess::new(access_rules(&config))),
             config,
             tunn: None,
             endpoint: None,
@@ -226,7 +234,7 @@ impl PeerTable {
                     if peer.config.name != new.name {
                         peer.name = Arc::from(new.name.as_str());
                     }
-                    let rules = AccessRules::of(new);
+                    let rules = access_rules(new);
                     if *peer.access.current() != rules {
                         peer.access.replace(rules);
                         diff.changed.push(new.name.clone());
@@ -255,6 +263,7 @@ impl PeerTable {
         &mut self,
         src: SocketAddr,
         datagram: &[u8],
+        unix_now: Duration,
         buf: &'a mut [u8],
     ) -> Decapsulated<'a> {
         // Cheap checks first: parse, MAC1, and the load-dependent cookie check,
@@ -315,7 +324,7 @@ impl PeerTable {
             TunnResult::Done => {
                 peer.authenticated_from(src);
                 if is_handshake {
-                    peer.count_handshake();
+                    peer.count_handshake(unix_now);
                 }
                 Decapsulated::Nothing(Some(id))
             }
@@ -323,7 +332,7 @@ impl PeerTable {
             TunnResult::WriteToNetwork(out) => {
                 peer.authenticated_from(src);
                 if is_handshake {
-                    peer.count_handshake();
+                    peer.count_handshake(unix_now);
                 }
                 Decapsulated::Reply(id, out)
             }
@@ -354,23 +363,26 @@ impl PeerTable {
         }
     }
 
-    /// Encrypts an inner packet for peer `id`. Returns the endpoint and the
-    /// datagram, or `None` when the peer has no endpoint yet or no session
-    /// (boringtun then queues it and starts a handshake if it can).
+    /// Encrypts an inner packet for peer `id`.
     pub fn encapsulate<'a>(
         &mut self,
         id: PeerId,
         packet: &[u8],
         buf: &'a mut [u8],
-    ) -> Option<(SocketAddr, &'a [u8])> {
-        let peer = self.get_mut(id)?;
-        let endpoint = peer.endpoint?;
-        match peer.tunn.as_mut()?.encapsulate(packet, buf) {
+    ) -> Encapsulated<'a> {
+        let Some(peer) = self.get_mut(id) else {
+            return Encapsulated::NoSession;
+        };
+        let (Some(endpoint), Some(tunn)) = (peer.endpoint, peer.tunn.as_mut()) else {
+            return Encapsulated::NoSession;
+        };
+        match tunn.encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(out) => {
                 peer.stats.add_tx(out.len());
-                Some((endpoint, out))
+                Encapsulated::Datagram(endpoint, out)
             }
-            _ => None,
+            TunnResult::Done => Encapsulated::Queued,
+            _ => Encapsulated::NoSession,
         }
     }
 
@@ -401,6 +413,17 @@ impl PeerTable {
     }
 }
 
+/// The access rules a peer's config gives it.
+fn access_rules(config: &PeerConfig) -> AccessRules {
+    AccessRules {
+        name: Arc::from(config.name.as_str()),
+        role: config.role,
+        allow_paths: config.allow_paths.clone().into(),
+        deny_paths: config.deny_paths.clone().into(),
+        scope: config.scope.clone(),
+    }
+}
+
 impl Peer {
     fn authenticated_from(&mut self, src: SocketAddr) {
         if self.endpoint != Some(src) {
@@ -413,13 +436,11 @@ impl Peer {
 
     /// Records a completed handshake (as responder: the initiation
     /// authenticated and we answered; as initiator: the response arrived).
-    fn count_handshake(&mut self) {
+    fn count_handshake(&mut self, unix_now: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.handshakes.fetch_add(1, Relaxed);
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.stats.last_handshake_unix.store(at, Relaxed);
+        self.stats
+            .last_handshake_unix
+            .store(unix_now.as_secs(), Relaxed);
     }
 }

@@ -11,7 +11,7 @@
 //! register (`web/web.go`); anything else, `/debug/pprof` included, needs
 //! the admin role or a per-peer `allow_paths` entry.
 
-use crate::config::{PeerConfig, Role};
+use crate::role::Role;
 use http::Method;
 use std::sync::{Arc, RwLock};
 
@@ -22,17 +22,8 @@ pub struct AccessRules {
     pub role: Role,
     pub allow_paths: Arc<[String]>,
     pub deny_paths: Arc<[String]>,
-}
-
-impl AccessRules {
-    pub fn of(config: &PeerConfig) -> Self {
-        AccessRules {
-            name: Arc::from(config.name.as_str()),
-            role: config.role,
-            allow_paths: config.allow_paths.clone().into(),
-            deny_paths: config.deny_paths.clone().into(),
-        }
-    }
+    /// The peer's label scope; `None` is unscoped.
+    pub scope: Option<crate::scope::Scope>,
 }
 
 /// A peer's access rules, shared by the peer table and every open

@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+
+mod scoped;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -54,6 +55,8 @@ const HOP_BY_HOP: &[&str] = &[
 /// Shared by every connection's task.
 pub struct Proxy {
     client: Client<HttpConnector, Incoming>,
+    /// For requests of scoped peers, rebuilt in memory (issue 14).
+    scoped_client: scoped::ScopedClient,
     upstream: Uri,
     identity_header: HeaderName,
     timeout: Duration,
@@ -79,6 +82,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             client,
+            scoped_client: scoped::client(),
             upstream,
             identity_header,
             timeout,
@@ -89,15 +93,15 @@ impl Proxy {
 
     /// Serves one tunnel connection until it closes or `shutdown` fires
     /// (then the in-flight request completes and the connection closes).
-    /// The stream is normally a [`crate::stream::TunnelStream`]; any byte
-    /// stream works, so tests and the fuzz target drive it in memory.
+    /// `stream` is a [`crate::stream::TunnelStream`] in the gateway; tests
+    /// use an in-memory duplex.
     pub async fn serve_connection<S>(
         self: Arc<Self>,
         info: ConnInfo,
         stream: S,
         shutdown: CancellationToken,
     ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         use tracing::Instrument as _;
         let info = Arc::new(info);
@@ -114,7 +118,7 @@ impl Proxy {
         stream: S,
         shutdown: CancellationToken,
     ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -142,15 +146,16 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, info: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(&self, info: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         // Each request is decided on the peer's rules as they are now, so a
         // reload that demotes a peer reaches its open connections.
         let rules = info.access.current();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
-        let audit = Audit {
+        let mut audit = Audit {
             peer: rules.name.clone(),
+            scope: rules.scope.clone(),
             addr: info.remote.ip(),
             method: method.clone(),
             path: raw_path.clone(),
@@ -180,6 +185,15 @@ impl Proxy {
             );
             return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
         }
+        if let Some(scope) = &rules.scope {
+            match self
+                .handle_scoped(info, &rules.name, scope, &normalized, req, &mut audit)
+                .await
+            {
+                Ok(resp) => return audit.finish(resp),
+                Err(open) => req = open,
+            }
+        }
 
         let upstream_req = match self.upstream_request(info, &rules.name, req) {
             Ok(r) => r,
@@ -188,48 +202,60 @@ impl Proxy {
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
         let latency = sent.elapsed();
-        let mut audit = audit;
         audit.upstream_latency = Some(latency);
         // Request outcomes never touch readiness: a peer can abort its own
         // body or reset its connection, and that is not the upstream's
         // health. Readiness follows the active probe (`upstream_probe`).
-        // The pages say what failed, never where the upstream lives; the
-        // log keeps the address.
         match result {
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
                 audit.finish(resp.map(|b| b.boxed()))
             }
-            Ok(Err(e)) => {
-                self.stats.upstream_errors.fetch_add(1, Relaxed);
+            Ok(Err(e)) => audit.finish(self.upstream_failed(Some(&e))),
+            Err(_) => audit.finish(self.upstream_failed(None)),
+        }
+    }
+
+    /// Counts and logs a failed upstream request and gives the page for it:
+    /// 502 when the upstream could not be reached or broke off (`error`),
+    /// 504 when it did not answer within `upstream_timeout` (`None`). The
+    /// two differ for the peer: a 504 says retrying may work once
+    /// Prometheus is less busy, a 502 that it is not there. The pages say
+    /// what failed, never where the upstream lives; the log keeps that.
+    pub(crate) fn upstream_failed(
+        &self,
+        error: Option<&dyn std::fmt::Display>,
+    ) -> Response<ProxyBody> {
+        self.stats.upstream_errors.fetch_add(1, Relaxed);
+        match error {
+            Some(e) => {
                 tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
-                audit.finish(error_page(
+                error_page(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway",
                     "promgate could not get an answer from Prometheus.",
-                ))
+                )
             }
-            Err(_) => {
-                self.stats.upstream_errors.fetch_add(1, Relaxed);
+            None => {
                 tracing::warn!(upstream = %self.upstream, timeout = ?self.timeout, "upstream timed out");
-                audit.finish(error_page(
+                error_page(
                     StatusCode::GATEWAY_TIMEOUT,
                     "Gateway timeout",
                     &format!(
                         "Prometheus did not answer within {}s.",
                         self.timeout.as_secs()
                     ),
-                ))
+                )
             }
         }
     }
 
-    fn upstream_request(
+    fn upstream_request<B>(
         &self,
         info: &ConnInfo,
         peer_name: &str,
-        req: Request<Incoming>,
-    ) -> Result<Request<Incoming>, String> {
+        req: Request<B>,
+    ) -> Result<Request<B>, String> {
         let (mut parts, body) = req.into_parts();
         parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
@@ -330,6 +356,7 @@ fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBo
 /// One request's audit record; written when its response body ends.
 struct Audit {
     peer: Arc<str>,
+    scope: Option<crate::scope::Scope>,
     addr: std::net::IpAddr,
     method: http::Method,
     path: String,
@@ -373,6 +400,7 @@ impl AuditedBody {
                 peer = %a.peer,
                 addr = %a.addr,
                 role = a.role.as_str(),
+                scope = a.scope.as_ref().map(tracing::field::display),
                 method = %a.method,
                 path = %a.path,
                 status = self.status,
@@ -448,5 +476,109 @@ mod tests {
             assert_eq!(got.path(), format!("/prom{}", requested.path()));
             assert_eq!(got.query(), requested.query(), "{target}");
         }
+    }
+
+    use crate::policy::{AccessRules, PeerAccess};
+    use crate::role::Role;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn metrics() -> Arc<HttpMetrics> {
+        crate::telemetry::Telemetry::new(
+            Arc::new(Stats::default()),
+            Default::default(),
+            Arc::new(crate::health::Health::new(None)),
+        )
+        .http
+    }
+
+    fn info() -> ConnInfo {
+        ConnInfo {
+            access: Arc::new(PeerAccess::new(AccessRules {
+                name: Arc::from("alice"),
+                role: Role::Viewer,
+                allow_paths: Arc::from([]),
+                deny_paths: Arc::from([]),
+                scope: None,
+            })),
+            remote: "10.13.13.2:40000".parse().unwrap(),
+            local_port: 80,
+        }
+    }
+
+    /// A request over an in-memory stream; returns the whole response.
+    async fn exchange(proxy: Arc<Proxy>, request: &str) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let stop = CancellationToken::new();
+        tokio::spawn(proxy.serve_connection(info(), server, stop));
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// An upstream that answers only after `delay` (in tokio time).
+    async fn slow_upstream(delay: Duration) -> Uri {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                "late"
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upstream_gets_a_504_that_does_not_name_it() {
+        let upstream = slow_upstream(Duration::from_secs(120)).await;
+        let stats = Arc::new(Stats::default());
+        let proxy = Arc::new(Proxy::new(
+            upstream.clone(),
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(30),
+            metrics(),
+            stats.clone(),
+        ));
+        let started = tokio::time::Instant::now();
+        let resp = exchange(
+            proxy,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+        assert!(resp.contains("within 30s"), "{resp}");
+        let authority = upstream.authority().unwrap().to_string();
+        assert!(!resp.contains(&authority), "{resp}");
+        // Virtual time: the timeout, not the upstream's two minutes.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+        assert_eq!(stats.upstream_errors.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_gets_a_502_that_does_not_name_it() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let proxy = Arc::new(Proxy::new(
+            format!("http://{addr}").parse().unwrap(),
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics(),
+            Arc::new(Stats::default()),
+        ));
+        let resp = exchange(
+            proxy,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+        assert!(!resp.contains(&addr.to_string()), "{resp}");
     }
 }

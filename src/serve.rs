@@ -14,13 +14,12 @@ use crate::keys::encode_key;
 use crate::proxy::Proxy;
 use crate::stats::Stats;
 use crate::telemetry::{PeerView, Telemetry};
-use anyhow::Context as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -28,8 +27,58 @@ use tokio_util::sync::CancellationToken;
 /// Polling (not inotify) sees Kubernetes' ConfigMap symlink swaps reliably.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Runs the gateway until SIGTERM or SIGINT. `config` is already validated.
-pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
+/// The sockets the gateway serves on, bound before [`run`] starts.
+pub struct Sockets {
+    pub udp: UdpSocket,
+    pub admin: Option<TcpListener>,
+    pub control: Option<TcpListener>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding {what} to {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds every socket `config` asks for: the UDP port, the admin server
+/// and the control endpoint.
+pub async fn bind(config: &Config) -> Result<Sockets, ServeError> {
+    let udp = bind_udp(config.gateway.listen_port).await?;
+    let tcp = async |what, addr: Option<SocketAddr>| match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| ServeError::Bind { what, addr, source }),
+        None => Ok(None),
+    };
+    Ok(Sockets {
+        udp,
+        admin: tcp("the admin server", config.admin.listen).await?,
+        control: tcp("the control endpoint", config.admin.control_listen).await?,
+    })
+}
+
+/// Binds, then runs the gateway until SIGTERM or SIGINT: the entry point of
+/// `promgate serve`. `config` is already validated.
+pub async fn serve(config: Config, grace: Duration) -> Result<(), ServeError> {
+    let sockets = bind(&config).await?;
+    run(config, sockets, grace, wait_for_stop_signal()).await;
+    Ok(())
+}
+
+/// Runs the gateway on already bound sockets until `shutdown` completes,
+/// then drains tunnel connections for at most `grace`.
+pub async fn run(
+    config: Config,
+    sockets: Sockets,
+    grace: Duration,
+    shutdown_signal: impl std::future::Future<Output = ()>,
+) {
     let stats = Arc::new(Stats::default());
     let health = Arc::new(Health::new(config.admin.upstream_unready_after));
     health.config_loaded.store(true, Relaxed);
@@ -37,23 +86,26 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let telemetry = Telemetry::new(stats.clone(), peer_view.clone(), health.clone());
     let shutdown = CancellationToken::new();
 
-    let socket = bind_udp(config.gateway.listen_port).await?;
+    let socket = sockets.udp;
     health.udp_bound.store(true, Relaxed);
-
-    if let Some(addr) = config.admin.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the admin server to {addr}"))?;
-        let router = telemetry.clone().router();
-        tokio::spawn(crate::admin_http::serve(listener, router, shutdown.clone()));
-        tracing::info!(%addr, "admin server: /metrics /healthz /readyz");
-    }
-    if let Some(addr) = config.admin.control_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the control endpoint to {addr}"))?;
-        let router = crate::control::router(peer_view.clone());
-        tokio::spawn(crate::admin_http::serve(listener, router, shutdown.clone()));
+    for (listener, router, what) in [
+        (
+            sockets.admin,
+            telemetry.clone().router(),
+            "admin server: /metrics /healthz /readyz",
+        ),
+        (
+            sockets.control,
+            crate::control::router(peer_view.clone()),
+            "control endpoint",
+        ),
+    ] {
+        if let Some(listener) = listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "{what}");
+            }
+            tokio::spawn(crate::admin_http::serve(listener, router, shutdown.clone()));
+        }
     }
     tokio::spawn(crate::upstream_probe::run(
         config.gateway.upstream.clone(),
@@ -67,9 +119,12 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
         &config.gateway,
         &config.peers,
         stats.clone(),
-        notify.clone(),
+        crate::stream::poll_request_waker(notify.clone()),
         seed,
         Instant::now(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
     );
     let proxy = Arc::new(Proxy::new(
         config.gateway.upstream.clone(),
@@ -98,11 +153,10 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
     let driver_task = tokio::spawn(driver.run(command_rx, shutdown.clone()));
     tokio::spawn(watch_and_reload(config, commands, stats, shutdown.clone()));
 
-    wait_for_stop_signal().await;
+    shutdown_signal.await;
     shutdown.cancel();
     let _ = driver_task.await;
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// Socket buffers asked for: bursts of a few hundred datagrams must not
@@ -111,13 +165,20 @@ pub async fn run(config: Config, grace: Duration) -> anyhow::Result<()> {
 /// send buffer rather than dropping.
 const UDP_SOCKET_BUFFER: usize = 4 << 20;
 
-async fn bind_udp(port: u16) -> anyhow::Result<UdpSocket> {
+async fn bind_udp(port: u16) -> Result<UdpSocket, ServeError> {
     // Dual-stack first; fall back to IPv4 where IPv6 is disabled (common in pods).
     let socket = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
         Ok(s) => s,
-        Err(_) => UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
-            .await
-            .with_context(|| format!("binding UDP port {port}"))?,
+        Err(_) => {
+            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: "the WireGuard UDP port",
+                    addr,
+                    source,
+                })?
+        }
     };
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER);

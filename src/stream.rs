@@ -1,83 +1,31 @@
 //! A TCP connection inside the tunnel, seen from the HTTP side as an
-//! ordinary `AsyncRead + AsyncWrite` stream.
+//! ordinary `AsyncRead + AsyncWrite` stream: the tokio end of a
+//! [`crate::pipe::Pipe`].
 //!
-//! The netstack owns the smoltcp socket; the HTTP task owns a
-//! [`TunnelStream`]. Between them sits a [`Pipe`]: two fixed ring buffers
-//! allocated once per connection, under a mutex that is only ever held for a
-//! copy (never across an await). The netstack moves bytes between its socket
-//! and the pipe on each poll; the stream side wakes the netstack through a
-//! shared `Notify` whenever it adds data or frees room.
+//! Also the adapter that turns the driver's `Notify` into the [`Waker`] the
+//! I/O-free core uses to ask for a poll.
 
-use smoltcp::storage::RingBuffer;
+use crate::pipe::Pipe;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-/// Bytes buffered per direction per connection, besides smoltcp's own
-/// socket buffers. 64 KiB keeps a steady stream flowing between polls.
-pub const PIPE_BUFFER: usize = 64 * 1024;
-
-pub(crate) struct PipeState {
-    /// Netstack -> application.
-    pub(crate) rx: RingBuffer<'static, u8>,
-    /// Application -> netstack.
-    pub(crate) tx: RingBuffer<'static, u8>,
-    /// The peer closed its side and everything it sent is in `rx`.
-    pub(crate) rx_eof: bool,
-    /// The connection is gone (reset, timed out, peer removed).
-    pub(crate) reset: bool,
-    /// The application shut down its writing side.
-    pub(crate) tx_shutdown: bool,
-    /// The application dropped its stream.
-    pub(crate) app_dropped: bool,
-    pub(crate) read_waker: Option<Waker>,
-    pub(crate) write_waker: Option<Waker>,
-}
-
-impl PipeState {
-    pub(crate) fn wake_reader(&mut self) {
-        if let Some(w) = self.read_waker.take() {
-            w.wake();
+/// A [`Waker`] that signals `notify`: how the core's connections ask the
+/// driver for a netstack poll.
+pub fn poll_request_waker(notify: Arc<Notify>) -> Waker {
+    struct NotifyWake(Arc<Notify>);
+    impl Wake for NotifyWake {
+        fn wake(self: Arc<Self>) {
+            self.0.notify_one();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.notify_one();
         }
     }
-    pub(crate) fn wake_writer(&mut self) {
-        if let Some(w) = self.write_waker.take() {
-            w.wake();
-        }
-    }
-}
-
-/// The shared half of a connection.
-pub struct Pipe {
-    state: Mutex<PipeState>,
-    netstack: Arc<Notify>,
-}
-
-impl Pipe {
-    pub(crate) fn new(netstack: Arc<Notify>) -> Arc<Self> {
-        Arc::new(Pipe {
-            state: Mutex::new(PipeState {
-                rx: RingBuffer::new(vec![0u8; PIPE_BUFFER]),
-                tx: RingBuffer::new(vec![0u8; PIPE_BUFFER]),
-                rx_eof: false,
-                reset: false,
-                tx_shutdown: false,
-                app_dropped: false,
-                read_waker: None,
-                write_waker: None,
-            }),
-            netstack,
-        })
-    }
-
-    /// Locks the state. A poisoned lock means a panic while copying bytes,
-    /// which cannot leave the buffers inconsistent, so recover the guard.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, PipeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    Waker::from(Arc::new(NotifyWake(notify)))
 }
 
 /// The application's end of a tunnel TCP connection.
@@ -86,7 +34,7 @@ pub struct TunnelStream {
 }
 
 impl TunnelStream {
-    pub(crate) fn new(pipe: Arc<Pipe>) -> Self {
+    pub fn new(pipe: Arc<Pipe>) -> Self {
         TunnelStream { pipe }
     }
 }
@@ -103,7 +51,7 @@ impl AsyncRead for TunnelStream {
             buf.advance(n);
             drop(s);
             // Room freed: the netstack may move more from its socket.
-            self.pipe.netstack.notify_one();
+            self.pipe.request_poll();
             return Poll::Ready(Ok(()));
         }
         if s.rx_eof {
@@ -136,7 +84,7 @@ impl AsyncWrite for TunnelStream {
             return Poll::Pending;
         }
         drop(s);
-        self.pipe.netstack.notify_one();
+        self.pipe.request_poll();
         Poll::Ready(Ok(n))
     }
 
@@ -147,7 +95,7 @@ impl AsyncWrite for TunnelStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.pipe.lock().tx_shutdown = true;
-        self.pipe.netstack.notify_one();
+        self.pipe.request_poll();
         Poll::Ready(Ok(()))
     }
 }
@@ -155,6 +103,6 @@ impl AsyncWrite for TunnelStream {
 impl Drop for TunnelStream {
     fn drop(&mut self) {
         self.pipe.lock().app_dropped = true;
-        self.pipe.netstack.notify_one();
+        self.pipe.request_poll();
     }
 }

@@ -22,7 +22,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 const V_IP: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 2);
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 3);
@@ -289,9 +288,10 @@ async fn random_batches_never_give_a_connection_another_peer_s_identity() {
             &lab.config,
             &configs,
             Arc::new(Stats::default()),
-            Arc::new(Notify::new()),
+            std::task::Waker::noop().clone(),
             seed,
             Instant::now(),
+            unix_now(),
         );
         let now = Instant::now();
         let mut peers: Vec<RawPeer> = secrets
@@ -505,9 +505,10 @@ async fn unknown_keys_get_the_handshake_budget_once() {
         &lab.config,
         &[],
         stats.clone(),
-        Arc::new(Notify::new()),
+        std::task::Waker::noop().clone(),
         1,
         Instant::now(),
+        unix_now(),
     );
     let now = Instant::now();
     let mut buf = vec![0u8; 2048];

@@ -17,7 +17,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,9 +466,10 @@ async fn under_load_handshakes_get_cookie_replies_and_cookie_holders_get_through
         &config,
         &peers,
         stats.clone(),
-        Arc::new(Notify::new()),
+        std::task::Waker::noop().clone(),
         1,
         Instant::now(),
+        unix_now(),
     );
     let mut buf = vec![0u8; 2048];
     let mut types = Vec::new();
@@ -544,4 +544,92 @@ async fn inner_ipv6_is_served_and_checked_like_ipv4() {
         .await;
     assert_ne!(spoofer.state(hs), tcp::State::Established);
     assert!(lab.stats.dropped(DropReason::SpoofedSource) > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_peer_requests_are_rewritten_filtered_or_refused() {
+    let a = StaticSecret::random();
+    let u = StaticSecret::random();
+    let mut scoped_cfg = peer_config("team-a", &a, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer);
+    scoped_cfg.scope = Some(promgate::scope::Scope::new([("namespace", &["team-a"][..])]).unwrap());
+    let mut lab = Lab::new(&[
+        scoped_cfg,
+        peer_config("all", &u, Ipv4Addr::new(10, 13, 13, 3), Role::Viewer),
+    ])
+    .await;
+    let mut scoped = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50006);
+    let mut unscoped = TestPeer::new(&u, lab.public(), Ipv4Addr::new(10, 13, 13, 3), 50007);
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: p\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let t = Duration::from_secs(10);
+    let ask = async |lab: &mut Lab, peers: &mut [&mut TestPeer], i: usize, req: String| {
+        let h = peers[i].connect(GW, 80, &req);
+        lab.response_of(peers, i, h, t, &req).await
+    };
+    let team_a = "namespace%3D%22team-a%22";
+    let mut peers = [&mut scoped, &mut unscoped];
+
+    // GET: the other team's matcher is replaced.
+    let r = ask(
+        &mut lab,
+        &mut peers,
+        0,
+        get("/api/v1/query?query=up%7Bnamespace%3D%22team-b%22%7D&time=1"),
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert!(body_of(&r).contains(team_a) && !r.contains("team-b"), "{r}");
+    assert!(body_of(&r).contains("&time=1"), "{r}");
+
+    // POST: the aggregation parameter is scoped too, and the whole request
+    // moves into the body.
+    let r = ask(
+        &mut lab,
+        &mut peers,
+        0,
+        post("/api/v1/query?time=2", "query=topk(scalar(z),up)"),
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let body = body_of(&r);
+    assert!(body.starts_with("uri=/api/v1/query\n"), "{r}");
+    assert_eq!(body.matches(team_a).count(), 2, "{r}");
+    assert!(body.ends_with("&time=2"), "{r}");
+
+    // A query in both the URL and the body is refused.
+    let r = ask(
+        &mut lab,
+        &mut peers,
+        0,
+        post("/api/v1/query?query=up", "query=down"),
+    )
+    .await;
+    assert_eq!(status_of(&r), 400, "{r}");
+
+    // Series without match[]: the scope becomes the selector.
+    let r = ask(&mut lab, &mut peers, 0, get("/api/v1/series")).await;
+    assert!(
+        body_of(&r).contains("match%5B%5D=%7Bnamespace%3D%22team-a%22%7D"),
+        "{r}"
+    );
+
+    // Alerts are filtered to the team's.
+    let r = ask(&mut lab, &mut peers, 0, get("/api/v1/alerts")).await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert!(r.contains("TeamADown") && !r.contains("TeamBDown"), "{r}");
+
+    // Targets expose everything: refused, naming the scope.
+    let r = ask(&mut lab, &mut peers, 0, get("/api/v1/targets")).await;
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(r.contains("scope namespace=&quot;team-a&quot;"), "{r}");
+
+    // The unscoped peer is unchanged.
+    let r = ask(&mut lab, &mut peers, 1, get("/api/v1/alerts")).await;
+    assert!(r.contains("TeamADown") && r.contains("TeamBDown"), "{r}");
+    let r = ask(&mut lab, &mut peers, 1, get("/api/v1/query?query=up")).await;
+    assert!(body_of(&r).contains("uri=/api/v1/query?query=up\n"), "{r}");
 }

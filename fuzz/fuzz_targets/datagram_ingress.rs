@@ -140,9 +140,10 @@ fuzz_target!(|input: Input| {
             &gateway_config(rate),
             &configs,
             Arc::new(Stats::default()),
-            Arc::new(tokio::sync::Notify::new()),
+            std::task::Waker::noop().clone(),
             1,
             now,
+            std::time::Duration::from_secs(1_800_000_000),
         ),
         peers: keys()
             .peers

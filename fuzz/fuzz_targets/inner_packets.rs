@@ -147,9 +147,10 @@ fuzz_target!(|ops: Vec<Op>| {
             &gateway_config(1000),
             &configs,
             Arc::new(Stats::default()),
-            Arc::new(tokio::sync::Notify::new()),
+            std::task::Waker::noop().clone(),
             2,
             now,
+            std::time::Duration::from_secs(1_800_000_000),
         ),
         peers: keys()
             .peers

@@ -117,6 +117,7 @@ fuzz_target!(|input: Input| {
         },
         allow_paths: Arc::from(Vec::new()),
         deny_paths: Arc::from(Vec::new()),
+        scope: None,
     };
     let name = rules.name.clone();
     let info = ConnInfo {

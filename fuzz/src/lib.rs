@@ -68,6 +68,7 @@ pub fn peer_configs() -> Vec<PeerConfig> {
             role: if i == 0 { Role::Admin } else { Role::Viewer },
             allow_paths: vec![],
             deny_paths: vec![],
+            scope: None,
             origin: Origin {
                 file: "fuzz".into(),
                 line: 1,

@@ -10,6 +10,7 @@ use promgate::health::Health;
 use promgate::keys::PrivateKey;
 use promgate::proxy::Proxy;
 use promgate::stats::Stats;
+use promgate::stream::TunnelStream;
 use promgate::telemetry::Telemetry;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
@@ -27,6 +28,10 @@ pub const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd13, 0, 0, 0, 0, 
 
 // ---------------------------------------------------------------------------
 // A real HTTP upstream on loopback.
+
+pub async fn echo_request(uri: axum::http::Uri, body: String) -> String {
+    format!("uri={uri}\nbody={body}")
+}
 
 pub async fn start_upstream() -> SocketAddr {
     use axum::routing::get;
@@ -57,6 +62,18 @@ pub async fn start_upstream() -> SocketAddr {
         .route(
             "/api/v1/admin/tsdb/snapshot",
             axum::routing::post(|| async { "snapshot" }),
+        )
+        // Echoes what a scoped request became, for the scope test.
+        .route("/api/v1/query", get(echo_request).post(echo_request))
+        .route("/api/v1/series", get(echo_request).post(echo_request))
+        .route("/api/v1/targets", get(|| async { "all targets" }))
+        .route(
+            "/api/v1/alerts",
+            get(|| async {
+                r#"{"status":"success","data":{"alerts":[
+                    {"labels":{"alertname":"TeamADown","namespace":"team-a"},"state":"firing"},
+                    {"labels":{"alertname":"TeamBDown","namespace":"team-b"},"state":"firing"}]}}"#
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -298,6 +315,13 @@ pub struct Lab {
     pub config: GatewayConfig,
 }
 
+/// Unix time now, for the core, which reads no clock of its own.
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 pub fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) -> PeerConfig {
     PeerConfig {
         name: name.into(),
@@ -306,8 +330,11 @@ pub fn peer_config(name: &str, secret: &StaticSecret, ip: Ipv4Addr, role: Role) 
         preshared_key: None,
         persistent_keepalive: None,
         role,
-        allow_paths: vec![],
+        // The test upstream's own routes are not Prometheus routes, so the
+        // default-deny viewer list needs them named.
+        allow_paths: ["/hello", "/headers", "/big"].map(String::from).to_vec(),
         deny_paths: vec![],
+        scope: None,
         origin: Origin {
             file: "test".into(),
             line: 1,
@@ -342,7 +369,7 @@ impl Lab {
             max_connections: 256,
             tcp_idle_timeout: Duration::from_secs(60),
             tcp_send_buffer: 64 * 1024,
-            handshake_rate_limit: promgate::peer::DEFAULT_HANDSHAKE_RATE_LIMIT,
+            handshake_rate_limit: promgate::config::DEFAULT_HANDSHAKE_RATE_LIMIT,
         };
         let mut config = config;
         tweak(&mut config);
@@ -354,9 +381,10 @@ impl Lab {
             &config,
             peers,
             stats.clone(),
-            notify.clone(),
+            std::task::Waker::noop().clone(),
             7,
             Instant::now(),
+            unix_now(),
         );
         let proxy = Arc::new(Proxy::new(
             config.upstream.clone(),
@@ -386,9 +414,10 @@ impl Lab {
             &self.config,
             peers,
             self.stats.clone(),
-            self.notify.clone(),
+            std::task::Waker::noop().clone(),
             8,
             Instant::now(),
+            unix_now(),
         );
     }
 
@@ -408,12 +437,12 @@ impl Lab {
                 .handle_datagram(now, peers[i].endpoint, &d, &mut out);
         }
         self.gateway.poll(now, &mut out);
-        for (info, stream) in self.gateway.take_accepted() {
-            tokio::spawn(
-                self.proxy
-                    .clone()
-                    .serve_connection(info, stream, self.shutdown.clone()),
-            );
+        for (info, pipe) in self.gateway.take_accepted() {
+            tokio::spawn(self.proxy.clone().serve_connection(
+                info,
+                TunnelStream::new(pipe),
+                self.shutdown.clone(),
+            ));
         }
         let moved = moved + out.len();
         for (dst, d) in out {

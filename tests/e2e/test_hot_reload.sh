@@ -59,7 +59,8 @@ EOF
 
 # peer_file NAME KEYFILE IP — the TOML of one peer
 peer_file() {
-    printf '[[peer]]\nname = "%s"\npublic_key = "%s"\nallowed_ips = ["%s/32"]\n' "$1" "$(cat "$2")" "$3"
+    # The upstream is a file server, not Prometheus: name its file for viewers.
+    printf '[[peer]]\nname = "%s"\npublic_key = "%s"\nallowed_ips = ["%s/32"]\nallow_paths = ["/big.bin"]\n' "$1" "$(cat "$2")" "$3"
 }
 # put_peer_file NAME CONTENT — atomic write: a hidden temp file, then rename
 put_peer_file() {

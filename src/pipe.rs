@@ -1,0 +1,83 @@
+//! The shared buffers between the netstack and one connection's HTTP side.
+//!
+//! The netstack owns the smoltcp socket; the application side (the shell's
+//! [`crate::stream::TunnelStream`]) owns the other end of a [`Pipe`]: two
+//! fixed ring buffers allocated once per connection, under a mutex that is
+//! only ever held for a copy (never across an await). The netstack moves
+//! bytes between its socket and the pipe on each poll. The application side
+//! asks for a poll through the [`Waker`] the core was built with, whenever
+//! it adds data or frees room; the core itself knows no runtime.
+
+use smoltcp::storage::RingBuffer;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+/// Bytes buffered per direction per connection, besides smoltcp's own
+/// socket buffers. 64 KiB keeps a steady stream flowing between polls.
+pub const PIPE_BUFFER: usize = 64 * 1024;
+
+pub(crate) struct PipeState {
+    /// Netstack -> application.
+    pub(crate) rx: RingBuffer<'static, u8>,
+    /// Application -> netstack.
+    pub(crate) tx: RingBuffer<'static, u8>,
+    /// The peer closed its side and everything it sent is in `rx`.
+    pub(crate) rx_eof: bool,
+    /// The connection is gone (reset, timed out, peer removed).
+    pub(crate) reset: bool,
+    /// The application shut down its writing side.
+    pub(crate) tx_shutdown: bool,
+    /// The application dropped its stream.
+    pub(crate) app_dropped: bool,
+    pub(crate) read_waker: Option<Waker>,
+    pub(crate) write_waker: Option<Waker>,
+}
+
+impl PipeState {
+    pub(crate) fn wake_reader(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+    }
+    pub(crate) fn wake_writer(&mut self) {
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The shared half of a connection.
+pub struct Pipe {
+    state: Mutex<PipeState>,
+    /// Wakes whoever polls the netstack (the driver).
+    netstack: Waker,
+}
+
+impl Pipe {
+    pub(crate) fn new(netstack: Waker) -> Arc<Self> {
+        Arc::new(Pipe {
+            state: Mutex::new(PipeState {
+                rx: RingBuffer::new(vec![0u8; PIPE_BUFFER]),
+                tx: RingBuffer::new(vec![0u8; PIPE_BUFFER]),
+                rx_eof: false,
+                reset: false,
+                tx_shutdown: false,
+                app_dropped: false,
+                read_waker: None,
+                write_waker: None,
+            }),
+            netstack,
+        })
+    }
+
+    /// Locks the state. A poisoned lock means a panic while copying bytes,
+    /// which cannot leave the buffers inconsistent, so recover the guard.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a netstack poll: the application added data or freed room.
+    pub(crate) fn request_poll(&self) {
+        self.netstack.wake_by_ref();
+    }
+}

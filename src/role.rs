@@ -1,0 +1,22 @@
+//! The role of a peer: a leaf type shared by the configuration, the access
+//! policy and label scoping, so that none of them needs another.
+
+use serde::Deserialize;
+
+/// What a peer may do through the HTTP proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Viewer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Admin => "admin",
+        }
+    }
+}
