@@ -6,7 +6,8 @@
 # in force (vera and sam keep being served), and the next good write must
 # apply:
 #
-#   truncated     sam's peers file rewritten in place, cut mid-key
+#   truncated     sam's peers file cut to 70 bytes in place, mid-key (as a
+#                 writer that died mid-write leaves it)
 #   symlink loop  sam's peers file replaced by a link to itself
 #   unreadable    sam's peers file replaced by one with mode 000
 #   deleted       the main config file removed (deleting a peers.d file is
@@ -55,18 +56,20 @@ chaos() {
     check "$name: the refusal is logged" test "$(log_refusals)" -gt "$logged"
     check "$name: vera and sam still served (last good set in force)" both_served
 }
-truncate_in_place() { head -c 70 "$D/sam.toml.good" > "$D/peers.d/b.toml"; }
-symlink_loop() { rm "$D/peers.d/b.toml"; ln -s b.toml "$D/peers.d/b.toml"; }
+# Every change replaces b.toml in one step (ftruncate, or rename over it):
+# a moment without the file would be a legitimate removal of sam.
+truncate_in_place() { truncate -s 70 "$D/peers.d/b.toml"; }
+# (mv refuses to rename a link over the file it points to; rename(2) does not.)
+symlink_loop() {
+    ln -s b.toml "$D/peers.d/.b.lnk"
+    python3 -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$D/peers.d/.b.lnk" "$D/peers.d/b.toml"
+}
 unreadable() {
-    rm -f "$D/peers.d/b.toml"
     cp "$D/sam.toml.good" "$D/peers.d/.b.tmp"; chmod 000 "$D/peers.d/.b.tmp"
-    mv "$D/peers.d/.b.tmp" "$D/peers.d/b.toml"
+    mv -fT "$D/peers.d/.b.tmp" "$D/peers.d/b.toml"
 }
 main_deleted() { rm "$D/gateway.toml"; }
-restore_sam() {
-    rm -f "$D/peers.d/b.toml"
-    cp "$D/sam.toml.good" "$D/peers.d/.b.tmp"; mv "$D/peers.d/.b.tmp" "$D/peers.d/b.toml"
-}
+restore_sam() { cp "$D/sam.toml.good" "$D/peers.d/.b.tmp"; mv -fT "$D/peers.d/.b.tmp" "$D/peers.d/b.toml"; }
 
 chaos "truncated peers file" truncate_in_place
 restore_sam
