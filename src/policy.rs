@@ -175,6 +175,16 @@ pub fn is_canonical(raw: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
+/// The path a request is decided on, or `None` when the request must be
+/// refused (400): `raw` must normalize and be canonical, so the upstream
+/// receives `raw` unchanged and reads it as the same path.
+pub fn decision_path(raw: &str) -> Option<String> {
+    match normalize(raw) {
+        Ok(p) if is_canonical(raw) => Some(p),
+        _ => None,
+    }
+}
+
 fn percent_decode(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

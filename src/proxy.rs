@@ -165,9 +165,8 @@ impl Proxy {
             metrics: self.metrics.clone(),
         };
 
-        let normalized = match policy::normalize(&raw_path) {
-            Ok(p) if policy::is_canonical(&raw_path) => p,
-            _ => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes)."))),
+        let Some(normalized) = policy::decision_path(&raw_path) else {
+            return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes).")));
         };
         if let Decision::Deny(rule) = policy::decide(
             rules.role,
@@ -258,19 +257,7 @@ impl Proxy {
         req: Request<B>,
     ) -> Result<Request<B>, String> {
         let (mut parts, body) = req.into_parts();
-        let base = self.upstream.path().trim_end_matches('/');
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.upstream.authority().map(|a| a.as_str()).unwrap_or(""))
-            .path_and_query(format!("{base}{pq}"))
-            .build()
-            .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
-        parts.uri = uri;
+        parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
@@ -299,6 +286,27 @@ impl Proxy {
         }
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// The URL a request for `requested` goes to: the upstream's scheme,
+/// authority and base path, then the request's path and query unchanged
+/// (byte for byte: the path the policy decided on is the path forwarded).
+pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
+    let base = upstream.path().trim_end_matches('/');
+    // `path()`, not the raw path-and-query: an absolute-form target with an
+    // empty path ("http://h?q") has path "/" and raw text "?q", and the
+    // policy decided on "/".
+    let path = requested.path();
+    let pq = match requested.query() {
+        Some(q) => format!("{base}{path}?{q}"),
+        None => format!("{base}{path}"),
+    };
+    Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority().map(|a| a.as_str()).unwrap_or(""))
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| format!("cannot build the upstream URL: {e}"))
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -449,6 +457,27 @@ impl Drop for AuditedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the policy fuzz target: with an upstream base path, an
+    /// absolute-form target with an empty path was decided as "/" and
+    /// forwarded as "/prom" rather than "/prom/".
+    #[test]
+    fn the_forwarded_path_is_the_decided_path_after_the_base() {
+        let upstream: Uri = "http://prometheus:9090/prom/".parse().unwrap();
+        for (target, want) in [
+            ("http://h?q=1", "/prom/"),
+            ("http://h", "/prom/"),
+            ("/api/v1/query?query=up", "/prom/api/v1/query"),
+            ("/", "/prom/"),
+        ] {
+            let requested: Uri = target.parse().unwrap();
+            let got = upstream_uri(&upstream, &requested).unwrap();
+            assert_eq!(got.path(), want, "{target}");
+            assert_eq!(got.path(), format!("/prom{}", requested.path()));
+            assert_eq!(got.query(), requested.query(), "{target}");
+        }
+    }
+
     use crate::policy::{AccessRules, PeerAccess};
     use crate::role::Role;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

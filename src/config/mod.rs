@@ -293,7 +293,10 @@ pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, Conf
 
 /// Reads every `*.toml` file of a peers directory, in name order. Hidden
 /// entries are skipped: Kubernetes keeps its ConfigMap versions in `..data`
-/// style directories and exposes the files through symlinks.
+/// style directories and exposes the files through symlinks. Directories,
+/// FIFOs and sockets are skipped (a FIFO would block the read), but an
+/// entry that cannot be inspected at all (a symlink loop, a dangling link)
+/// is an error: skipping it would silently remove the peers it held.
 pub(crate) fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| ConfigErrors(vec![io_error(dir, "peers_dir", e)]))?;
@@ -302,7 +305,12 @@ pub(crate) fn load_peers_dir(dir: &Path) -> Result<Vec<PeerConfig>, ConfigErrors
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+            !name.starts_with('.')
+                && name.ends_with(".toml")
+                && match std::fs::metadata(p) {
+                    Ok(m) => m.is_file(),
+                    Err(_) => true,
+                }
         })
         .collect();
     files.sort();

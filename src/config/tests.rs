@@ -365,3 +365,23 @@ fn a_bad_private_key_is_named_with_where_it_came_from() {
     let e = message("private_key = \"x\"\nprivate_key_file = \"bad.key\"");
     assert!(e.contains("set exactly one of"), "{e}");
 }
+
+#[test]
+fn a_peers_file_replaced_by_a_symlink_loop_is_refused_not_skipped() {
+    let dir = tempdir("symlink-loop");
+    write_key(&dir);
+    let peers = dir.join("peers.d");
+    std::fs::create_dir_all(&peers).unwrap();
+    std::os::unix::fs::symlink("bob.toml", peers.join("bob.toml")).unwrap();
+    let err = load_peers_dir(&peers).unwrap_err().to_string();
+    assert!(err.contains("bob.toml"), "{err}");
+    std::fs::remove_file(peers.join("bob.toml")).unwrap();
+    std::os::unix::fs::symlink("missing", peers.join("gone.toml")).unwrap();
+    assert!(
+        load_peers_dir(&peers).is_err(),
+        "a dangling link was skipped"
+    );
+    std::fs::remove_file(peers.join("gone.toml")).unwrap();
+    std::fs::create_dir(peers.join("dir.toml")).unwrap();
+    assert_eq!(load_peers_dir(&peers).unwrap().len(), 0);
+}

@@ -27,7 +27,7 @@ pub(crate) use self::client::{PRIVATE_KEY_PLACEHOLDER, client_config, qr_png, qr
 /// Why `peer add`, `peer remove` or `peer list` changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum OnboardingError {
-    #[error("peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-'", .name.escape_debug())]
+    #[error("peer name \"{}\": use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'", .name.escape_debug())]
     InvalidName { name: String },
     /// `flag` is where the endpoint came from: `--endpoint`, or `endpoint`.
     #[error("{flag}: {reason}")]
@@ -99,7 +99,9 @@ pub struct Added {
 
 /// Adds a peer and returns the client config to hand to its owner.
 pub fn add_peer(config_path: &Path, req: &AddPeer) -> Result<Added> {
-    if !config::valid_peer_name(&req.name) {
+    // A leading '.' would make a hidden file in peers_dir, which the
+    // gateway skips: the peer would be reported added and never apply.
+    if !config::valid_peer_name(&req.name) || req.name.starts_with('.') {
         return Err(OnboardingError::InvalidName {
             name: req.name.clone(),
         });

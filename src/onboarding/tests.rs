@@ -187,3 +187,18 @@ fn endpoints_that_could_inject_config_lines_are_refused() {
     let host: IpNet = "10.13.13.9/32".parse().unwrap();
     assert!(client_config("k", host, "g", "a:1\nPostUp = id", &[host]).is_err());
 }
+
+/// Found by the config_files fuzz target: `.bob` went to
+/// peers.d/.bob.toml, a hidden file the gateway never loads.
+#[test]
+fn a_name_that_would_make_a_hidden_peers_file_is_refused() {
+    for peers_dir in [true, false] {
+        let path = setup(&format!("hidden-{peers_dir}"), peers_dir);
+        let before = std::fs::read(&path).unwrap();
+        let err = add_peer(&path, &req(".bob")).err().expect("refused");
+        assert!(err.to_string().contains("not starting with '.'"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let dir = path.parent().unwrap().join("peers.d");
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
+    }
+}
