@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 /// State the admin server's `/readyz` reads.
 #[derive(Debug)]
 pub struct Health {
-    pub config_loaded: AtomicBool,
     pub udp_bound: AtomicBool,
     upstream: Mutex<UpstreamState>,
     /// `None`: the upstream's state never makes the gateway unready.
@@ -33,7 +32,6 @@ struct UpstreamState {
 impl Health {
     pub fn new(unready_after: Option<Duration>) -> Self {
         Health {
-            config_loaded: AtomicBool::new(false),
             udp_bound: AtomicBool::new(false),
             upstream: Mutex::new(UpstreamState::default()),
             unready_after,
@@ -59,12 +57,10 @@ impl Health {
             .last_ok
     }
 
-    /// Ready: config loaded, socket bound, and the upstream not failing for
-    /// longer than `unready_after`.
+    /// Ready: the UDP socket is bound (the config was validated before
+    /// `Health` existed) and the upstream has not been failing for longer
+    /// than `unready_after`.
     pub fn ready(&self, now: Instant) -> Result<(), String> {
-        if !self.config_loaded.load(Relaxed) {
-            return Err("config not loaded".into());
-        }
         if !self.udp_bound.load(Relaxed) {
             return Err("UDP socket not bound".into());
         }
@@ -93,7 +89,6 @@ mod tests {
 
     fn up() -> Health {
         let h = Health::new(Some(Duration::from_secs(10)));
-        h.config_loaded.store(true, Relaxed);
         h.udp_bound.store(true, Relaxed);
         h
     }
@@ -128,7 +123,6 @@ mod tests {
     #[test]
     fn without_a_limit_the_upstream_never_makes_it_unready() {
         let h = Health::new(None);
-        h.config_loaded.store(true, Relaxed);
         h.udp_bound.store(true, Relaxed);
         let t0 = Instant::now();
         h.record_probe(t0, false);

@@ -42,6 +42,8 @@ pub mod serve;
 pub mod stats;
 pub mod stream;
 pub mod telemetry;
+/// The packet builder the integration tests use too, kept in one file.
 #[cfg(test)]
+#[path = "../tests/common/packets.rs"]
 mod test_packets;
 pub mod upstream_probe;

@@ -81,7 +81,6 @@ pub async fn run(
 ) {
     let stats = Arc::new(Stats::default());
     let health = Arc::new(Health::new(config.admin.upstream_unready_after));
-    health.config_loaded.store(true, Relaxed);
     let peer_view: PeerView = Arc::new(RwLock::new(Vec::new()));
     let telemetry = Telemetry::new(stats.clone(), peer_view.clone(), health.clone());
     let shutdown = CancellationToken::new();

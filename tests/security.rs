@@ -12,11 +12,8 @@ use common::*;
 use promgate::config::Role;
 use promgate::gateway::Gateway;
 use promgate::stats::{DropReason, Stats};
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{
-    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::{IpAddress, Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -57,21 +54,11 @@ fn segment(s: Seg) -> Vec<u8> {
         timestamp: None,
         payload: s.payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: s.src,
-        dst_addr: GW,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut p = Ipv4Packet::new_unchecked(&mut buf);
-    ip.emit(&mut p, &caps);
-    let (src, dst) = (IpAddress::Ipv4(s.src), IpAddress::Ipv4(GW));
-    let mut t = TcpPacket::new_unchecked(p.payload_mut());
-    tcp.emit(&mut t, &src, &dst, &caps);
+    let mut buf = packets::ipv4_tcp(s.src, GW, &tcp);
     if s.fin_too {
+        let (src, dst) = (IpAddress::Ipv4(s.src), IpAddress::Ipv4(GW));
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[..]);
+        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
         t.set_fin(true);
         t.fill_checksum(&src, &dst);
     }
@@ -111,19 +98,13 @@ async fn viewer_and_admin() -> (Lab, TestPeer, TestPeer) {
     let mut admin = TestPeer::new(&a, lab.public(), A_IP, 51002);
     let hv = viewer.connect(GW, 80, &get("/hello"));
     let ha = admin.connect(GW, 80, &get("/hello"));
-    let (mut rv, mut ra) = (None, None);
-    assert!(
-        lab.run_until(
-            &mut [&mut viewer, &mut admin],
-            Duration::from_secs(10),
-            |p| {
-                rv = rv.take().or_else(|| p[0].response(hv));
-                ra = ra.take().or_else(|| p[1].response(ha));
-                rv.is_some() && ra.is_some()
-            }
-        )
-        .await
-    );
+    lab.responses_of(
+        &mut [&mut viewer, &mut admin],
+        &[(0, hv), (1, ha)],
+        Duration::from_secs(10),
+        "the first requests",
+    )
+    .await;
     // Let both connections close completely.
     lab.run_until(
         &mut [&mut viewer, &mut admin],
@@ -166,22 +147,15 @@ async fn batch_then_snapshot(stray: &[Seg]) -> (u16, u16) {
             }
         }
     }
-    let (mut rv, mut ra) = (None, None);
-    assert!(
-        lab.run_until(
+    let r = lab
+        .responses_of(
             &mut [&mut viewer, &mut admin],
+            &[(0, hv), (1, ha)],
             Duration::from_secs(10),
-            |p| {
-                rv = rv.take().or_else(|| p[0].response(hv));
-                ra = ra.take().or_else(|| p[1].response(ha));
-                rv.is_some() && ra.is_some()
-            }
+            "the snapshot requests",
         )
-        .await,
-        "the snapshot requests got no answers"
-    );
-    let (rv, ra) = (rv.unwrap_or_default(), ra.unwrap_or_default());
-    (status_of(&rv), status_of(&ra))
+        .await;
+    (status_of(&r[0]), status_of(&r[1]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,27 +142,20 @@ async fn roles_decide_admin_endpoints() {
     let hv = viewer.connect(GW, 80, post);
     let ht = viewer.connect(GW, 80, tricky);
     let ha = admin.connect(GW, 80, post);
-    let (mut rv, mut rt, mut ra) = (None, None, None);
-    assert!(
-        lab.run_until(
+    let r = lab
+        .responses_of(
             &mut [&mut viewer, &mut admin],
+            &[(0, hv), (0, ht), (1, ha)],
             Duration::from_secs(10),
-            |p| {
-                rv = rv.take().or_else(|| p[0].response(hv));
-                rt = rt.take().or_else(|| p[0].response(ht));
-                ra = ra.take().or_else(|| p[1].response(ha));
-                rv.is_some() && rt.is_some() && ra.is_some()
-            }
+            "roles",
         )
-        .await
-    );
-    let rv = rv.unwrap();
-    assert_eq!(status_of(&rv), 403, "{rv}");
+        .await;
+    let (rv, rt, ra) = (&r[0], &r[1], &r[2]);
+    assert_eq!(status_of(rv), 403, "{rv}");
     assert!(rv.contains("viewer") && rv.contains("admin role"), "{rv}");
-    assert_ne!(status_of(&rt.unwrap()), 200);
-    let ra = ra.unwrap();
-    assert_eq!(status_of(&ra), 200, "{ra}");
-    assert_eq!(body_of(&ra), "snapshot");
+    assert_ne!(status_of(rt), 200);
+    assert_eq!(status_of(ra), 200, "{ra}");
+    assert_eq!(body_of(ra), "snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

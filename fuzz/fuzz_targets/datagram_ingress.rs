@@ -13,11 +13,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use promgate::gateway::Gateway;
-use promgate::stats::Stats;
 use promgate_fuzz::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Arbitrary)]
@@ -132,19 +130,10 @@ impl World {
 }
 
 fuzz_target!(|input: Input| {
-    let configs = peer_configs();
     let now = Instant::now();
     let rate = u64::from(input.rate_limit % 16) + 1;
     let mut w = World {
-        gw: Gateway::new(
-            &gateway_config(rate),
-            &configs,
-            Arc::new(Stats::default()),
-            std::task::Waker::noop().clone(),
-            1,
-            now,
-            std::time::Duration::from_secs(1_800_000_000),
-        ),
+        gw: gateway(rate, 1, now),
         peers: keys()
             .peers
             .iter()

@@ -12,11 +12,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use promgate::gateway::Gateway;
-use promgate::stats::Stats;
 use promgate_fuzz::*;
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Arbitrary)]
@@ -140,18 +138,9 @@ fn ack_segment(i: usize, v6: bool, port: u16, ack: u32, seq: u32, data: &[u8]) -
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let configs = peer_configs();
     let now = Instant::now();
     let mut w = World {
-        gw: Gateway::new(
-            &gateway_config(1000),
-            &configs,
-            Arc::new(Stats::default()),
-            std::task::Waker::noop().clone(),
-            2,
-            now,
-            std::time::Duration::from_secs(1_800_000_000),
-        ),
+        gw: gateway(1000, 2, now),
         peers: keys()
             .peers
             .iter()

@@ -13,16 +13,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use promgate::config::Role;
 use promgate::policy::{self, Decision};
-
-/// Written out here rather than taken from `policy`, so that the oracle
-/// does not share a mistake with the code under test.
-const ADMIN_ONLY: &[&str] = &[
-    "/api/v1/admin",
-    "/api/v2/admin",
-    "/-/reload",
-    "/-/quit",
-    "/debug",
-];
+use promgate_fuzz::ADMIN_ONLY;
 
 #[derive(Debug, Arbitrary)]
 struct Input {

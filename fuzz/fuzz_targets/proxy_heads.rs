@@ -16,19 +16,12 @@ use promgate::gateway::ConnInfo;
 use promgate::policy::{AccessRules, PeerAccess};
 use promgate::proxy::Proxy;
 use promgate::stats::Stats;
+use promgate_fuzz::ADMIN_ONLY;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
-
-const ADMIN_ONLY: &[&str] = &[
-    "/api/v1/admin",
-    "/api/v2/admin",
-    "/-/reload",
-    "/-/quit",
-    "/debug",
-];
 
 #[derive(Debug, Arbitrary)]
 struct Input {

@@ -78,27 +78,48 @@ pub fn peer_configs() -> Vec<PeerConfig> {
 }
 
 pub fn gateway_config(handshake_rate_limit: u64) -> GatewayConfig {
-    GatewayConfig {
-        private_key: keys().gateway.clone(),
-        listen_port: 51820,
-        addresses: vec![
-            "10.13.13.1/24".parse().expect("literal"),
-            "fd13::1/64".parse().expect("literal"),
-        ],
-        mtu: 1420,
-        upstream: "http://127.0.0.1:9".parse().expect("literal"),
-        http_ports: vec![80],
-        endpoint: None,
-        peers_dir: None,
-        identity_header: http::HeaderName::from_static("x-promgate-peer"),
-        upstream_timeout: Duration::from_secs(5),
-        max_connections_per_peer: 8,
-        max_connections: 16,
-        tcp_idle_timeout: Duration::from_secs(60),
-        tcp_send_buffer: 16 * 1024,
-        handshake_rate_limit,
-    }
+    let mut c = GatewayConfig::with_defaults(
+        keys().gateway.clone(),
+        "10.13.13.1/24".parse().expect("literal"),
+        "http://127.0.0.1:9".parse().expect("literal"),
+    );
+    c.addresses.push("fd13::1/64".parse().expect("literal"));
+    c.upstream_timeout = Duration::from_secs(5);
+    c.max_connections_per_peer = 8;
+    c.max_connections = 16;
+    c.tcp_idle_timeout = Duration::from_secs(60);
+    c.tcp_send_buffer = 16 * 1024;
+    c.handshake_rate_limit = handshake_rate_limit;
+    c
 }
+
+/// A gateway with the harness's peers: every gateway target starts here.
+pub fn gateway(
+    handshake_rate_limit: u64,
+    seed: u64,
+    now: std::time::Instant,
+) -> promgate::gateway::Gateway {
+    promgate::gateway::Gateway::new(
+        &gateway_config(handshake_rate_limit),
+        &peer_configs(),
+        std::sync::Arc::new(promgate::stats::Stats::default()),
+        std::task::Waker::noop().clone(),
+        seed,
+        now,
+        Duration::from_secs(1_800_000_000),
+    )
+}
+
+/// What only admins may use. Written out here rather than taken from
+/// `policy`, so that the oracle does not share a mistake with the code
+/// under test.
+pub const ADMIN_ONLY: &[&str] = &[
+    "/api/v1/admin",
+    "/api/v2/admin",
+    "/-/reload",
+    "/-/quit",
+    "/debug",
+];
 
 /// A WireGuard peer driven by the fuzz input.
 pub struct HarnessPeer {

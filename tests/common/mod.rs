@@ -2,6 +2,8 @@
 //! boringtun plus a client-side smoltcp stack, the gateway core stepped by
 //! hand, and the real proxy in front of a real HTTP server on loopback.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod packets;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use promgate::config::{GatewayConfig, Origin, PeerConfig, Role};
@@ -486,15 +488,33 @@ impl Lab {
         timeout: Duration,
         what: &str,
     ) -> String {
-        let mut r = None;
+        let mut all = self.responses_of(peers, &[(i, h)], timeout, what).await;
+        all.pop().unwrap_or_default()
+    }
+
+    /// Steps until every `(peer index, connection)` in `wanted` has its
+    /// whole response; returns them in the same order. Panics with `what`
+    /// after `timeout`.
+    pub async fn responses_of(
+        &mut self,
+        peers: &mut [&mut TestPeer],
+        wanted: &[(usize, SocketHandle)],
+        timeout: Duration,
+        what: &str,
+    ) -> Vec<String> {
+        let mut got: Vec<Option<String>> = vec![None; wanted.len()];
         let done = self
             .run_until(peers, timeout, |p| {
-                r = p[i].response(h);
-                r.is_some()
+                for (slot, (i, h)) in got.iter_mut().zip(wanted) {
+                    if slot.is_none() {
+                        *slot = p[*i].response(*h);
+                    }
+                }
+                got.iter().all(Option::is_some)
             })
             .await;
         assert!(done, "{what}: no response within {timeout:?}");
-        r.unwrap_or_default()
+        got.into_iter().map(Option::unwrap_or_default).collect()
     }
 }
 

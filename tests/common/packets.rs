@@ -1,5 +1,6 @@
-//! Inner packets built with smoltcp's wire types, for the unit tests of
-//! `route` and `netstack`.
+//! Inner packets built with smoltcp's wire types: one builder for the
+//! unit tests of `route` and `netstack` (which include this file) and for
+//! the in-process tests.
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
