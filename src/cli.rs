@@ -42,8 +42,9 @@ enum Command {
         /// Where the quickstart keeps its key and configs.
         #[arg(long, default_value = "promgate-data")]
         data_dir: PathBuf,
-        /// Runtime worker threads; 1 runs everything on one thread.
-        #[arg(long, env = "PROMGATE_THREADS", default_value_t = 2)]
+        /// Worker threads for the admin server, the upstream probe and
+        /// reloads. The tunnel's data path runs on a thread of its own.
+        #[arg(long, env = "PROMGATE_THREADS", default_value_t = 1)]
         threads: usize,
     },
     /// Validate a config and its peers; print every problem; exit 1 on error.

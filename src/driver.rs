@@ -1,9 +1,16 @@
 //! The tokio shell around the gateway core: one task that owns the UDP
-//! socket and the [`Gateway`], and spawns an HTTP task per tunnel connection.
+//! socket and the [`Gateway`], and serves every tunnel connection's HTTP.
 //!
-//! The loop waits on one of: datagrams, a stream asking for a poll, the next
-//! timer deadline (boringtun tick or smoltcp retransmit), a command (peer
-//! reload), or shutdown. No spin, no lock held across an await.
+//! The loop waits on one of: datagrams, a stream asking for a poll, a
+//! connection's HTTP future, the next timer deadline (boringtun tick or
+//! smoltcp retransmit), a command (peer reload), or shutdown. No spin, no
+//! lock held across an await.
+//!
+//! Connections are polled here, in the driver's own task, not spawned: a
+//! request that arrives in a datagram is parsed, forwarded and answered
+//! without a wake-up crossing to another task or thread, and the answer is
+//! in the netstack for the very next poll. On a small request that hop was
+//! most of the gateway's latency.
 
 use crate::config::PeerConfig;
 use crate::gateway::{Gateway, MAX_DATAGRAM, PeerSnapshot, Transmit};
@@ -12,8 +19,12 @@ use crate::proxy::Proxy;
 use crate::stats::{DropReason, Stats};
 use crate::stream::TunnelStream;
 use crate::telemetry::PeerView;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -210,9 +221,11 @@ impl<S: SendDatagrams> UdpSink<'_, S> {
     }
 }
 
+/// One tunnel connection's HTTP side, polled by the driver.
+type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 pub struct Driver {
     pub gateway: Gateway,
-    pub socket: UdpSocket,
     pub notify: Arc<Notify>,
     pub proxy: Arc<Proxy>,
     pub peer_view: PeerView,
@@ -221,14 +234,28 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    /// Serves until `shutdown` and the drain after it. `socket` is the
+    /// gateway's UDP socket, non-blocking; it is registered with the
+    /// runtime this future runs on.
+    pub async fn run(
+        mut self,
+        socket: std::net::UdpSocket,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let udp = match UdpSocket::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the UDP socket");
+                return;
+            }
+        };
         let conn_shutdown = CancellationToken::new();
         // Receive buffers, allocated once: each holds one datagram, or a GRO
         // train of same-sized datagrams from one source.
         let mut rx_bufs: [Vec<u8>; RECV_BUFS] = std::array::from_fn(|_| vec![0u8; 64 * 1024]);
         let mut rx_meta = [quinn_udp::RecvMeta::default(); RECV_BUFS];
-        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&self.socket))
-        {
+        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&udp)) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the UDP socket for sending");
@@ -236,13 +263,14 @@ impl Driver {
             }
         };
         let mut out = UdpOut::new(state.max_gso_segments(), self.gateway.stats().clone());
-        let socket = &self.socket;
+        let socket = &udp;
         let tx = || QuinnSend {
             socket,
             state: &state,
         };
         self.publish_peers();
         let mut drain_deadline: Option<Instant> = None;
+        let mut conns: FuturesUnordered<ConnFuture> = FuturesUnordered::new();
         loop {
             let blocked = out.is_blocked();
             let now = Instant::now();
@@ -254,12 +282,12 @@ impl Driver {
                     conn_shutdown.cancel();
                     drain_deadline = Some(Instant::now() + self.grace);
                 }
-                r = self.socket.writable(), if blocked => {
+                r = udp.writable(), if blocked => {
                     if r.is_ok() {
                         out.sink(tx()).flush();
                     }
                 }
-                r = self.socket.readable() => {
+                r = udp.readable() => {
                     if r.is_ok() {
                         let now = Instant::now();
                         for _ in 0..RECV_ROUNDS {
@@ -281,6 +309,9 @@ impl Driver {
                     }
                 }
                 _ = self.notify.notified() => {}
+                // Polls every connection that was woken; returns at the
+                // first that ends, or when none is left to run.
+                Some(()) = conns.next(), if !conns.is_empty() => {}
                 _ = sleep => {}
                 Some(cmd) = commands.recv() => match cmd {
                     Command::ApplyPeers(peers, reply) => {
@@ -292,6 +323,9 @@ impl Driver {
                     }
                 },
             }
+            // Run the connections the datagrams just woke, so that what
+            // they write goes out in this iteration's netstack poll.
+            while let Some(Some(())) = conns.next().now_or_never() {}
             let now = Instant::now();
             let mut sink = out.sink(tx());
             // Pull more from the netstack only once the socket has taken
@@ -300,12 +334,14 @@ impl Driver {
                 self.gateway.poll(now, &mut sink);
                 sink.flush();
             }
-            spawn_accepted(
+            for conn in accepted(
                 &mut self.gateway,
                 &self.proxy,
                 drain_deadline.is_some(),
                 &conn_shutdown,
-            );
+            ) {
+                conns.push(conn);
+            }
             if let Some(d) = drain_deadline {
                 if self.gateway.open_connections() == 0 {
                     break;
@@ -326,25 +362,27 @@ impl Driver {
     }
 }
 
-/// Hands each new tunnel connection to the proxy on its own task;
-/// while draining, closes them instead.
-fn spawn_accepted(
+/// The proxy's future for each new tunnel connection; while draining,
+/// closes them instead.
+fn accepted(
     gateway: &mut Gateway,
     proxy: &Arc<Proxy>,
     draining: bool,
     conn_shutdown: &CancellationToken,
-) {
+) -> Vec<ConnFuture> {
+    let mut out = Vec::new();
     for (info, pipe) in gateway.take_accepted() {
         let stream = TunnelStream::new(pipe);
         if draining {
             continue; // dropping the stream closes it
         }
-        tokio::spawn(
+        out.push(Box::pin(
             proxy
                 .clone()
                 .serve_connection(info, stream, conn_shutdown.clone()),
-        );
+        ) as ConnFuture);
     }
+    out
 }
 
 /// The end of the grace period: resets what is still open and sends

@@ -17,9 +17,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +27,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod scoped;
+mod upstream;
+
+use upstream::{Connector, Upstream, WithUpstream};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -54,7 +55,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Shared by every connection's task.
 pub struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    connector: Arc<Connector>,
     /// For requests of scoped peers, rebuilt in memory (issue 14).
     scoped_client: scoped::ScopedClient,
     upstream: Uri,
@@ -72,16 +73,8 @@ impl Proxy {
         metrics: Arc<HttpMetrics>,
         stats: Arc<Stats>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Proxy {
-            client,
+            connector: Arc::new(Connector::new(upstream.clone(), CONNECT_TIMEOUT)),
             scoped_client: scoped::client(),
             upstream,
             identity_header,
@@ -95,21 +88,27 @@ impl Proxy {
     /// (then the in-flight request completes and the connection closes).
     /// `stream` is a [`crate::stream::TunnelStream`] in the gateway; tests
     /// use an in-memory duplex.
-    pub async fn serve_connection<S>(
+    pub fn serve_connection<S>(
         self: Arc<Self>,
         info: ConnInfo,
         stream: S,
         shutdown: CancellationToken,
-    ) where
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         use tracing::Instrument as _;
         let info = Arc::new(info);
         let span =
             tracing::debug_span!("conn", peer = %info.access.current().name, remote = %info.remote);
-        self.serve_inner(info, stream, shutdown)
-            .instrument(span)
-            .await
+        let upstream = Upstream::new(self.connector.clone());
+        WithUpstream {
+            serve: Box::pin(
+                self.serve_inner(info, stream, shutdown, upstream.clone())
+                    .instrument(span),
+            ),
+            upstream,
+        }
     }
 
     async fn serve_inner<S>(
@@ -117,6 +116,7 @@ impl Proxy {
         info: Arc<ConnInfo>,
         stream: S,
         shutdown: CancellationToken,
+        upstream: Arc<Upstream>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
@@ -124,7 +124,8 @@ impl Proxy {
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(&info, req).await) }
+            let upstream = upstream.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(&info, &upstream, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -146,7 +147,12 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, info: &ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        info: &ConnInfo,
+        upstream: &Upstream,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         // Each request is decided on the peer's rules as they are now, so a
         // reload that demotes a peer reaches its open connections.
@@ -200,7 +206,9 @@ impl Proxy {
             Err(e) => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &e)),
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
+        let result =
+            tokio::time::timeout(self.timeout, upstream.send(upstream_req.map(|b| b.boxed())))
+                .await;
         let latency = sent.elapsed();
         audit.upstream_latency = Some(latency);
         // Request outcomes never touch readiness: a peer can abort its own
@@ -212,7 +220,10 @@ impl Proxy {
                 audit.finish(resp.map(|b| b.boxed()))
             }
             Ok(Err(e)) => audit.finish(self.upstream_failed(Some(&e))),
-            Err(_) => audit.finish(self.upstream_failed(None)),
+            Err(_) => {
+                upstream.discard();
+                audit.finish(self.upstream_failed(None))
+            }
         }
     }
 
@@ -529,6 +540,88 @@ mod tests {
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}").parse().unwrap()
+    }
+
+    /// An upstream that counts the TCP connections it accepted and answers
+    /// every request with its path; with `keep_alive` false it closes each
+    /// connection after one answer.
+    async fn counting_upstream(keep_alive: bool) -> (Uri, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Relaxed);
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let body = format!("path={}", req.uri());
+                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), accepted)
+    }
+
+    fn proxy_to(upstream: Uri) -> Arc<Proxy> {
+        Arc::new(Proxy::new(
+            upstream,
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics(),
+            Arc::new(Stats::default()),
+        ))
+    }
+
+    /// Sends `n` keep-alive requests on one tunnel connection, the last
+    /// with `Connection: close`; returns the whole output.
+    async fn keep_alive_exchange(proxy: Arc<Proxy>, n: usize) -> String {
+        let mut requests = String::new();
+        for i in 0..n {
+            let close = if i + 1 == n {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            requests.push_str(&format!(
+                "GET /api/v1/query?query=r{i} HTTP/1.1\r\nHost: p\r\n{close}\r\n"
+            ));
+        }
+        exchange(proxy, &requests).await
+    }
+
+    #[tokio::test]
+    async fn one_upstream_connection_serves_a_tunnel_connection_and_the_next() {
+        let (upstream, accepted) = counting_upstream(true).await;
+        let proxy = proxy_to(upstream);
+        let out = keep_alive_exchange(proxy.clone(), 3).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+        for i in 0..3 {
+            // Origin form on the wire, the request's own path and query.
+            assert!(
+                out.contains(&format!("path=/api/v1/query?query=r{i}")),
+                "{out}"
+            );
+        }
+        // The next tunnel connection takes the idle upstream connection over.
+        let out = keep_alive_exchange(proxy, 2).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_connections_is_reconnected_to() {
+        let (upstream, accepted) = counting_upstream(false).await;
+        let proxy = proxy_to(upstream);
+        let out = keep_alive_exchange(proxy.clone(), 3).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+        let out = keep_alive_exchange(proxy, 1).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
+        assert_eq!(accepted.load(Relaxed), 4);
     }
 
     #[tokio::test(start_paused = true)]

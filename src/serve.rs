@@ -43,6 +43,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the tunnel driver stopped unexpectedly")]
+    DriverStopped,
 }
 
 /// Binds every socket `config` asks for: the UDP port, the admin server
@@ -67,18 +69,18 @@ pub async fn bind(config: &Config) -> Result<Sockets, ServeError> {
 /// `promgate serve`. `config` is already validated.
 pub async fn serve(config: Config, grace: Duration) -> Result<(), ServeError> {
     let sockets = bind(&config).await?;
-    run(config, sockets, grace, wait_for_stop_signal()).await;
-    Ok(())
+    run(config, sockets, grace, wait_for_stop_signal()).await
 }
 
 /// Runs the gateway on already bound sockets until `shutdown` completes,
-/// then drains tunnel connections for at most `grace`.
+/// then drains tunnel connections for at most `grace`. An error when the
+/// tunnel driver stopped by itself (a bug: it logged why).
 pub async fn run(
     config: Config,
     sockets: Sockets,
     grace: Duration,
     shutdown_signal: impl std::future::Future<Output = ()>,
-) {
+) -> Result<(), ServeError> {
     let stats = Arc::new(Stats::default());
     let health = Arc::new(Health::new(config.admin.upstream_unready_after));
     let peer_view: PeerView = Arc::new(RwLock::new(Vec::new()));
@@ -133,9 +135,14 @@ pub async fn run(
         stats.clone(),
     ));
     let (commands, command_rx) = mpsc::channel(8);
+    // Deregistered here, registered again with the driver's runtime.
+    let socket = socket.into_std().map_err(|source| ServeError::Bind {
+        what: "the WireGuard UDP socket",
+        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.gateway.listen_port)),
+        source,
+    })?;
     let driver = Driver {
         gateway,
-        socket,
         notify,
         proxy,
         peer_view,
@@ -149,13 +156,63 @@ pub async fn run(
         peers = config.peers.len(),
         "promgate is up"
     );
-    let driver_task = tokio::spawn(driver.run(command_rx, shutdown.clone()));
+    let driver_done = spawn_driver_thread(driver, socket, command_rx, shutdown.clone());
     tokio::spawn(watch_and_reload(config, commands, stats, shutdown.clone()));
 
-    shutdown_signal.await;
+    let mut driver_done = driver_done;
+    tokio::select! {
+        _ = shutdown_signal => {}
+        _ = &mut driver_done => {
+            // Only a bug ends the driver early; exit so that the
+            // orchestrator restarts the gateway rather than keep a process
+            // that no longer serves the tunnel.
+            tracing::error!("the tunnel driver stopped unexpectedly");
+            shutdown.cancel();
+            return Err(ServeError::DriverStopped);
+        }
+    }
     shutdown.cancel();
-    let _ = driver_task.await;
+    let _ = driver_done.await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the driver on a thread of its own, under a single-threaded runtime:
+/// the data path (datagrams, netstack, every connection's HTTP and upstream
+/// I/O) then sleeps and wakes in one `epoll_wait` and never hands work to
+/// another thread. The multi-threaded runtime's idle workers cost a futex
+/// wake and a context switch per request, more than the request itself.
+/// The admin server, the probe and reloads stay on the caller's runtime.
+/// The receiver completes when the driver has stopped.
+fn spawn_driver_thread(
+    driver: Driver,
+    socket: std::net::UdpSocket,
+    commands: mpsc::Receiver<Command>,
+    shutdown: CancellationToken,
+) -> oneshot::Receiver<()> {
+    let (done, done_rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("promgate-driver".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                // A spawned task, not block_on's own future: a task woken
+                // from its own thread is queued in memory, while block_on's
+                // future is woken through the reactor (a write and one more
+                // epoll_wait per wake-up).
+                Ok(rt) => {
+                    let _ = rt.block_on(rt.spawn(driver.run(socket, commands, shutdown)));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the driver's runtime"),
+            }
+            let _ = done.send(());
+        });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "cannot start the driver thread");
+    }
+    done_rx
 }
 
 /// Socket buffers asked for: bursts of a few hundred datagrams must not

@@ -66,5 +66,6 @@ async fn run_serves_health_and_readiness_on_given_sockets_and_stops_on_the_shutd
     tokio::time::timeout(Duration::from_secs(5), gateway)
         .await
         .expect("run did not return after its shutdown future completed")
-        .unwrap();
+        .unwrap()
+        .expect("run ended with an error");
 }

@@ -1,0 +1,249 @@
+//! The upstream side of one tunnel connection: an HTTP/1.1 connection to
+//! Prometheus that is driven by the tunnel connection's own future.
+//!
+//! hyper's pooled client runs every upstream connection as a task of its
+//! own, so each request crossed two more task wake-ups (request in,
+//! response out) on top of the tunnel connection's. Here the tunnel
+//! connection's future polls its upstream connection itself
+//! ([`WithUpstream`]), and the whole request path runs in one task: the
+//! driver's. A connection the peer is done with goes to a small idle list
+//! for the next tunnel connection to take over, as a pool would.
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// What a request body to the upstream is: the peer's streamed body, or
+/// one rebuilt in memory (scoped requests).
+pub(crate) type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+
+/// hyper's connection future: reads and writes the upstream socket.
+type ConnIo = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// Idle upstream connections kept for reuse, and for how long. Prometheus
+/// closes idle connections after its read timeout (5 minutes by default).
+const MAX_IDLE: usize = 64;
+const IDLE_FOR: Duration = Duration::from_secs(60);
+
+/// An upstream connection: the handle to send on and the I/O future.
+struct Conn {
+    sender: SendRequest<UpstreamBody>,
+    io: ConnIo,
+}
+
+impl Conn {
+    /// Runs the connection's I/O; false once it has ended.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
+        self.io.as_mut().poll(cx).is_pending()
+    }
+
+    /// Usable for a new request: not closed, nothing in flight, and the
+    /// socket has not been closed by the upstream while idle.
+    fn is_reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_io(&mut cx) && self.sender.is_ready()
+    }
+}
+
+/// Where connections come from: the upstream's address, and the idle list
+/// shared by every tunnel connection.
+pub(crate) struct Connector {
+    upstream: Uri,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
+
+impl Connector {
+    pub(crate) fn new(upstream: Uri, connect_timeout: Duration) -> Self {
+        Connector {
+            upstream,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<(Conn, Instant)>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still good.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle();
+        while let Some((mut conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_FOR && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, mut conn: Conn) {
+        if !conn.is_reusable() {
+            return;
+        }
+        let mut idle = self.idle();
+        idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((conn, Instant::now()));
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
+        let authority = self
+            .upstream
+            .authority()
+            .ok_or_else(|| "the upstream URL has no host".to_string())?;
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| format!("connect timed out after {:?}", self.connect_timeout))?
+        .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, io) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        Ok(Conn {
+            sender,
+            io: Box::pin(io),
+        })
+    }
+}
+
+/// One tunnel connection's upstream connection, opened on its first
+/// request and replaced when the upstream closes it.
+pub(crate) struct Upstream {
+    connector: Arc<Connector>,
+    conn: Mutex<Option<Conn>>,
+}
+
+impl Upstream {
+    pub(crate) fn new(connector: Arc<Connector>) -> Arc<Self> {
+        Arc::new(Upstream {
+            connector,
+            conn: Mutex::new(None),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Option<Conn>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the upstream connection's I/O on behalf of the request waiting
+    /// for it. Called by [`WithUpstream`] on every poll.
+    fn poll_io(&self, cx: &mut Context<'_>) {
+        let mut slot = self.conn();
+        if let Some(conn) = slot.as_mut()
+            && !conn.poll_io(cx)
+        {
+            *slot = None;
+        }
+    }
+
+    /// Sends one request and waits for the response head. A request that
+    /// never left (the idle connection had been closed) is sent again once
+    /// on a fresh connection. An error leaves no connection behind: its
+    /// state is unknown.
+    pub(crate) async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, String> {
+        // hyper hands over the next request only after the last response
+        // went out, but be sure its body is read to the end before reuse.
+        std::future::poll_fn(|cx| {
+            let mut slot = self.conn();
+            if let Some(c) = slot.as_mut()
+                && let Poll::Ready(r) = c.sender.poll_ready(cx)
+                && r.is_err()
+            {
+                *slot = None;
+            }
+            match slot.as_ref() {
+                Some(c) if !c.sender.is_ready() && !c.sender.is_closed() => Poll::Pending,
+                _ => Poll::Ready(()),
+            }
+        })
+        .await;
+        let mut req = req;
+        // On the wire, origin form ("/path?query"): the authority is in Host.
+        if let Some(pq) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(pq);
+        }
+        for attempt in 0..2 {
+            let reused = self
+                .conn()
+                .take()
+                .filter(|c| c.sender.is_ready())
+                .or_else(|| self.connector.take_idle());
+            let fresh = reused.is_none();
+            let mut conn = match reused {
+                Some(c) => c,
+                None => self.connector.connect().await?,
+            };
+            let response = conn.sender.try_send_request(req);
+            *self.conn() = Some(conn);
+            match response.await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => {
+                    *self.conn() = None;
+                    match e.take_message() {
+                        Some(r) if attempt == 0 && !fresh => req = r,
+                        _ => return Err(e.error().to_string()),
+                    }
+                }
+            }
+        }
+        Err("the upstream closed the connection".to_string())
+    }
+
+    /// Drops the connection (after a timeout its state is unknown).
+    pub(crate) fn discard(&self) {
+        *self.conn() = None;
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn().take() {
+            self.connector.put_idle(conn);
+        }
+    }
+}
+
+/// A tunnel connection's future together with its upstream connection's
+/// I/O, polled as one.
+pub(crate) struct WithUpstream<F> {
+    pub(crate) serve: Pin<Box<F>>,
+    pub(crate) upstream: Arc<Upstream>,
+}
+
+impl<F: Future<Output = ()>> Future for WithUpstream<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Upstream first: a response that arrived is handed over before
+        // the tunnel side runs; again after it: a request it just sent is
+        // written at once.
+        self.upstream.poll_io(cx);
+        if self.serve.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        self.upstream.poll_io(cx);
+        Poll::Pending
+    }
+}
