@@ -114,7 +114,8 @@ enum RoleArg {
 /// Entry point for `main`; returns the process exit code.
 pub fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Written out when main returns, early or not.
+    let _logs = init_logging(cli.log_format);
     match cli.command {
         Command::Peer(cmd) => peer_command(cmd)?,
         Command::Genkey => {
