@@ -328,7 +328,62 @@ pub fn parse_handshake_anon(
     static_public: &x25519::PublicKey,
     packet: &HandshakeInit,
 ) -> Result<HalfHandshake, WireGuardError> {
-    let peer_index = packet.sender_idx;
+    parse_handshake_anon_full(static_private, static_public, packet).map(|p| HalfHandshake {
+        peer_index: p.packet.sender_idx,
+        peer_static_public: p.peer_static_public,
+    })
+}
+
+// promgate patch: the state of a responder half-way through an initiation,
+// so that the peer can be looked up by static key and the handshake then
+// continued without a second Diffie-Hellman. See PATCHES.md.
+
+/// A handshake initiation whose sender static key has been decrypted, with
+/// the Noise state reached doing so. Built only by
+/// [`parse_handshake_anon_full`], which binds it to the packet and to the
+/// responder key it was computed with; consumed by
+/// [`Tunn::decapsulate_initiation`](super::Tunn::decapsulate_initiation).
+pub struct ParsedInitiation<'a> {
+    packet: HandshakeInit<'a>,
+    /// The responder static public key the state was computed for.
+    static_public: [u8; KEY_LEN],
+    peer_static_public: [u8; KEY_LEN],
+    peer_ephemeral_public: x25519::PublicKey,
+    chaining_key: [u8; KEY_LEN],
+    hash: [u8; KEY_LEN],
+}
+
+impl ParsedInitiation<'_> {
+    /// The initiator's sender index.
+    pub fn peer_index(&self) -> u32 {
+        self.packet.sender_idx
+    }
+
+    /// The initiator's static public key, decrypted and authenticated.
+    pub fn peer_static_public(&self) -> &[u8; 32] {
+        &self.peer_static_public
+    }
+}
+
+impl std::fmt::Debug for ParsedInitiation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedInitiation")
+            .field("peer_index", &self.packet.sender_idx)
+            .field("peer_static_public", &self.peer_static_public)
+            .field("chaining_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// [`parse_handshake_anon`], keeping the state that
+/// [`Tunn::decapsulate_initiation`](super::Tunn::decapsulate_initiation)
+/// continues from. One Diffie-Hellman (responder static, initiator
+/// ephemeral) and the decryption of the initiator's static key.
+pub fn parse_handshake_anon_full<'a>(
+    static_private: &x25519::StaticSecret,
+    static_public: &x25519::PublicKey,
+    packet: &HandshakeInit<'a>,
+) -> Result<ParsedInitiation<'a>, WireGuardError> {
     // initiator.chaining_key = HASH(CONSTRUCTION)
     let mut chaining_key = INITIAL_CHAIN_KEY;
     // initiator.hash = HASH(HASH(initiator.chaining_key || IDENTIFIER) || responder.static_public)
@@ -362,9 +417,18 @@ pub fn parse_handshake_anon(
         &hash,
     )?;
 
-    Ok(HalfHandshake {
-        peer_index,
+    Ok(ParsedInitiation {
+        packet: HandshakeInit {
+            sender_idx: packet.sender_idx,
+            unencrypted_ephemeral: packet.unencrypted_ephemeral,
+            encrypted_static: packet.encrypted_static,
+            encrypted_timestamp: packet.encrypted_timestamp,
+        },
+        static_public: static_public.to_bytes(),
         peer_static_public,
+        peer_ephemeral_public,
+        chaining_key,
+        hash,
     })
 }
 
@@ -483,43 +547,37 @@ impl Handshake {
         packet: HandshakeInit,
         dst: &'a mut [u8],
     ) -> Result<(&'a mut [u8], Session), WireGuardError> {
-        // initiator.chaining_key = HASH(CONSTRUCTION)
-        let mut chaining_key = INITIAL_CHAIN_KEY;
-        // initiator.hash = HASH(HASH(initiator.chaining_key || IDENTIFIER) || responder.static_public)
-        let mut hash = INITIAL_CHAIN_HASH;
-        hash = b2s_hash(&hash, self.params.static_public.as_bytes());
+        let parsed = parse_handshake_anon_full(
+            &self.params.static_private,
+            &self.params.static_public,
+            &packet,
+        )?;
+        self.receive_parsed_initialization(parsed, dst)
+    }
+
+    /// The rest of `receive_handshake_initialization`, from the state that
+    /// `parse_handshake_anon_full` reached.
+    pub(super) fn receive_parsed_initialization<'a>(
+        &mut self,
+        parsed: ParsedInitiation<'_>,
+        dst: &'a mut [u8],
+    ) -> Result<(&'a mut [u8], Session), WireGuardError> {
+        // State computed with another responder key than ours would make a
+        // response the initiator cannot verify. (Public keys: no need for a
+        // constant-time comparison.)
+        if self.params.static_public.as_bytes() != &parsed.static_public {
+            return Err(WireGuardError::WrongKey);
+        }
+        let ParsedInitiation {
+            packet,
+            peer_static_public: peer_static_public_decrypted,
+            peer_ephemeral_public,
+            mut chaining_key,
+            mut hash,
+            ..
+        } = parsed;
         // msg.sender_index = little_endian(initiator.sender_index)
         let peer_index = packet.sender_idx;
-        // msg.unencrypted_ephemeral = DH_PUBKEY(initiator.ephemeral_private)
-        let peer_ephemeral_public = x25519::PublicKey::from(*packet.unencrypted_ephemeral);
-        // initiator.hash = HASH(initiator.hash || msg.unencrypted_ephemeral)
-        hash = b2s_hash(&hash, peer_ephemeral_public.as_bytes());
-        // temp = HMAC(initiator.chaining_key, msg.unencrypted_ephemeral)
-        // initiator.chaining_key = HMAC(temp, 0x1)
-        chaining_key = b2s_hmac(
-            &b2s_hmac(&chaining_key, peer_ephemeral_public.as_bytes()),
-            &[0x01],
-        );
-        // temp = HMAC(initiator.chaining_key, DH(initiator.ephemeral_private, responder.static_public))
-        let ephemeral_shared = self
-            .params
-            .static_private
-            .diffie_hellman(&peer_ephemeral_public);
-        let temp = b2s_hmac(&chaining_key, &ephemeral_shared.to_bytes());
-        // initiator.chaining_key = HMAC(temp, 0x1)
-        chaining_key = b2s_hmac(&temp, &[0x01]);
-        // key = HMAC(temp, initiator.chaining_key || 0x2)
-        let key = b2s_hmac2(&temp, &chaining_key, &[0x02]);
-
-        let mut peer_static_public_decrypted = [0u8; KEY_LEN];
-        // msg.encrypted_static = AEAD(key, 0, initiator.static_public, initiator.hash)
-        aead_chacha20_open(
-            &mut peer_static_public_decrypted,
-            &key,
-            0,
-            packet.encrypted_static,
-            &hash,
-        )?;
 
         ring::constant_time::verify_slices_are_equal(
             self.params.peer_static_public.as_bytes(),

@@ -326,7 +326,41 @@ impl Tunn {
         );
 
         let (packet, session) = self.handshake.receive_handshake_initialization(p, dst)?;
+        Ok(self.responder_session_established(packet, session))
+    }
 
+    /// Answers a handshake initiation that
+    /// [`handshake::parse_handshake_anon_full`] has parsed, exactly as
+    /// `decapsulate` answers the datagram, but without repeating the
+    /// Diffie-Hellman and the static key decryption that the parse did.
+    ///
+    /// Unlike `decapsulate`, this does not check MAC1 or, under load, the
+    /// cookie MAC2: the caller must have passed the datagram through
+    /// [`RateLimiter::verify_packet`] before parsing it. An initiation from
+    /// another peer than this tunnel's, or parsed with another private key
+    /// than this tunnel's, is refused with `WireGuardError::WrongKey`; a
+    /// replayed or older one by the timestamp check, as in `decapsulate`.
+    // promgate patch, see PATCHES.md.
+    pub fn decapsulate_initiation<'a>(
+        &mut self,
+        parsed: handshake::ParsedInitiation<'_>,
+        dst: &'a mut [u8],
+    ) -> TunnResult<'a> {
+        tracing::debug!(
+            message = "Received handshake_initiation",
+            remote_idx = parsed.peer_index()
+        );
+        match self.handshake.receive_parsed_initialization(parsed, dst) {
+            Ok((packet, session)) => self.responder_session_established(packet, session),
+            Err(e) => TunnResult::Err(e),
+        }
+    }
+
+    fn responder_session_established<'a>(
+        &mut self,
+        packet: &'a mut [u8],
+        session: session::Session,
+    ) -> TunnResult<'a> {
         // Store new session in ring buffer
         let index = session.local_index();
         self.sessions[index % N_SESSIONS] = Some(session);
@@ -337,7 +371,7 @@ impl Tunn {
 
         tracing::debug!(message = "Sending handshake_response", local_idx = index);
 
-        Ok(TunnResult::WriteToNetwork(packet))
+        TunnResult::WriteToNetwork(packet)
     }
 
     fn handle_handshake_response<'a>(
@@ -790,5 +824,173 @@ mod tests {
             unreachable!();
         };
         assert_eq!(sent_packet_buf, recv_packet_buf);
+    }
+
+    // promgate patch: the responder entry that continues from the parse
+    // (handshake::parse_handshake_anon_full, Tunn::decapsulate_initiation).
+
+    fn keypair() -> (x25519::StaticSecret, x25519::PublicKey) {
+        let secret = x25519::StaticSecret::random_from_rng(OsRng);
+        let public = x25519::PublicKey::from(&secret);
+        (secret, public)
+    }
+
+    fn initiation(tun: &mut Tunn) -> Vec<u8> {
+        let mut dst = vec![0u8; 2048];
+        match tun.format_handshake_initiation(&mut dst, true) {
+            TunnResult::WriteToNetwork(sent) => sent.to_vec(),
+            r => panic!("no initiation: {:?}", r),
+        }
+    }
+
+    /// The responder side as promgate runs it: parse once with the
+    /// responder's key, then answer through the new entry.
+    fn respond_parsed<'a>(
+        responder: &mut Tunn,
+        key: &(x25519::StaticSecret, x25519::PublicKey),
+        init: &[u8],
+        dst: &'a mut [u8],
+    ) -> TunnResult<'a> {
+        let packet = match Tunn::parse_incoming_packet(init) {
+            Ok(Packet::HandshakeInit(p)) => p,
+            p => panic!("not an initiation: {:?}", p),
+        };
+        let parsed = handshake::parse_handshake_anon_full(&key.0, &key.1, &packet)
+            .expect("the initiation is addressed to this key");
+        responder.decapsulate_initiation(parsed, dst)
+    }
+
+    fn data_roundtrip(from: &mut Tunn, to: &mut Tunn) {
+        let sent = create_ipv4_udp_packet();
+        let mut from_dst = [0u8; 1024];
+        let mut to_dst = [0u8; 1024];
+        let data = match from.encapsulate(&sent, &mut from_dst) {
+            TunnResult::WriteToNetwork(d) => d,
+            r => panic!("not encrypted: {:?}", r),
+        };
+        match to.decapsulate(None, data, &mut to_dst) {
+            TunnResult::WriteToTunnelV4(recv, _) => assert_eq!(sent, recv),
+            r => panic!("not decrypted: {:?}", r),
+        }
+    }
+
+    #[test]
+    fn parsed_initiation_interoperates_with_an_unpatched_initiator() {
+        for psk in [None, Some([7u8; 32])] {
+            let responder_key = keypair();
+            let (initiator_secret, initiator_public) = keypair();
+            let mut initiator = Tunn::new(initiator_secret, responder_key.1, psk, None, 1, None);
+            let mut responder = Tunn::new(
+                responder_key.0.clone(),
+                initiator_public,
+                psk,
+                None,
+                2,
+                None,
+            );
+
+            let init = create_handshake_init(&mut initiator);
+            let packet = match Tunn::parse_incoming_packet(&init) {
+                Ok(Packet::HandshakeInit(p)) => p,
+                p => panic!("not an initiation: {:?}", p),
+            };
+            let parsed =
+                handshake::parse_handshake_anon_full(&responder_key.0, &responder_key.1, &packet)
+                    .unwrap();
+            assert_eq!(parsed.peer_static_public(), initiator_public.as_bytes());
+            let mut dst = vec![0u8; 2048];
+            let resp = match responder.decapsulate_initiation(parsed, &mut dst) {
+                TunnResult::WriteToNetwork(r) => r.to_vec(),
+                r => panic!("no response: {:?}", r),
+            };
+            let keepalive = parse_handshake_resp(&mut initiator, &resp);
+            parse_keepalive(&mut responder, &keepalive);
+
+            data_roundtrip(&mut initiator, &mut responder);
+            data_roundtrip(&mut responder, &mut initiator);
+        }
+    }
+
+    #[test]
+    fn parsed_initiation_of_another_peer_is_refused() {
+        let responder_key = keypair();
+        let (a_secret, a_public) = keypair();
+        let (b_secret, _) = keypair();
+        let mut a = Tunn::new(a_secret.clone(), responder_key.1, None, None, 1, None);
+        let mut b = Tunn::new(b_secret, responder_key.1, None, None, 2, None);
+        let mut responder_for_a = Tunn::new(responder_key.0.clone(), a_public, None, None, 3, None);
+        let mut dst = vec![0u8; 2048];
+
+        // B's initiation, handed to the tunnel of A.
+        let init_b = initiation(&mut b);
+        assert!(matches!(
+            respond_parsed(&mut responder_for_a, &responder_key, &init_b, &mut dst),
+            TunnResult::Err(WireGuardError::WrongKey)
+        ));
+
+        // A's initiation, but to another responder key, parsed with that
+        // key and handed to this responder's tunnel of A.
+        let other_key = keypair();
+        let mut a_to_other = Tunn::new(a_secret, other_key.1, None, None, 4, None);
+        let init_other = initiation(&mut a_to_other);
+        assert!(matches!(
+            respond_parsed(&mut responder_for_a, &other_key, &init_other, &mut dst),
+            TunnResult::Err(WireGuardError::WrongKey)
+        ));
+
+        // The refusals changed nothing: A's own initiation is answered.
+        let init_a = initiation(&mut a);
+        assert!(matches!(
+            respond_parsed(&mut responder_for_a, &responder_key, &init_a, &mut dst),
+            TunnResult::WriteToNetwork(_)
+        ));
+    }
+
+    #[test]
+    fn replayed_initiation_is_refused() {
+        let responder_key = keypair();
+        let (initiator_secret, initiator_public) = keypair();
+        let mut initiator = Tunn::new(initiator_secret, responder_key.1, None, None, 1, None);
+        let mut responder = Tunn::new(
+            responder_key.0.clone(),
+            initiator_public,
+            None,
+            None,
+            2,
+            None,
+        );
+        let mut dst = vec![0u8; 2048];
+
+        let older = initiation(&mut initiator);
+        let init = initiation(&mut initiator);
+        assert!(matches!(
+            respond_parsed(&mut responder, &responder_key, &init, &mut dst),
+            TunnResult::WriteToNetwork(_)
+        ));
+        // The same initiation again, through either entry.
+        assert!(matches!(
+            respond_parsed(&mut responder, &responder_key, &init, &mut dst),
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+        ));
+        assert!(matches!(
+            responder.decapsulate(None, &init, &mut dst),
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+        ));
+        // An older one, delivered late.
+        assert!(matches!(
+            respond_parsed(&mut responder, &responder_key, &older, &mut dst),
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+        ));
+
+        // Accepted by the unpatched entry, replayed through the new one.
+        let next = initiation(&mut initiator);
+        assert!(matches!(
+            responder.decapsulate(None, &next, &mut dst),
+            TunnResult::WriteToNetwork(_)
+        ));
+        assert!(matches!(
+            respond_parsed(&mut responder, &responder_key, &next, &mut dst),
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+        ));
     }
 }
