@@ -557,6 +557,7 @@ impl Handshake {
 
     /// The rest of `receive_handshake_initialization`, from the state that
     /// `parse_handshake_anon_full` reached.
+    // promgate patch: split out of receive_handshake_initialization.
     pub(super) fn receive_parsed_initialization<'a>(
         &mut self,
         parsed: ParsedInitiation<'_>,

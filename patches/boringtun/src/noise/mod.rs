@@ -356,6 +356,8 @@ impl Tunn {
         }
     }
 
+    // promgate patch: the tail of handle_handshake_init, shared with
+    // decapsulate_initiation.
     fn responder_session_established<'a>(
         &mut self,
         packet: &'a mut [u8],
