@@ -21,8 +21,11 @@ WORKDIR /src
 # --locked: build exactly Cargo.lock. The registry cache mount keeps
 # downloaded crates between builds without putting them into a layer;
 # target/ is deliberately NOT a cache mount here, so the compiled
-# dependencies stay in this layer.
+# dependencies stay in this layer. patches/ holds the patched boringtun that
+# Cargo.toml's [patch.crates-io] points at: a dependency, so it comes in
+# before the dependency build.
 COPY Cargo.toml Cargo.lock ./
+COPY patches ./patches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \

@@ -3,8 +3,11 @@
 //!
 //! Invariants:
 //! - A handshake initiation is matched to its peer by the static public key
-//!   inside it (`parse_handshake_anon`); every other message by its
-//!   receiver index, whose upper 24 bits are the peer's slot.
+//!   inside it (`parse_handshake_anon_full`, one Diffie-Hellman); the peer's
+//!   `Tunn` continues from that state (`decapsulate_initiation`) instead of
+//!   repeating it. Both come from the patched boringtun (PATCHES.md). Every
+//!   other message is matched by its receiver index, whose upper 24 bits are
+//!   the peer's slot.
 //! - One `RateLimiter` is shared by all peers; its owner (the gateway's
 //!   tick) resets it once a second, and under load it answers handshakes
 //!   with cookie replies.
@@ -19,7 +22,7 @@ use crate::keys::PrivateKey;
 use crate::policy::{AccessRules, PeerAccess};
 use crate::role::Role;
 use crate::stats::{DropReason, PeerStats};
-use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::handshake::parse_handshake_anon_full;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::PublicKey;
@@ -109,9 +112,11 @@ impl PeerTable {
         // handshake passes before any Diffie-Hellman, so each initiation
         // counts once, whether its key is known or not.
         let rate_limiter = Arc::new(RateLimiter::new(&public_key, handshakes_per_second));
-        // `Tunn::decapsulate` runs the limiter's check again; give it one
-        // that is never under load, so the same packet is not counted twice
-        // (its MAC1 is still verified; MAC2 was checked in the pre-check).
+        // `Tunn::decapsulate` (handshake responses, data) runs the limiter's
+        // check again; give it one that is never under load, so the same
+        // packet is not counted twice (its MAC1 is still verified; MAC2 was
+        // checked in the pre-check). Initiations skip that second check:
+        // `decapsulate_initiation` relies on the pre-check alone.
         let session_limiter = Arc::new(RateLimiter::new(&public_key, u64::MAX));
         let mut table = PeerTable {
             private_key,
@@ -288,19 +293,22 @@ impl PeerTable {
             packet,
             Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
         );
-        let id = match packet {
+        // An initiation is decrypted once: the Diffie-Hellman that reveals
+        // the sender's key (to find the peer) is also the first step of the
+        // answer, and the peer's `Tunn` continues from it.
+        let (id, initiation) = match packet {
             Packet::HandshakeInit(ref init) => {
-                match parse_handshake_anon(self.private_key.secret(), &self.public_key, init) {
-                    Ok(half) => match self.by_key.get(&half.peer_static_public) {
-                        Some(id) => *id,
+                match parse_handshake_anon_full(self.private_key.secret(), &self.public_key, init) {
+                    Ok(parsed) => match self.by_key.get(parsed.peer_static_public()) {
+                        Some(id) => (*id, Some(parsed)),
                         None => return Decapsulated::Dropped(DropReason::UnknownPeer),
                     },
                     Err(_) => return Decapsulated::Dropped(DropReason::Unauthenticated),
                 }
             }
-            Packet::HandshakeResponse(ref p) => p.receiver_idx >> 8,
-            Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
-            Packet::PacketData(ref p) => p.receiver_idx >> 8,
+            Packet::HandshakeResponse(ref p) => (p.receiver_idx >> 8, None),
+            Packet::PacketCookieReply(ref p) => (p.receiver_idx >> 8, None),
+            Packet::PacketData(ref p) => (p.receiver_idx >> 8, None),
         };
         let private_key = &self.private_key;
         let rate_limiter = &self.session_limiter;
@@ -320,7 +328,13 @@ impl PeerTable {
             ))),
             (None, _) => return Decapsulated::Dropped(DropReason::Unauthenticated),
         };
-        match tunn.decapsulate(Some(src.ip()), datagram, buf) {
+        let result = match initiation {
+            // Refused there unless the key is this peer's and the timestamp
+            // newer than the last one (replay protection).
+            Some(parsed) => tunn.decapsulate_initiation(parsed, buf),
+            None => tunn.decapsulate(Some(src.ip()), datagram, buf),
+        };
+        match result {
             TunnResult::Done => {
                 peer.authenticated_from(src);
                 if is_handshake {
@@ -442,5 +456,73 @@ impl Peer {
         self.stats
             .last_handshake_unix
             .store(unix_now.as_secs(), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Origin;
+    use boringtun::x25519::StaticSecret;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn peer_config(secret: &StaticSecret) -> PeerConfig {
+        PeerConfig {
+            name: "a".into(),
+            public_key: PublicKey::from(secret).to_bytes(),
+            allowed_ips: vec!["10.13.0.2/32".parse().unwrap()],
+            preshared_key: None,
+            persistent_keepalive: None,
+            role: Role::Viewer,
+            allow_paths: vec![],
+            deny_paths: vec![],
+            scope: None,
+            origin: Origin {
+                file: "test".into(),
+                line: 1,
+            },
+        }
+    }
+
+    /// Initiations are answered by `decapsulate_initiation`, which skips
+    /// `Tunn::decapsulate`: its timestamp check must still refuse a replay,
+    /// before the endpoint moves to the replay's source.
+    #[test]
+    fn a_replayed_initiation_is_refused_and_moves_no_endpoint() {
+        let key = PrivateKey::generate();
+        let secret = StaticSecret::random();
+        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4);
+        let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
+        let mut buf = vec![0u8; 2048];
+        let init = match client.format_handshake_initiation(&mut buf, false) {
+            TunnResult::WriteToNetwork(d) => d.to_vec(),
+            r => panic!("no initiation: {r:?}"),
+        };
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.7:2000".parse().unwrap();
+        let now = Duration::from_secs(1_700_000_000);
+
+        let response = match table.decapsulate(a, &init, now, &mut buf) {
+            Decapsulated::Reply(0, r) => r.to_vec(),
+            d => panic!("no response: {d:?}"),
+        };
+        assert!(matches!(
+            table.decapsulate(b, &init, now, &mut buf),
+            Decapsulated::Dropped(DropReason::Unauthenticated)
+        ));
+        let peer = table.get(0).unwrap();
+        assert_eq!(peer.endpoint, Some(a));
+        assert_eq!(peer.stats.handshakes.load(Relaxed), 1);
+
+        // The handshake that was answered works: the keepalive authenticates.
+        let mut client_buf = vec![0u8; 2048];
+        let keepalive = match client.decapsulate(None, &response, &mut client_buf) {
+            TunnResult::WriteToNetwork(k) => k.to_vec(),
+            r => panic!("no keepalive: {r:?}"),
+        };
+        assert!(matches!(
+            table.decapsulate(a, &keepalive, now, &mut buf),
+            Decapsulated::Nothing(Some(0))
+        ));
     }
 }

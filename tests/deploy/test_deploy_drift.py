@@ -550,7 +550,7 @@ def test_dockerignore_is_an_allow_list():
     rest = pats[1:]
     assert rest and all(p.startswith("!") for p in rest), f"only re-includes may follow '*': {rest}"
     allowed = {p[1:].split("/", 1)[0] for p in rest}
-    assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches"}, allowed
+    assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches", "patches"}, allowed
 
 
 def _copy_sources(args: str) -> list[str] | None:
@@ -575,6 +575,15 @@ def test_dockerfile_builds_dependencies_before_sources():
     builds = [n for n, (i, a) in enumerate(instrs) if i == "RUN" and "cargo build" in a]
     assert any(first_n < b < min(later) for b in builds), "dependencies build in their own layer, before the sources arrive"
     assert any(b > max(later) for b in builds), "the binary builds after the sources arrive"
+    # A [patch] path (the patched boringtun) is a dependency: in the image
+    # before the dependency build, or that build fails.
+    dep_build = min(b for b in builds if b > first_n)
+    before = {s.rstrip("/").split("/", 1)[0] for n, srcs in context if n < dep_build for s in srcs}
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
+    for name, spec in manifest.get("patch", {}).get("crates-io", {}).items():
+        if "path" in spec:
+            top = spec["path"].split("/", 1)[0]
+            assert top in before, f"the patched {name} ({spec['path']}) is copied after the dependency build"
     # Everything COPY reads from the context is let in by .dockerignore.
     allowed = {p[1:].split("/", 1)[0] for p in dockerignore_patterns()[1:]}
     for _, srcs in context:
