@@ -135,7 +135,6 @@ pub(crate) fn init_logging(format: LogFormat) -> FlushOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     fn line(urgent: bool, text: &[u8]) {
         let mut l = Line {
