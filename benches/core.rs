@@ -195,22 +195,7 @@ fn handshakes(c: &mut Criterion) {
         ),
         ("gateway: under load (initiation -> cookie reply)", 1, 3u8),
     ] {
-        let mut config = gateway_config(&key);
-        config.handshake_rate_limit = limit;
-        let mut gw = Gateway::new(
-            &config,
-            &peers,
-            Arc::new(Stats::default()),
-            std::task::Waker::noop().clone(),
-            1,
-            Instant::now(),
-            unix_now(),
-        );
-        let mut clients: Vec<Tunn> = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Tunn::new(s.clone(), key.public_key(), None, None, i as u32, None))
-            .collect();
+        let (mut gw, mut clients) = handshake_lab(&key, &secrets, &peers, limit);
         // Under load, the limiter first has to see a burst.
         for (i, c) in clients.iter_mut().enumerate().take(4) {
             let mut buf = vec![0u8; 256];
@@ -261,15 +246,17 @@ fn handshakes(c: &mut Criterion) {
     handshake_ratio(&key, &secrets, &peers);
 }
 
-/// The handshake's cost in X25519 operations, both timed in the same
-/// process and interleaved in rounds, so that load from elsewhere on the
-/// machine weighs on both alike. Prints the median over the rounds.
-fn handshake_ratio(key: &PrivateKey, secrets: &[StaticSecret], peers: &[PeerConfig]) {
-    const ROUNDS: usize = 5;
-    const PER_ROUND: usize = 400;
+/// A gateway with `peers` and the load threshold `limit`, and one
+/// initiating `Tunn` per peer secret.
+fn handshake_lab(
+    key: &PrivateKey,
+    secrets: &[StaticSecret],
+    peers: &[PeerConfig],
+    limit: u64,
+) -> (Gateway, Vec<Tunn>) {
     let mut config = gateway_config(key);
-    config.handshake_rate_limit = u64::MAX / 4;
-    let mut gw = Gateway::new(
+    config.handshake_rate_limit = limit;
+    let gw = Gateway::new(
         &config,
         peers,
         Arc::new(Stats::default()),
@@ -278,11 +265,21 @@ fn handshake_ratio(key: &PrivateKey, secrets: &[StaticSecret], peers: &[PeerConf
         Instant::now(),
         unix_now(),
     );
-    let mut clients: Vec<Tunn> = secrets
+    let clients = secrets
         .iter()
         .enumerate()
         .map(|(i, s)| Tunn::new(s.clone(), key.public_key(), None, None, i as u32, None))
         .collect();
+    (gw, clients)
+}
+
+/// The handshake's cost in X25519 operations, both timed in the same
+/// process and interleaved in rounds, so that load from elsewhere on the
+/// machine weighs on both alike. Prints the median over the rounds.
+fn handshake_ratio(key: &PrivateKey, secrets: &[StaticSecret], peers: &[PeerConfig]) {
+    const ROUNDS: usize = 5;
+    const PER_ROUND: usize = 400;
+    let (mut gw, mut clients) = handshake_lab(key, secrets, peers, u64::MAX / 4);
     let src: SocketAddr = "192.0.2.1:1".parse().unwrap();
     let mut sink = TypeSink(Vec::with_capacity(2));
     let mut wrong = 0usize;

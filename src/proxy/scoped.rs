@@ -97,8 +97,8 @@ impl Proxy {
                 };
                 // Parsing and printing PromQL is CPU work of up to tens of
                 // milliseconds for the largest accepted queries (and regex
-                // compilation); keep it off the runtime's worker threads,
-                // which also drive the tunnel.
+                // compilation); keep it off the driver's thread, which
+                // carries every tunnel.
                 let (scope2, endpoint2) = (scope.clone(), endpoint.clone());
                 let (method2, uri2) = (parts.method.clone(), parts.uri.clone());
                 let (ct, ce) = (
@@ -240,10 +240,18 @@ async fn filtered(scope: &Scope, kind: ListKind, resp: Response<Incoming>) -> Re
             ));
         }
     };
-    let out = match filter::filter_response(scope, kind, &bytes) {
-        Ok(out) => out,
-        Err(e) => return bad(e.to_string()),
-    };
+    // Parsing and re-serializing up to MAX_LIST_RESPONSE of JSON takes
+    // milliseconds to seconds: off the driver's thread, which carries every
+    // tunnel.
+    let scope2 = scope.clone();
+    let out =
+        match tokio::task::spawn_blocking(move || filter::filter_response(&scope2, kind, &bytes))
+            .await
+        {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return bad(e.to_string()),
+            Err(e) => return bad(format!("the filter did not finish: {e}")),
+        };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts
