@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 mod scoped;
 mod upstream;
 
-use upstream::{Connector, Upstream, WithUpstream};
+use upstream::{Connector, Upstream, UpstreamBody, WithUpstream};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -56,8 +56,6 @@ const HOP_BY_HOP: &[&str] = &[
 /// Shared by every connection's task.
 pub struct Proxy {
     connector: Arc<Connector>,
-    /// For requests of scoped peers, rebuilt in memory (issue 14).
-    scoped_client: scoped::ScopedClient,
     upstream: Uri,
     identity_header: HeaderName,
     timeout: Duration,
@@ -75,7 +73,6 @@ impl Proxy {
     ) -> Self {
         Proxy {
             connector: Arc::new(Connector::new(upstream.clone(), CONNECT_TIMEOUT)),
-            scoped_client: scoped::client(),
             upstream,
             identity_header,
             timeout,
@@ -193,7 +190,7 @@ impl Proxy {
         }
         if let Some(scope) = &rules.scope {
             match self
-                .handle_scoped(info, &rules.name, scope, &normalized, req, &mut audit)
+                .handle_scoped(info, scope, &normalized, upstream, req, &mut audit)
                 .await
             {
                 Ok(resp) => return audit.finish(resp),
@@ -201,28 +198,51 @@ impl Proxy {
             }
         }
 
-        let upstream_req = match self.upstream_request(info, &rules.name, req) {
-            Ok(r) => r,
-            Err(e) => return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &e)),
-        };
+        match self
+            .forward(
+                info,
+                &rules.name,
+                upstream,
+                req.map(|b| b.boxed()),
+                &mut audit,
+            )
+            .await
+        {
+            Ok(mut resp) => {
+                strip_hop_by_hop(resp.headers_mut());
+                audit.finish(resp.map(|b| b.boxed()))
+            }
+            Err(page) => audit.finish(page),
+        }
+    }
+
+    /// Sends a request upstream on the tunnel connection's own upstream
+    /// connection, with the identity headers, the timeout and the error
+    /// pages; used by the ordinary and the scoped path alike.
+    async fn forward(
+        &self,
+        info: &ConnInfo,
+        peer_name: &str,
+        upstream: &Upstream,
+        req: Request<UpstreamBody>,
+        audit: &mut Audit,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        let req = self
+            .upstream_request(info, peer_name, req)
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e))?;
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(self.timeout, upstream.send(upstream_req.map(|b| b.boxed())))
-                .await;
-        let latency = sent.elapsed();
-        audit.upstream_latency = Some(latency);
+        let result = tokio::time::timeout(self.timeout, upstream.send(req)).await;
+        audit.upstream_latency = Some(sent.elapsed());
         // Request outcomes never touch readiness: a peer can abort its own
         // body or reset its connection, and that is not the upstream's
         // health. Readiness follows the active probe (`upstream_probe`).
         match result {
-            Ok(Ok(mut resp)) => {
-                strip_hop_by_hop(resp.headers_mut());
-                audit.finish(resp.map(|b| b.boxed()))
-            }
-            Ok(Err(e)) => audit.finish(self.upstream_failed(Some(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.upstream_failed(Some(&e))),
             Err(_) => {
+                // Its state is unknown once a request was given up on.
                 upstream.discard();
-                audit.finish(self.upstream_failed(None))
+                Err(self.upstream_failed(None))
             }
         }
     }
@@ -299,9 +319,10 @@ impl Proxy {
     }
 }
 
-/// The URL a request for `requested` goes to: the upstream's scheme,
-/// authority and base path, then the request's path and query unchanged
-/// (byte for byte: the path the policy decided on is the path forwarded).
+/// The request target sent upstream for `requested`, in origin form (the
+/// authority goes in Host): the upstream's base path, then the request's
+/// path and query unchanged (byte for byte: the path the policy decided on
+/// is the path forwarded).
 pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
     let base = upstream.path().trim_end_matches('/');
     // `path()`, not the raw path-and-query: an absolute-form target with an
@@ -312,12 +333,7 @@ pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
         Some(q) => format!("{base}{path}?{q}"),
         None => format!("{base}{path}"),
     };
-    Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority().map(|a| a.as_str()).unwrap_or(""))
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| format!("cannot build the upstream URL: {e}"))
+    Uri::try_from(pq).map_err(|e| format!("cannot build the upstream request target: {e}"))
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {

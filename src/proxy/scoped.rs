@@ -6,7 +6,7 @@
 //! Rule and alert lists are fetched uncompressed, collected (bounded),
 //! filtered and re-serialized. Closed endpoints get a 403 naming the scope.
 
-use super::{Audit, Proxy, ProxyBody, error_page, strip_hop_by_hop};
+use super::{Audit, Proxy, ProxyBody, Upstream, error_page, strip_hop_by_hop};
 use crate::gateway::ConnInfo;
 use crate::scope::Scope;
 use crate::scope::filter::{self, ListKind};
@@ -16,11 +16,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
 
 /// Largest form body read from a scoped peer. The Prometheus UI posts long
 /// queries this way; 1 MiB is far above any real query (the PromQL itself
@@ -31,33 +27,21 @@ pub(super) const MAX_FORM_BODY: usize = 1024 * 1024;
 /// filtered; 32 MiB covers thousands of rules with their active alerts.
 pub(super) const MAX_LIST_RESPONSE: usize = 32 * 1024 * 1024;
 
-/// The upstream client for rebuilt requests, whose bodies are in memory.
-pub(super) type ScopedClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Built like the main client in [`Proxy::new`].
-pub(super) fn client() -> ScopedClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(super::CONNECT_TIMEOUT));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(16)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
-
 impl Proxy {
     /// Handles a scoped peer's request. `Err` gives the request back when
-    /// the endpoint exposes no data, to be forwarded the ordinary way.
+    /// the endpoint exposes no data, to be forwarded the ordinary way. The
+    /// peer's name is the one `audit` records.
     pub(super) async fn handle_scoped(
         &self,
         info: &ConnInfo,
-        peer_name: &str,
         scope: &Scope,
         normalized: &str,
+        upstream: &Upstream,
         req: Request<Incoming>,
         audit: &mut Audit,
     ) -> Result<Response<ProxyBody>, Request<Incoming>> {
+        let peer_name = audit.peer.clone();
+        let peer_name = &*peer_name;
         let endpoint = request::classify(normalized);
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let refuse = |e: RequestError| {
@@ -155,13 +139,18 @@ impl Proxy {
                     }
                 };
                 let req = Request::from_parts(parts, Full::new(body));
-                Ok(match self.send_scoped(info, peer_name, req, audit).await {
-                    Ok(mut resp) => {
-                        strip_hop_by_hop(resp.headers_mut());
-                        resp.map(|b| b.boxed())
-                    }
-                    Err(page) => page,
-                })
+                Ok(
+                    match self
+                        .send_rebuilt(info, peer_name, upstream, req, audit)
+                        .await
+                    {
+                        Ok(mut resp) => {
+                            strip_hop_by_hop(resp.headers_mut());
+                            resp.map(|b| b.boxed())
+                        }
+                        Err(page) => page,
+                    },
+                )
             }
             Endpoint::List(kind) => {
                 if req.method() != Method::GET {
@@ -175,34 +164,30 @@ impl Proxy {
                     HeaderValue::from_static("identity"),
                 );
                 let req = Request::from_parts(parts, Full::new(Bytes::new()));
-                Ok(match self.send_scoped(info, peer_name, req, audit).await {
-                    Ok(resp) => filtered(scope, kind, resp).await,
-                    Err(page) => page,
-                })
+                Ok(
+                    match self
+                        .send_rebuilt(info, peer_name, upstream, req, audit)
+                        .await
+                    {
+                        Ok(resp) => filtered(scope, kind, resp).await,
+                        Err(page) => page,
+                    },
+                )
             }
         }
     }
 
-    /// Sends a rebuilt request upstream, with the same headers, timeout and
-    /// error pages as the ordinary path.
-    async fn send_scoped(
+    /// Sends a rebuilt request, whose body is in memory, upstream.
+    async fn send_rebuilt(
         &self,
         info: &ConnInfo,
         peer_name: &str,
+        upstream: &Upstream,
         req: Request<Full<Bytes>>,
         audit: &mut Audit,
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
-        let req = self
-            .upstream_request(info, peer_name, req)
-            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e))?;
-        let sent = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.scoped_client.request(req)).await;
-        audit.upstream_latency = Some(sent.elapsed());
-        match result {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.upstream_failed(Some(&e))),
-            Err(_) => Err(self.upstream_failed(None)),
-        }
+        let req = req.map(|b| b.map_err(|never: Infallible| match never {}).boxed());
+        self.forward(info, peer_name, upstream, req, audit).await
     }
 }
 

@@ -155,7 +155,8 @@ impl Upstream {
         }
     }
 
-    /// Sends one request and waits for the response head. A request that
+    /// Sends one request (its target in origin form, the authority in
+    /// Host) and waits for the response head. A request that
     /// never left (the idle connection had been closed) is sent again once
     /// on a fresh connection. An error leaves no connection behind: its
     /// state is unknown.
@@ -180,10 +181,6 @@ impl Upstream {
         })
         .await;
         let mut req = req;
-        // On the wire, origin form ("/path?query"): the authority is in Host.
-        if let Some(pq) = req.uri().path_and_query().cloned() {
-            *req.uri_mut() = Uri::from(pq);
-        }
         for attempt in 0..2 {
             let reused = self
                 .conn()
