@@ -3,8 +3,13 @@
 //! gateway's public key), sent at a fixed rate for a fixed time.
 //!
 //! ```text
-//! cargo run --release --example handshake_flood -- GATEWAY_PUBLIC_KEY HOST:PORT RATE SECONDS
+//! cargo run --release --example handshake_flood -- GATEWAY_PUBLIC_KEY HOST:PORT RATE SECONDS [--cookie]
 //! ```
+//!
+//! With `--cookie` the flooder first collects one cookie reply, then sends
+//! one initiation carrying that cookie (a valid MAC2) over and over: the
+//! cheapest attack on a gateway that trusts MAC2 alone, which a per-source
+//! token bucket must absorb.
 //!
 //! Making an initiation costs two Diffie-Hellman operations, so a pool of
 //! distinct initiations is made first and then sent round-robin: every one
@@ -20,22 +25,33 @@ const POOL: usize = 2000;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [key, target, rate, secs] = &args[..] else {
-        anyhow::bail!("usage: handshake_flood GATEWAY_PUBLIC_KEY HOST:PORT RATE SECONDS");
+    let (cookie_mode, args) = match args.split_last() {
+        Some((last, rest)) if last == "--cookie" => (true, rest),
+        _ => (false, &args[..]),
+    };
+    let [key, target, rate, secs] = args else {
+        anyhow::bail!(
+            "usage: handshake_flood GATEWAY_PUBLIC_KEY HOST:PORT RATE SECONDS [--cookie]"
+        );
     };
     let gateway = PublicKey::from(promgate::keys::decode_key(key)?);
     let rate: u64 = rate.parse()?;
     let secs: u64 = secs.parse()?;
-    let mut pool = Vec::with_capacity(POOL);
-    let mut buf = vec![0u8; 256];
-    for i in 0..POOL {
-        let mut t = Tunn::new(StaticSecret::random(), gateway, None, None, i as u32, None);
-        if let TunnResult::WriteToNetwork(d) = t.format_handshake_initiation(&mut buf, true) {
-            pool.push(d.to_vec());
-        }
-    }
     let sock = UdpSocket::bind("0.0.0.0:0")?;
     sock.connect(target)?;
+    let pool = if cookie_mode {
+        vec![initiation_with_cookie(&sock, gateway)?]
+    } else {
+        let mut pool = Vec::with_capacity(POOL);
+        let mut buf = vec![0u8; 256];
+        for i in 0..POOL {
+            let mut t = Tunn::new(StaticSecret::random(), gateway, None, None, i as u32, None);
+            if let TunnResult::WriteToNetwork(d) = t.format_handshake_initiation(&mut buf, true) {
+                pool.push(d.to_vec());
+            }
+        }
+        pool
+    };
     sock.set_nonblocking(true)?;
     // Send in batches every 5 ms: 100 per batch at 20,000/s.
     let tick = Duration::from_millis(5);
@@ -70,4 +86,31 @@ fn main() -> anyhow::Result<()> {
         sent as f64 / elapsed
     );
     Ok(())
+}
+
+/// Sends initiations from one key until the gateway, under load, answers
+/// with a cookie reply; returns an initiation that carries the cookie.
+fn initiation_with_cookie(sock: &UdpSocket, gateway: PublicKey) -> anyhow::Result<Vec<u8>> {
+    let mut t = Tunn::new(StaticSecret::random(), gateway, None, None, 1, None);
+    let mut buf = vec![0u8; 256];
+    let mut rx = [0u8; 256];
+    sock.set_read_timeout(Some(Duration::from_millis(2)))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let TunnResult::WriteToNetwork(d) = t.format_handshake_initiation(&mut buf, true) {
+            sock.send(d)?;
+        }
+        let Ok(n) = sock.recv(&mut rx) else { continue };
+        if n == 64 && rx[0] == 3 {
+            // Stores the cookie; the next initiation carries it as MAC2.
+            // A reply to an earlier initiation than the last fails here.
+            if let TunnResult::Err(_) = t.decapsulate(None, &rx[..n], &mut buf) {
+                continue;
+            }
+            if let TunnResult::WriteToNetwork(d) = t.format_handshake_initiation(&mut buf, true) {
+                return Ok(d.to_vec());
+            }
+        }
+    }
+    anyhow::bail!("no cookie reply within 10 s: the gateway never went under load")
 }

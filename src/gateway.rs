@@ -139,7 +139,7 @@ impl Gateway {
         let unix = self.unix_time(now);
         match self
             .peers
-            .decapsulate(src, datagram, unix, &mut self.rx_buf)
+            .decapsulate(now, src, datagram, unix, &mut self.rx_buf)
         {
             Decapsulated::Dropped(reason) => self.stats.drop_packet(reason),
             Decapsulated::CookieReply(reply) => {

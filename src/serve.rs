@@ -281,6 +281,46 @@ fn fingerprint(
         .collect()
 }
 
+/// Decides when the watcher applies a change: only once the files' state
+/// has been seen unchanged on two polls in a row. An editor or `cat >` that
+/// writes a file in place can leave it cut at a line boundary for a moment,
+/// and such a cut can still parse (a peer file without its `scope` line is a
+/// valid unscoped peer). A SIGHUP applies at once: whoever sends it says the
+/// write is complete.
+struct Settle<F> {
+    applied: F,
+    pending: Option<F>,
+}
+
+impl<F: PartialEq> Settle<F> {
+    fn new(applied: F) -> Self {
+        Settle {
+            applied,
+            pending: None,
+        }
+    }
+
+    /// Feeds one poll's fingerprint; true if the reload should run now.
+    fn observe(&mut self, now: F, forced: bool) -> bool {
+        if forced {
+            self.pending = None;
+            self.applied = now;
+            return true;
+        }
+        if now == self.applied {
+            self.pending = None;
+            return false;
+        }
+        if self.pending.as_ref() == Some(&now) {
+            self.pending = None;
+            self.applied = now;
+            return true;
+        }
+        self.pending = Some(now);
+        false
+    }
+}
+
 async fn watch_and_reload(
     config: Config,
     commands: mpsc::Sender<Command>,
@@ -290,7 +330,7 @@ async fn watch_and_reload(
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).ok();
     let peers_dir = config.gateway.peers_dir.clone();
-    let mut last = fingerprint(&config.path, peers_dir.as_deref());
+    let mut settle = Settle::new(fingerprint(&config.path, peers_dir.as_deref()));
     let mut interval = tokio::time::interval(WATCH_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -299,11 +339,9 @@ async fn watch_and_reload(
             _ = interval.tick() => false,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = fingerprint(&config.path, peers_dir.as_deref());
-        if !forced && now == last {
+        if !settle.observe(fingerprint(&config.path, peers_dir.as_deref()), forced) {
             continue;
         }
-        last = now;
         match config::load_peers(&config.path, &config.gateway) {
             Ok(peers) => {
                 let (tx, rx) = oneshot::channel();
@@ -313,7 +351,10 @@ async fn watch_and_reload(
                 if let Ok(diff) = rx.await {
                     stats.reloads_applied.fetch_add(1, Relaxed);
                     let removed: Vec<&str> = diff.removed.iter().map(|(_, n)| n.as_str()).collect();
-                    tracing::info!(added = ?diff.added, removed = ?removed, rules_changed = ?diff.changed, sessions_kept = diff.kept, "peers reloaded");
+                    tracing::info!(added = ?diff.added, removed = ?removed, rules_changed = ?diff.changed, tunnels_retuned = ?diff.retuned, sessions_kept = diff.kept, "peers reloaded");
+                    for name in &diff.loosened {
+                        tracing::warn!(peer = %name, "this reload removed the peer's scope or some of its deny_paths: it may now read more than before. If that was not meant, check its file (an editor that writes in place can leave it cut short)");
+                    }
                 }
             }
             Err(errors) => {
@@ -321,5 +362,32 @@ async fn watch_and_reload(
                 tracing::error!(reason = %errors, "config reload refused; the last good peer set stays in force");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settle;
+
+    /// Issue 23, item 4: a file caught mid-write is not applied on the poll
+    /// that first sees it; only a state that held for one more poll is.
+    #[test]
+    fn a_change_applies_only_once_it_holds_for_a_second_poll() {
+        let mut s = Settle::new("v1");
+        assert!(!s.observe("v1", false), "nothing changed");
+        assert!(!s.observe("cut", false), "first sight of a change");
+        assert!(
+            !s.observe("v2", false),
+            "it changed again: still being written"
+        );
+        assert!(s.observe("v2", false), "it held for a poll");
+        assert!(!s.observe("v2", false), "applied once");
+        // A change that reverts before it settles is never applied.
+        assert!(!s.observe("cut", false));
+        assert!(!s.observe("v2", false));
+        assert!(!s.observe("v2", false));
+        // SIGHUP applies at once.
+        assert!(s.observe("v3", true));
+        assert!(!s.observe("v3", false));
     }
 }

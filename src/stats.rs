@@ -20,6 +20,9 @@ pub enum DropReason {
     Unauthenticated,
     /// Handshake refused under load without a valid cookie (a cookie reply was sent).
     UnderLoad,
+    /// Handshake with a valid cookie, under load, beyond its source's token
+    /// bucket ([`crate::peer::HANDSHAKE_RATE`] per second).
+    HandshakeRateLimited,
     /// Decrypted, but the inner source is outside the peer's AllowedIPs.
     SpoofedSource,
     /// Addressed to something other than the gateway's own tunnel address.
@@ -39,11 +42,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::Unauthenticated,
         DropReason::UnderLoad,
+        DropReason::HandshakeRateLimited,
         DropReason::SpoofedSource,
         DropReason::WrongDestination,
         DropReason::ForbiddenProtocol,
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::UnderLoad => "under_load",
+            DropReason::HandshakeRateLimited => "handshake_rate_limited",
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::WrongDestination => "wrong_destination",
             DropReason::ForbiddenProtocol => "forbidden_protocol",

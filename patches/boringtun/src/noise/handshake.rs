@@ -542,6 +542,12 @@ impl Handshake {
         self.params.set_static_private(private_key, public_key)
     }
 
+    // promgate patch, see PATCHES.md: the pre-shared key changes in place,
+    // as `wg set <peer> preshared-key` does; the next handshake uses it.
+    pub(crate) fn set_preshared_key(&mut self, preshared_key: Option<[u8; KEY_LEN]>) {
+        self.params.preshared_key = preshared_key;
+    }
+
     pub(super) fn receive_handshake_initialization<'a>(
         &mut self,
         packet: HandshakeInit,

@@ -241,6 +241,21 @@ impl Tunn {
         }
     }
 
+    /// Changes the pre-shared key and the persistent keepalive in place, as
+    /// `wg set` does: the session, the timers and the replay state (the last
+    /// initiation timestamp) are kept, and the next handshake uses the new
+    /// key. Re-creating the `Tunn` instead would forget the replay state, so
+    /// a captured initiation would be accepted again.
+    // promgate patch, see PATCHES.md.
+    pub fn set_peer_parameters(
+        &mut self,
+        preshared_key: Option<[u8; 32]>,
+        persistent_keepalive: Option<u16>,
+    ) {
+        self.handshake.set_preshared_key(preshared_key);
+        self.timers.persistent_keepalive = usize::from(persistent_keepalive.unwrap_or(0));
+    }
+
     /// Encapsulate a single packet from the tunnel interface.
     /// Returns TunnResult.
     ///
@@ -993,6 +1008,60 @@ mod tests {
         assert!(matches!(
             respond_parsed(&mut responder, &responder_key, &next, &mut dst),
             TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+        ));
+    }
+
+    // promgate patch, see PATCHES.md: a pre-shared key changed in place is
+    // used by the next handshake, and the replay state survives it.
+    #[test]
+    fn set_peer_parameters_keeps_replay_state_and_uses_the_new_key() {
+        let responder_key = keypair();
+        let (initiator_secret, initiator_public) = keypair();
+        let psk = [9u8; 32];
+        let mut old_initiator =
+            Tunn::new(initiator_secret.clone(), responder_key.1, None, None, 1, None);
+        let mut responder = Tunn::new(
+            responder_key.0.clone(),
+            initiator_public,
+            None,
+            None,
+            2,
+            None,
+        );
+        let mut dst = vec![0u8; 2048];
+        let init = initiation(&mut old_initiator);
+        assert!(matches!(
+            respond_parsed(&mut responder, &responder_key, &init, &mut dst),
+            TunnResult::WriteToNetwork(_)
+        ));
+
+        responder.set_peer_parameters(Some(psk), Some(25));
+        assert!(matches!(
+            respond_parsed(&mut responder, &responder_key, &init, &mut dst),
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+        ));
+        // A full handshake with the new key completes; with the old, the
+        // initiator cannot read the response.
+        let mut new_initiator =
+            Tunn::new(initiator_secret, responder_key.1, Some(psk), None, 3, None);
+        let init = initiation(&mut new_initiator);
+        let response = match respond_parsed(&mut responder, &responder_key, &init, &mut dst) {
+            TunnResult::WriteToNetwork(r) => r.to_vec(),
+            r => panic!("no response: {r:?}"),
+        };
+        let mut idst = vec![0u8; 2048];
+        assert!(matches!(
+            new_initiator.decapsulate(None, &response, &mut idst),
+            TunnResult::WriteToNetwork(_)
+        ));
+        let init = initiation(&mut old_initiator);
+        let response = match respond_parsed(&mut responder, &responder_key, &init, &mut dst) {
+            TunnResult::WriteToNetwork(r) => r.to_vec(),
+            r => panic!("no response: {r:?}"),
+        };
+        assert!(matches!(
+            old_initiator.decapsulate(None, &response, &mut idst),
+            TunnResult::Err(_)
         ));
     }
 }

@@ -60,7 +60,8 @@ pub struct Timers {
     want_keepalive: bool,
     /// Did we send data without hearing back?
     want_handshake: bool,
-    persistent_keepalive: usize,
+    // promgate patch: pub(super), for Tunn::set_peer_parameters.
+    pub(super) persistent_keepalive: usize,
     /// Should this timer call reset rr function (if not a shared rr instance)
     pub(super) should_reset_rr: bool,
 }
