@@ -31,20 +31,37 @@ pub struct AccessRules {
 /// next request on an already open keep-alive connection is decided on the
 /// new rules (a demoted admin loses admin rights at once).
 #[derive(Debug)]
-pub struct PeerAccess(RwLock<Arc<AccessRules>>);
+pub struct PeerAccess {
+    rules: RwLock<Arc<AccessRules>>,
+    /// Bounds this peer's scope rewrites and list filters in flight (CPU
+    /// and memory on the blocking pool), so that one peer's heavy requests
+    /// queue behind each other instead of taking the gateway's share.
+    scoped_work: tokio::sync::Semaphore,
+}
+
+/// Scope rewrites or list filters one peer may run at once.
+pub const SCOPED_WORK_PER_PEER: usize = 2;
 
 impl PeerAccess {
     pub fn new(rules: AccessRules) -> Self {
-        PeerAccess(RwLock::new(Arc::new(rules)))
+        PeerAccess {
+            rules: RwLock::new(Arc::new(rules)),
+            scoped_work: tokio::sync::Semaphore::new(SCOPED_WORK_PER_PEER),
+        }
     }
 
     /// The rules in force now.
     pub fn current(&self) -> Arc<AccessRules> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn replace(&self, rules: AccessRules) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    /// This peer's share of scoped work (see [`SCOPED_WORK_PER_PEER`]).
+    pub fn scoped_work(&self) -> &tokio::sync::Semaphore {
+        &self.scoped_work
     }
 }
 

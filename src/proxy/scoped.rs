@@ -17,6 +17,8 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Largest form body read from a scoped peer. The Prometheus UI posts long
 /// queries this way; 1 MiB is far above any real query (the PromQL itself
@@ -26,6 +28,31 @@ pub(super) const MAX_FORM_BODY: usize = 1024 * 1024;
 /// Largest rules or alerts response filtered. It is held whole while being
 /// filtered; 32 MiB covers thousands of rules with their active alerts.
 pub(super) const MAX_LIST_RESPONSE: usize = 32 * 1024 * 1024;
+/// How long a scoped peer may take to send its form body, as for request
+/// heads: a body trickled a byte at a time must not hold its 1 MiB buffer
+/// for the 300 s no-progress timeout.
+pub(super) const FORM_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Scope rewrites running at once, all peers together (each also holds one
+/// of its peer's [`crate::policy::SCOPED_WORK_PER_PEER`] permits). One rewrite costs at
+/// most a few MiB and milliseconds (`tests/scope_cost.rs`), so this bounds
+/// their total, and a peer that loops on heavy queries can hold only its own
+/// two of these.
+static REWRITES: Semaphore = Semaphore::const_new(4);
+/// Rules or alerts lists held and filtered at once, all peers together: each
+/// can be [`MAX_LIST_RESPONSE`] of JSON and several times that parsed.
+static FILTERS: Semaphore = Semaphore::const_new(1);
+
+/// Takes a permit from the peer's share, then one from the global pool: a
+/// peer waiting for its own share holds none of the global one.
+async fn permits<'a>(
+    peer: &'a Semaphore,
+    global: &'static Semaphore,
+) -> Option<(SemaphorePermit<'a>, SemaphorePermit<'static>)> {
+    let mine = peer.acquire().await.ok()?;
+    let all = global.acquire().await.ok()?;
+    Some((mine, all))
+}
 
 impl Proxy {
     /// Handles a scoped peer's request. `Err` gives the request back when
@@ -55,7 +82,18 @@ impl Proxy {
             Endpoint::Closed => Ok(refuse(RequestError::Closed(req.uri().path().to_string()))),
             Endpoint::Query | Endpoint::Match => {
                 let (parts, body) = req.into_parts();
-                let body = match Limited::new(body, MAX_FORM_BODY).collect().await {
+                let read = Limited::new(body, MAX_FORM_BODY).collect();
+                let Ok(read) = tokio::time::timeout(FORM_BODY_TIMEOUT, read).await else {
+                    return Ok(error_page(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Request timeout",
+                        &format!(
+                            "The form body did not arrive within {} s.",
+                            FORM_BODY_TIMEOUT.as_secs()
+                        ),
+                    ));
+                };
+                let body = match read {
                     Ok(b) => b.to_bytes(),
                     Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                         return Ok(error_page(
@@ -89,6 +127,10 @@ impl Proxy {
                     header(header::CONTENT_TYPE),
                     header(header::CONTENT_ENCODING),
                 );
+                // Held for the rewrite only, not while the upstream answers.
+                let Some(held) = permits(info.access.scoped_work(), &REWRITES).await else {
+                    return Ok(busy());
+                };
                 let rewritten = tokio::task::spawn_blocking(move || {
                     request::rewrite(
                         &scope2,
@@ -104,6 +146,7 @@ impl Proxy {
                     )
                 })
                 .await;
+                drop(held);
                 let Ok(rewritten) = rewritten else {
                     return Ok(error_page(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -164,6 +207,11 @@ impl Proxy {
                     HeaderValue::from_static("identity"),
                 );
                 let req = Request::from_parts(parts, Full::new(Bytes::new()));
+                // Held from before the request until the filtered list is
+                // built: the upstream's answer is collected whole.
+                let Some(_permits) = permits(info.access.scoped_work(), &FILTERS).await else {
+                    return Ok(busy());
+                };
                 Ok(
                     match self
                         .send_rebuilt(info, peer_name, upstream, req, audit)
@@ -189,6 +237,15 @@ impl Proxy {
         let req = req.map(|b| b.map_err(|never: Infallible| match never {}).boxed());
         self.forward(info, peer_name, upstream, req, audit).await
     }
+}
+
+/// The semaphores are never closed; should one be, say so rather than hang.
+fn busy() -> Response<ProxyBody> {
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable",
+        "promgate is shutting down.",
+    )
 }
 
 /// Filters a rules or alerts response. Non-success statuses carry no list

@@ -37,6 +37,14 @@ pub const MAX_QUERY_BYTES: usize = 128 * 1024;
 pub const MAX_OPERATORS: usize = 2000;
 /// Deepest expression tree walked; beyond it the query is refused.
 pub const MAX_DEPTH: usize = 512;
+/// Most regex matchers (`=~`, `!~`) in one query, counted in the text (so a
+/// `=~` inside a string counts too: over-counting is safe). The parser
+/// compiles each one; the patched parser bounds one compilation
+/// (`REGEX_SIZE_LIMIT`, PATCHES.md) and this bounds their number, so one
+/// query's regexes cost at most a few MiB and milliseconds. The count
+/// applies again to the rewritten text, where a scope with several values
+/// adds one regex matcher per selector.
+pub const MAX_REGEX_MATCHERS: usize = 48;
 
 /// Why a query or selector was not forwarded. Shown to the peer with a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +57,10 @@ pub enum PromqlError {
     TooComplex,
     #[error("the query nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    #[error(
+        "{0} has more than {MAX_REGEX_MATCHERS} regex matchers (=~ and !~); each is compiled to check it, so their number is bounded"
+    )]
+    TooManyRegexes(&'static str),
     #[error(
         "`or` between label matchers inside braces is not accepted (Prometheus rejects it, and it could hide the scope)"
     )]
@@ -118,7 +130,7 @@ pub fn scope_selector(scope: &Scope) -> String {
 pub fn enforce_query(scope: &Scope, query: &str) -> Result<String, PromqlError> {
     let mut expr = parse(query, "the query")?;
     add_scope(&mut expr, scope, 0)?;
-    print_and_verify(&expr, scope)
+    print_and_verify(expr, scope)
 }
 
 /// Rewrites one `match[]` series selector so that it carries `scope`.
@@ -130,8 +142,7 @@ pub fn enforce_selector(scope: &Scope, selector: &str) -> Result<String, PromqlE
         }
         _ => return Err(PromqlError::NotASelector(selector.to_string())),
     }
-    let printed = print_and_verify(&expr, scope)?;
-    Ok(printed)
+    print_and_verify(expr, scope)
 }
 
 fn parse(text: &str, what: &'static str) -> Result<Expr, PromqlError> {
@@ -140,6 +151,9 @@ fn parse(text: &str, what: &'static str) -> Result<Expr, PromqlError> {
     }
     if operator_count(text) > MAX_OPERATORS {
         return Err(PromqlError::TooComplex);
+    }
+    if regex_matcher_count(text) > MAX_REGEX_MATCHERS {
+        return Err(PromqlError::TooManyRegexes(what));
     }
     parser::parse(text).map_err(|message| PromqlError::Parse { what, message })
 }
@@ -164,8 +178,24 @@ fn operator_count(text: &str) -> usize {
     symbols + keywords
 }
 
-fn print_and_verify(expr: &Expr, scope: &Scope) -> Result<String, PromqlError> {
+/// `=~` and `!~` in `text`, strings and comments included.
+fn regex_matcher_count(text: &str) -> usize {
+    text.as_bytes()
+        .windows(2)
+        .filter(|w| w == b"=~" || w == b"!~")
+        .count()
+}
+
+/// Takes the tree by value: it is dropped before the verification parse,
+/// so the two trees' compiled regexes are never held at once.
+fn print_and_verify(expr: Expr, scope: &Scope) -> Result<String, PromqlError> {
     let printed = expr.to_string();
+    drop(expr);
+    if regex_matcher_count(&printed) > MAX_REGEX_MATCHERS {
+        return Err(PromqlError::TooManyRegexes(
+            "the query with the scope added",
+        ));
+    }
     let reparsed = parser::parse(&printed)
         .map_err(|e| PromqlError::Verify(format!("the rewritten text does not parse: {e}")))?;
     if reparsed.to_string() != printed {

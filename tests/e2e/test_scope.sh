@@ -255,6 +255,53 @@ for p in /classic/alerts /classic/targets /classic/rules /classic/status; do
     check "uma: GET $p is 200" expect b open "$p" 200
 done
 
+t_log "issue 23: alice loops on queries full of regexes; uma is still served"
+# The issue's 633-byte query (32 x (?:\w){200}; before the fix it cost
+# ~750 MiB and seconds each) and the costliest shape still accepted (47 x
+# .{130}, just under the per-regex size limit), from 8 loops at once.
+hostile_query() { # N PATTERN
+    python3 -c 'import sys; n, p = int(sys.argv[1]), sys.argv[2]; print("up{" + ",".join("l%d=~\"%s\"" % (i, p) for i in range(n)) + "}")' "$1" "$2"
+}
+HQ1=$(hostile_query 32 '(?:\\w){200}')
+HQ2=$(hostile_query 47 '.{130}')
+check "alice: the issue's query is answered (200), not refused" expect a hq1 /api/v1/query 200 "${Q[@]}" "query=$HQ1"
+check "alice: a regex over the size limit is a 400 that says so" expect a hq3 /api/v1/query 400 "${Q[@]}" "query=$(hostile_query 1 '.{300}')"
+check "alice: ... 'too large'" grep -q "too large" "$D/r/hq3.a"
+check "alice: 49 regex matchers are a 400 that says so" expect a hq4 /api/v1/query 400 "${Q[@]}" "query=$(hostile_query 49 'a')"
+check "alice: ... 'regex matchers'" grep -q "regex matchers" "$D/r/hq4.a"
+PG=$LAB_PROMGATE_PID
+hwm0=$(awk '/^VmHWM/ { print $2 }' "/proc/$PG/status")
+hostile_loop() { # QUERY
+    local end=$((SECONDS + 10)) i=0
+    while [ $SECONDS -lt $end ] && [ $i -lt 400 ]; do
+        on a curl -s -o /dev/null --max-time 10 -G --data-urlencode "query=$1" "http://$GW/api/v1/query"
+        i=$((i + 1))
+    done
+    echo "$i" >> "$D/hostile.count"
+}
+: > "$D/hostile.count"
+HPIDS=()
+for k in 1 2 3 4; do
+    hostile_loop "$HQ1" & HPIDS+=($!)
+    hostile_loop "$HQ2" & HPIDS+=($!)
+done
+served_ok=0 served_bad=0 slowest=0
+while [ $served_ok -lt 200 ] && kill -0 "${HPIDS[0]}" 2>/dev/null; do
+    out=$(on b curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 2 "http://$GW/api/v1/query?query=up")
+    set -- $out
+    ms=$(awk -v t="${2:-2}" 'BEGIN { printf "%d", t * 1000 }')
+    [ "$ms" -gt "$slowest" ] && slowest=$ms
+    if [ "${1:-000}" = 200 ] && [ "$ms" -lt 2000 ]; then served_ok=$((served_ok + 1)); else served_bad=$((served_bad + 1)); fi
+    sleep 0.1
+done
+wait "${HPIDS[@]}"
+hwm1=$(awk '/^VmHWM/ { print $2 }' "/proc/$PG/status")
+sent=$(awk '{ s += $1 } END { print s + 0 }' "$D/hostile.count")
+t_log "figures: alice sent $sent hostile queries in 10 s; uma: $served_ok served, $served_bad failed or slower than 2 s, slowest ${slowest} ms; gateway peak RSS ${hwm0} -> ${hwm1} KiB"
+check "uma: every request during alice's loop got 200 within 2 s ($served_ok ok, $served_bad not; slowest ${slowest} ms)" test "$served_bad" = 0 -a "$served_ok" -gt 10
+check "alice's loops ran ($sent queries)" test "$sent" -gt 40
+check "the gateway's peak RSS rose by less than 64 MiB under the loop, not GiBs (${hwm0} -> ${hwm1} KiB)" test $((hwm1 - hwm0)) -lt 65536
+
 t_log "nothing of team B in anything alice received"
 leaks() {
     local f

@@ -115,11 +115,22 @@ impl Matcher {
     /// This escapes the opening { if its not followed by valid repeat pattern (e.g. 4,6).
     ///
     /// Regex used in PromQL are fully anchored.
+    ///
+    /// promgate patch (see PATCHES.md): compiled under a small size limit,
+    /// with `\w \d \s` (and their negations) as Go's RE2 reads them, ASCII
+    /// only. The `regex` crate's defaults (Unicode classes, 10 MiB per
+    /// direction) let a 19-byte matcher such as `(?:\w){200}` cost 40 MiB
+    /// and 100 ms to compile. The pattern kept for printing is unchanged.
     fn try_parse_re(original_re: &str) -> Result<Regex, String> {
-        let re = format!("^(?:{})$", original_re);
-        Regex::new(&re)
-            .or_else(|_| Regex::new(&try_escape_for_repeat_re(&re)))
-            .map_err(|_| format!("illegal regex for {original_re}",))
+        let re = format!("^(?:{})$", go_perl_classes(original_re));
+        compile_bounded(&re)
+            .or_else(|_| compile_bounded(&try_escape_for_repeat_re(&re)))
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => format!(
+                    "regex too large to accept: {original_re} (its compiled form exceeds {REGEX_SIZE_LIMIT} bytes)"
+                ),
+                _ => format!("illegal regex for {original_re}",),
+            })
     }
 
     pub fn new_matcher(id: TokenId, name: String, value: String) -> Result<Matcher, String> {
@@ -156,6 +167,97 @@ impl fmt::Display for Matcher {
         };
         write!(f, "{}{}\"{}\"", name, self.op, escape_string(&self.value))
     }
+}
+
+/// promgate patch: the most memory one compiled regex may take (the
+/// `regex` crate's `size_limit`, for the NFA of each direction) and its
+/// lazy DFA cache. Real label regexes take a few KiB; see PATCHES.md.
+pub const REGEX_SIZE_LIMIT: usize = 128 * 1024;
+
+/// promgate patch: builds a regex under [`REGEX_SIZE_LIMIT`].
+fn compile_bounded(re: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(re)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// promgate patch: rewrites the Perl classes `\w \W \d \D \s \S` to the
+/// ASCII sets Go's RE2 (and so Prometheus) gives them; the `regex` crate
+/// reads them as Unicode classes, hundreds of times larger to compile.
+/// Inside a bracketed class the set is spliced in as a nested class, which
+/// the `regex` crate accepts. Everything else is copied as it is.
+fn go_perl_classes(re: &str) -> String {
+    const WORD: &str = "0-9A-Za-z_";
+    const DIGIT: &str = "0-9";
+    const SPACE: &str = "\\t\\n\\x0C\\r\\x20";
+    let mut out = String::with_capacity(re.len() + 16);
+    // Depth of bracketed classes (the `regex` crate nests them).
+    let mut depth = 0usize;
+    let mut chars = re.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(e) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                let set = match e {
+                    'w' | 'W' => Some(WORD),
+                    'd' | 'D' => Some(DIGIT),
+                    's' | 'S' => Some(SPACE),
+                    _ => None,
+                };
+                match set {
+                    Some(set) if e.is_ascii_lowercase() && depth > 0 => out.push_str(set),
+                    Some(set) if e.is_ascii_lowercase() => {
+                        out.push('[');
+                        out.push_str(set);
+                        out.push(']');
+                    }
+                    Some(set) => {
+                        out.push_str("[^");
+                        out.push_str(set);
+                        out.push(']');
+                    }
+                    None => {
+                        out.push(c);
+                        out.push(e);
+                    }
+                }
+            }
+            '[' => {
+                out.push(c);
+                if depth > 0 && chars.peek() == Some(&':') {
+                    // A POSIX class such as [:alpha:], copied whole.
+                    for p in chars.by_ref() {
+                        out.push(p);
+                        if p == ']' {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                depth += 1;
+                // A `^` and then a `]` right after the opening bracket are
+                // literal, not the end of the class.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(']');
+                    chars.next();
+                }
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 // Go and Rust handle the repeat pattern differently
@@ -335,6 +437,49 @@ mod tests {
     use super::*;
     use crate::parser::token;
     use std::collections::hash_map::DefaultHasher;
+
+    // promgate patch, see PATCHES.md.
+    #[test]
+    fn perl_classes_are_read_as_go_reads_them() {
+        let cases = [
+            (r"\w+", r"[0-9A-Za-z_]+"),
+            (r"\W", r"[^0-9A-Za-z_]"),
+            (r"[\w.-]+", r"[0-9A-Za-z_.-]+"),
+            (r"[^\d]", r"[^0-9]"),
+            (r"[\S]", r"[[^\t\n\x0C\r\x20]]"),
+            (r"\\w", r"\\w"),
+            (r"[]\d]", r"[]0-9]"),
+            (r"[[:alpha:]\d]", r"[[:alpha:]0-9]"),
+            (r"\pL\x41", r"\pL\x41"),
+            ("a\\", "a\\"),
+        ];
+        for (go, rust) in cases {
+            assert_eq!(go_perl_classes(go), rust, "{go}");
+        }
+        for (re, s, want) in [
+            (r"\w+", "héllo", false),
+            (r"\w+", "hello_1", true),
+            (r"\d{3}", "१२३", false),
+            (r"\d{3}", "123", true),
+            (r"\s", "\u{a0}", false),
+            (r"\S+", "a-b", true),
+        ] {
+            let m = Matcher::new_matcher(T_EQL_REGEX, "l".into(), re.into()).unwrap();
+            assert_eq!(m.is_match(s), want, "{re} on {s}");
+        }
+    }
+
+    // promgate patch, see PATCHES.md.
+    #[test]
+    fn a_regex_too_large_to_compile_is_refused_with_a_reason() {
+        let err = Matcher::new_matcher(T_EQL_REGEX, "l".into(), r"\pL{500}".into()).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        // The classic blow-up is now small: ASCII \w.
+        assert!(Matcher::new_matcher(T_EQL_REGEX, "l".into(), r"(?:\w){200}".into()).is_ok());
+        // A printed matcher keeps the pattern as written.
+        let m = Matcher::new_matcher(T_EQL_REGEX, "l".into(), r"\w+".into()).unwrap();
+        assert_eq!(m.to_string(), r#"l=~"\\w+""#);
+    }
 
     fn hash<H>(op: H) -> u64
     where
