@@ -133,6 +133,7 @@ pub async fn run(
         config.gateway.upstream_timeout,
         telemetry.http.clone(),
         stats.clone(),
+        crate::host_check::HostCheck::new(&config.gateway),
     ));
     let (commands, command_rx) = mpsc::channel(8);
     // Deregistered here, registered again with the driver's runtime.
