@@ -28,10 +28,40 @@ pub(crate) struct PeerStatus {
     pub(crate) tx_bytes: u64,
 }
 
-pub(crate) fn router(peers: PeerView) -> Router {
+/// The control router for a listener on `listen` (its Host check needs
+/// the port).
+pub(crate) fn router(peers: PeerView, listen: SocketAddr) -> Router {
     Router::new()
         .route("/status", get(status))
         .with_state(peers)
+        .layer(axum::middleware::from_fn_with_state(listen, loopback_host))
+}
+
+/// Loopback is no protection from a browser on the same host: a page can
+/// rebind its own name to 127.0.0.1 and read peer keys and endpoints. The
+/// browser still sends that name in `Host`, so only loopback names pass.
+async fn loopback_host(
+    State(listen): State<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let ok = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h
+            .to_str()
+            .is_ok_and(|h| crate::host_check::loopback_host_ok(h, listen)),
+        _ => false,
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    tracing::info!(host = ?req.headers().get(http::header::HOST), "control endpoint: refused a request for another host");
+    (
+        http::StatusCode::MISDIRECTED_REQUEST,
+        "The control endpoint answers only to Host localhost, 127.0.0.1 or [::1] (with or without its port).\n",
+    )
+        .into_response()
 }
 
 async fn status(State(peers): State<PeerView>) -> axum::Json<Vec<PeerStatus>> {
@@ -118,4 +148,53 @@ pub(crate) async fn fetch(addr: SocketAddr) -> Result<Vec<PeerStatus>, ControlEr
         .map_err(no_answer)?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|source| ControlError::UnreadableReply { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get_status(addr: SocketAddr, host: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn the_control_endpoint_refuses_other_hosts_with_421() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::admin_http::serve(
+            listener,
+            router(PeerView::default(), addr),
+            stop.clone(),
+        ));
+        for host in ["evil.example", "evil.example:9587", "127.0.0.1:1"] {
+            let out = get_status(addr, host).await;
+            assert!(out.starts_with("HTTP/1.1 421"), "{host}: {out}");
+            assert!(!out.contains("[]"), "{out}");
+        }
+        let port = addr.port();
+        for host in [
+            format!("localhost:{port}"),
+            "localhost".into(),
+            addr.to_string(),
+            format!("[::1]:{port}"),
+        ] {
+            let out = get_status(addr, &host).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
+            assert!(out.ends_with("[]"), "{out}");
+        }
+        // `promgate status` itself sends the listen address as Host.
+        assert!(fetch(addr).await.unwrap().is_empty());
+        stop.cancel();
+    }
 }

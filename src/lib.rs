@@ -27,6 +27,7 @@ pub mod control;
 pub mod driver;
 pub mod gateway;
 pub mod health;
+pub mod host_check;
 pub mod keys;
 pub mod netstack;
 pub mod onboarding;

@@ -8,6 +8,7 @@
 //! 502 page, a slow one a 504 page, never a hang.
 
 use crate::gateway::ConnInfo;
+use crate::host_check::{HostCheck, Refusal};
 use crate::policy::{self, Decision};
 use crate::stats::Stats;
 use crate::telemetry::HttpMetrics;
@@ -61,6 +62,8 @@ pub struct Proxy {
     timeout: Duration,
     metrics: Arc<HttpMetrics>,
     stats: Arc<Stats>,
+    /// The hosts and origins served (DNS rebinding, cross-site requests).
+    hosts: HostCheck,
 }
 
 impl Proxy {
@@ -70,6 +73,7 @@ impl Proxy {
         timeout: Duration,
         metrics: Arc<HttpMetrics>,
         stats: Arc<Stats>,
+        hosts: HostCheck,
     ) -> Self {
         Proxy {
             connector: Arc::new(Connector::new(upstream.clone(), CONNECT_TIMEOUT)),
@@ -78,6 +82,7 @@ impl Proxy {
             timeout,
             metrics,
             stats,
+            hosts,
         }
     }
 
@@ -168,6 +173,15 @@ impl Proxy {
             metrics: self.metrics.clone(),
         };
 
+        // Before anything else: a request a web page forged through the
+        // peer's browser must not reach the policy, let alone the upstream.
+        if let Err(refusal) = self
+            .hosts
+            .check(&method, req.version(), req.uri(), req.headers())
+        {
+            tracing::info!(peer = %rules.name, addr = %info.remote.ip(), %method, path = %raw_path, reason = ?refusal, "refused a request for another host or from another origin");
+            return audit.finish(refusal_page(&rules.name, &method, refusal));
+        }
         let Some(normalized) = policy::decision_path(&raw_path) else {
             return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes).")));
         };
@@ -353,6 +367,44 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The page for a request refused by [`HostCheck`]: what was refused and
+/// how an operator allows a legitimate name.
+fn refusal_page(peer: &str, method: &http::Method, refusal: Refusal) -> Response<ProxyBody> {
+    match refusal {
+        Refusal::MissingHost => error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "An HTTP/1.1 request needs a Host header.",
+        ),
+        Refusal::MalformedHost(host) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &format!("The Host {host:?} is not a host name or address with an optional port."),
+        ),
+        Refusal::ForeignHost(host) => error_page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Misdirected request",
+            &format!(
+                "promgate does not answer to the host {host:?}: only to its tunnel addresses and the names listed in gateway.allowed_hosts, so that a web page cannot rebind its own name to the gateway. To reach Prometheus by this name, add it to gateway.allowed_hosts in the gateway's config."
+            ),
+        ),
+        Refusal::ForeignOrigin(origin) => error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "A {method} from a page of another origin ({origin:?}) is refused: a web page must not act with peer \"{peer}\"'s rights. Only the gateway's own origin and the names in gateway.allowed_hosts may send it; tools that send no Origin header are not affected."
+            ),
+        ),
+        Refusal::CrossSite(site) => error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "A {method} that the browser marked Sec-Fetch-Site: {site} is refused: a web page of another site must not act with peer \"{peer}\"'s rights."
+            ),
+        ),
+    }
+}
+
 fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBody> {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
@@ -519,10 +571,14 @@ mod tests {
     }
 
     fn info() -> ConnInfo {
+        info_as(Role::Viewer)
+    }
+
+    fn info_as(role: Role) -> ConnInfo {
         ConnInfo {
             access: Arc::new(PeerAccess::new(AccessRules {
                 name: Arc::from("alice"),
-                role: Role::Viewer,
+                role,
                 allow_paths: Arc::from([]),
                 deny_paths: Arc::from([]),
                 scope: None,
@@ -534,9 +590,13 @@ mod tests {
 
     /// A request over an in-memory stream; returns the whole response.
     async fn exchange(proxy: Arc<Proxy>, request: &str) -> String {
+        exchange_as(proxy, info(), request).await
+    }
+
+    async fn exchange_as(proxy: Arc<Proxy>, info: ConnInfo, request: &str) -> String {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let stop = CancellationToken::new();
-        tokio::spawn(proxy.serve_connection(info(), server, stop));
+        tokio::spawn(proxy.serve_connection(info, server, stop));
         client.write_all(request.as_bytes()).await.unwrap();
         let mut out = String::new();
         client.read_to_string(&mut out).await.unwrap();
@@ -583,6 +643,19 @@ mod tests {
         (format!("http://{addr}").parse().unwrap(), accepted)
     }
 
+    /// The gateway at 10.13.13.1 and fd13::1 on port 80, reachable by the
+    /// name prom.vpn.example too.
+    fn hosts() -> HostCheck {
+        let mut c = crate::config::GatewayConfig::with_defaults(
+            crate::keys::PrivateKey::generate(),
+            "10.13.13.1/24".parse().unwrap(),
+            "http://prometheus:9090".parse().unwrap(),
+        );
+        c.addresses.push("fd13::1/64".parse().unwrap());
+        c.allowed_hosts = vec!["prom.vpn.example".into()];
+        HostCheck::new(&c)
+    }
+
     fn proxy_to(upstream: Uri) -> Arc<Proxy> {
         Arc::new(Proxy::new(
             upstream,
@@ -590,6 +663,7 @@ mod tests {
             Duration::from_secs(5),
             metrics(),
             Arc::new(Stats::default()),
+            hosts(),
         ))
     }
 
@@ -604,7 +678,7 @@ mod tests {
                 ""
             };
             requests.push_str(&format!(
-                "GET /api/v1/query?query=r{i} HTTP/1.1\r\nHost: p\r\n{close}\r\n"
+                "GET /api/v1/query?query=r{i} HTTP/1.1\r\nHost: 10.13.13.1\r\n{close}\r\n"
             ));
         }
         exchange(proxy, &requests).await
@@ -650,11 +724,12 @@ mod tests {
             Duration::from_secs(30),
             metrics(),
             stats.clone(),
+            hosts(),
         ));
         let started = tokio::time::Instant::now();
         let resp = exchange(
             proxy,
-            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
         )
         .await;
         assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
@@ -681,13 +756,123 @@ mod tests {
             Duration::from_secs(5),
             metrics(),
             Arc::new(Stats::default()),
+            hosts(),
         ));
         let resp = exchange(
             proxy,
-            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
         )
         .await;
         assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
         assert!(!resp.contains(&addr.to_string()), "{resp}");
+    }
+
+    /// Sends one request to a counting upstream that echoes the target;
+    /// returns the response and whether the upstream saw the request.
+    async fn via(role: Role, request: &str) -> (String, bool) {
+        let (upstream, accepted) = counting_upstream(true).await;
+        let out = exchange_as(proxy_to(upstream), info_as(role), request).await;
+        (out, accepted.load(Relaxed) > 0)
+    }
+
+    #[tokio::test]
+    async fn a_request_for_another_host_gets_a_421_naming_the_fix() {
+        for host in [
+            "attacker.example",
+            "10.13.13.1.attacker.example",
+            "10.13.13.1:9090",
+        ] {
+            let (out, forwarded) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+            assert!(out.contains(&format!("&quot;{host}&quot;")), "{out}");
+            assert!(out.contains("gateway.allowed_hosts"), "{out}");
+            assert!(!forwarded, "{host}");
+        }
+        // Absolute form: the target's authority is the host.
+        let (out, forwarded) = via(
+            Role::Viewer,
+            "GET http://attacker.example/api/v1/query HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+        assert!(!forwarded);
+        let (out, forwarded) = via(
+            Role::Viewer,
+            "GET /api/v1/query HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("needs a Host header"), "{out}");
+        assert!(!forwarded);
+    }
+
+    #[tokio::test]
+    async fn the_tunnel_address_with_or_without_port_and_allowed_names_pass() {
+        for host in [
+            "10.13.13.1",
+            "10.13.13.1:80",
+            "[fd13::1]",
+            "[fd13::1]:80",
+            "prom.vpn.example",
+            "Prom.VPN.example:8443",
+        ] {
+            let (out, forwarded) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
+            assert!(out.contains("path=/api/v1/query?query=up"), "{out}");
+            assert!(forwarded, "{host}");
+        }
+    }
+
+    const DELETE_SERIES: &str = "POST /api/v1/admin/tsdb/delete_series?match[]=up HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n";
+
+    #[tokio::test]
+    async fn a_cross_site_post_is_refused_and_never_reaches_the_upstream() {
+        for extra in [
+            "Origin: https://attacker.example\r\nSec-Fetch-Site: cross-site\r\n",
+            "Origin: https://attacker.example\r\n",
+            "Origin: null\r\n",
+            "Sec-Fetch-Site: same-site\r\n",
+        ] {
+            let (out, forwarded) = via(Role::Admin, &format!("{DELETE_SERIES}{extra}\r\n")).await;
+            assert!(out.starts_with("HTTP/1.1 403"), "{extra}: {out}");
+            assert!(out.contains("alice"), "{out}");
+            assert!(!forwarded, "{extra}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_from_a_tool_or_the_gateways_own_page_is_forwarded() {
+        for extra in [
+            "",
+            "Origin: http://10.13.13.1\r\nSec-Fetch-Site: same-origin\r\n",
+            "Origin: https://prom.vpn.example\r\n",
+        ] {
+            let (out, forwarded) = via(Role::Admin, &format!("{DELETE_SERIES}{extra}\r\n")).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{extra}: {out}");
+            assert!(
+                out.contains("path=/api/v1/admin/tsdb/delete_series"),
+                "{out}"
+            );
+            assert!(forwarded, "{extra}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_with_a_foreign_origin_passes() {
+        let (out, forwarded) = via(
+            Role::Viewer,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nOrigin: https://attacker.example\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(forwarded);
     }
 }

@@ -89,6 +89,11 @@ pub async fn run(
 
     let socket = sockets.udp;
     health.udp_bound.store(true, Relaxed);
+    let control_addr = sockets
+        .control
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     for (listener, router, what) in [
         (
             sockets.admin,
@@ -97,7 +102,7 @@ pub async fn run(
         ),
         (
             sockets.control,
-            crate::control::router(peer_view.clone()),
+            crate::control::router(peer_view.clone(), control_addr),
             "control endpoint",
         ),
     ] {
@@ -133,6 +138,7 @@ pub async fn run(
         config.gateway.upstream_timeout,
         telemetry.http.clone(),
         stats.clone(),
+        crate::host_check::HostCheck::new(&config.gateway),
     ));
     let (commands, command_rx) = mpsc::channel(8);
     // Deregistered here, registered again with the driver's runtime.

@@ -51,6 +51,7 @@ locals {
     endpoint         = local.endpoint
     peers_dir        = local.peers_dir
     identity_header  = var.identity_header
+    allowed_hosts    = var.allowed_hosts
     admin_port       = var.admin_port
     unready_after    = var.upstream_unready_after
   })

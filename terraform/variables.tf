@@ -271,6 +271,17 @@ variable "identity_header" {
   }
 }
 
+variable "allowed_hosts" {
+  description = "Host names (or IP literals) the gateway answers to besides its tunnel address, e.g. a DNS name pointing at it. Any other Host gets 421, and a POST or other unsafe request whose Origin is not the gateway or one of these names gets 403 (DNS rebinding and cross-site requests through a peer's browser)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for h in var.allowed_hosts : can(regex("^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?\\.)*[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?\\.?$|^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$|^\\[[0-9A-Fa-f:.]+\\]$", h))])
+    error_message = "allowed_hosts entries must be a bare DNS name or IP address, e.g. \"prometheus.vpn.example\": no scheme, port, path or spaces."
+  }
+}
+
 variable "peers" {
   description = "WireGuard peers allowed in. Each becomes one <name>.toml key of the peers ConfigMap, which the gateway hot-reloads: adding or removing a peer does not restart the pod. allowed_ips are the peer's tunnel addresses; role is viewer or admin."
   type = list(object({

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 const V_IP: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 2);
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 3);
 
-const SNAPSHOT: &str = "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const SNAPSHOT: &str = "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// What a hand-made TCP segment carries.
 #[derive(Debug, Clone, Copy)]
@@ -421,8 +421,7 @@ async fn a_demoted_admin_loses_admin_rights_on_its_open_keep_alive_connection() 
     let admin_cfg = peer_config("alice", &a, A_IP, Role::Admin);
     let mut lab = Lab::new(std::slice::from_ref(&admin_cfg)).await;
     let mut alice = TestPeer::new(&a, lab.public(), A_IP, 51004);
-    let keep_alive =
-        "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n";
+    let keep_alive = "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\n\r\n";
     let h = alice.connect(GW, 80, keep_alive);
     let mut got = String::new();
     assert!(

@@ -77,7 +77,7 @@ async fn identity_headers_are_set_and_client_copies_stripped() {
         Ipv4Addr::new(10, 13, 13, 2),
         50002,
     );
-    let req = "GET /headers HTTP/1.1\r\nHost: evil\r\nX-Promgate-Peer: bob\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n";
+    let req = "GET /headers HTTP/1.1\r\nHost: 10.13.13.1:80\r\nX-Promgate-Peer: bob\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n";
     let h = alice.connect(GW, 80, req);
     let resp = lab
         .response_of(
@@ -137,8 +137,8 @@ async fn roles_decide_admin_endpoints() {
     .await;
     let mut viewer = TestPeer::new(&v, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50004);
     let mut admin = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 3), 50005);
-    let post = "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let tricky = "POST //api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let post = "POST /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let tricky = "POST //api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let hv = viewer.connect(GW, 80, post);
     let ht = viewer.connect(GW, 80, tricky);
     let ha = admin.connect(GW, 80, post);
@@ -313,7 +313,7 @@ async fn removed_peer_is_cut_off_and_unchanged_peer_keeps_its_session() {
     let alice_handshakes = handshakes(&lab, "alice");
 
     // A slow request from bob stays open while bob is removed.
-    let long = bob.connect(GW, 80, "GET /hello HTTP/1.1\r\nHost: p\r\n");
+    let long = bob.connect(GW, 80, "GET /hello HTTP/1.1\r\nHost: 10.13.13.1\r\n");
     lab.run_until(
         &mut [&mut alice, &mut bob],
         Duration::from_millis(300),
@@ -554,7 +554,7 @@ async fn scoped_peer_requests_are_rewritten_filtered_or_refused() {
     let mut unscoped = TestPeer::new(&u, lab.public(), Ipv4Addr::new(10, 13, 13, 3), 50007);
     let post = |path: &str, body: &str| {
         format!(
-            "POST {path} HTTP/1.1\r\nHost: p\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
     };

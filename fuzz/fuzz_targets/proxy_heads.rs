@@ -5,8 +5,9 @@
 //! everything and closed its side; every request the upstream receives
 //! carries exactly one identity header, naming the peer, and exactly one
 //! X-Forwarded-For, naming the peer's tunnel address (a client's copies are
-//! never passed on); and no admin-only path reaches the upstream from a
-//! viewer.
+//! never passed on); no admin-only path reaches the upstream from a
+//! viewer; and no unsafe method marked cross-site, or with a foreign
+//! Origin, reaches it at all.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -84,9 +85,29 @@ fn lab() -> &'static Lab {
             Duration::from_secs(5),
             telemetry.http.clone(),
             stats,
+            host_check(),
         ));
         Lab { rt, proxy, heads }
     })
+}
+
+/// The harness gateway's addresses, plus the seeds' `p` and `evil`, so
+/// that mutations of the seeds still reach the policy and the upstream.
+fn host_check() -> promgate::host_check::HostCheck {
+    let mut config = promgate_fuzz::gateway_config(1000);
+    config.allowed_hosts = vec!["p".into(), "evil".into()];
+    promgate::host_check::HostCheck::new(&config)
+}
+
+/// The host of an Origin, lower case, without a trailing dot; an IPv6
+/// literal keeps its brackets (only the gateway's own can pass).
+fn origin_host(origin: &str) -> Option<String> {
+    let (_, rest) = origin.split_once("://")?;
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => rest.split(':').next()?.to_string(),
+    };
+    Some(host.to_ascii_lowercase().trim_end_matches('.').to_string())
 }
 
 fn headers<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
@@ -150,6 +171,24 @@ fuzz_target!(|input: Input| {
             vec!["10.13.13.3"],
             "X-Forwarded-For at the upstream: {head:?}"
         );
+        let method = head.split(' ').next().unwrap_or("");
+        if !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            for site in headers(&head, "sec-fetch-site") {
+                let site = site.to_ascii_lowercase();
+                assert!(
+                    site != "cross-site" && site != "same-site",
+                    "a cross-site {method} reached the upstream: {head:?}"
+                );
+            }
+            for origin in headers(&head, "origin") {
+                let host = origin_host(origin);
+                assert!(
+                    matches!(host.as_deref(), Some("10.13.13.1" | "p" | "evil"))
+                        || host.is_some_and(|h| h.starts_with('[')),
+                    "a {method} from origin {origin:?} reached the upstream: {head:?}"
+                );
+            }
+        }
         if !input.admin {
             let path = head.split(' ').nth(1).unwrap_or("").to_ascii_lowercase();
             let path = path.split('?').next().unwrap_or("");

@@ -87,6 +87,7 @@ pub(super) fn validate_gateway(
         DEFAULT_HANDSHAKE_RATE_LIMIT,
     );
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
+    let allowed_hosts = validate_allowed_hosts(sink, raw.allowed_hosts);
 
     if sink.count() > before {
         return None;
@@ -107,6 +108,7 @@ pub(super) fn validate_gateway(
         tcp_idle_timeout,
         tcp_send_buffer,
         handshake_rate_limit,
+        allowed_hosts,
     })
 }
 
@@ -254,4 +256,25 @@ fn at_least_one<T: Copy + Default + PartialOrd>(
             default
         }
     }
+}
+
+/// Names the tunnel proxy answers to besides its tunnel addresses: each a
+/// DNS name or an IP literal, compared with `Host` and `Origin`.
+fn validate_allowed_hosts(sink: &mut Sink<'_>, raw: Option<Vec<Spanned<String>>>) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for h in raw.unwrap_or_default() {
+        if crate::host_check::parse_allowed_host(h.get_ref()).is_some() {
+            hosts.push(h.into_inner());
+        } else {
+            sink.push(
+                h.span(),
+                "gateway.allowed_hosts",
+                format!(
+                    "`{}` is not a host name or IP address: write the name alone, e.g. \"prometheus.vpn.example\" (no scheme, port, path or spaces; any port is accepted)",
+                    h.get_ref()
+                ),
+            );
+        }
+    }
+    hosts
 }

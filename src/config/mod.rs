@@ -157,6 +157,9 @@ pub struct GatewayConfig {
     pub tcp_send_buffer: usize,
     /// Handshakes per second, all peers together, before cookies are demanded.
     pub handshake_rate_limit: u64,
+    /// Host names (or IP literals) the tunnel proxy answers to besides its
+    /// tunnel addresses, as written; checked against `Host` and `Origin`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -180,6 +183,7 @@ impl GatewayConfig {
             tcp_idle_timeout: defaults::DEFAULT_TCP_IDLE_TIMEOUT,
             tcp_send_buffer: defaults::DEFAULT_TCP_SEND_BUFFER,
             handshake_rate_limit: defaults::DEFAULT_HANDSHAKE_RATE_LIMIT,
+            allowed_hosts: Vec::new(),
         }
     }
 }

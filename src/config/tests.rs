@@ -125,6 +125,40 @@ fn unknown_fields_are_refused() {
 }
 
 #[test]
+fn allowed_hosts_take_names_and_ip_literals_and_name_a_bad_entry() {
+    let dir = tempdir("hosts");
+    write_key(&dir);
+    let text = format!(
+        "{}allowed_hosts = [\"prometheus.vpn.example\", \"10.0.0.1\", \"fd00::1\"]\n",
+        base(&dir)
+    );
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+    assert_eq!(
+        cfg.gateway.allowed_hosts,
+        ["prometheus.vpn.example", "10.0.0.1", "fd00::1"]
+    );
+    let text = format!(
+        "{}allowed_hosts = [\n  \"ok.example\",\n  \"https://prom.example/\",\n  \"prom.example:80\",\n]\n",
+        base(&dir)
+    );
+    let errs: Vec<String> = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains(
+            "p.toml:6: gateway.allowed_hosts: `https://prom.example/` is not a host name"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].contains("p.toml:7: gateway.allowed_hosts: `prom.example:80`"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn missing_key_file_is_named() {
     let dir = tempdir("nokey");
     let text = "[gateway]\nprivate_key_file = \"/nonexistent/k\"\naddress = \"10.13.13.1/24\"\n";
@@ -326,6 +360,7 @@ fn defaults_apply_when_fields_are_left_out() {
         DEFAULT_IDENTITY_HEADER
     );
     assert_eq!(cfg.gateway.http_ports, DEFAULT_HTTP_PORTS);
+    assert!(cfg.gateway.allowed_hosts.is_empty());
     assert_eq!(cfg.admin.listen, Some(DEFAULT_ADMIN_LISTEN));
     assert_eq!(
         cfg.admin.control_listen.map(|a| a.to_string()).as_deref(),

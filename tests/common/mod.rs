@@ -383,6 +383,7 @@ impl Lab {
             config.upstream_timeout,
             telemetry.http.clone(),
             stats.clone(),
+            promgate::host_check::HostCheck::new(&config),
         ));
         Lab {
             gateway,
@@ -519,7 +520,7 @@ impl Lab {
 }
 
 pub fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
+    format!("GET {path} HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n")
 }
 
 pub fn status_of(resp: &str) -> u16 {

@@ -12,6 +12,11 @@
 #   5. an admin demoted by a hot reload is refused on its already open
 #      keep-alive connection.
 #
+# Issue 23, item 3: a request for another Host (DNS rebinding) gets 421, a
+# name in gateway.allowed_hosts and the tunnel address pass; an admin's
+# cross-site POST to the admin API gets 403, the same POST from curl (no
+# Origin, no Sec-Fetch-Site) or from the gateway's own page passes.
+#
 #   vera (a) 10.13.13.2  viewer
 #   adam (b) 10.13.13.3  admin, demoted to viewer mid-test
 set -u
@@ -33,6 +38,7 @@ lab_keypair "$D" b
 mkdir -p "$D/peers.d"
 gateway_toml --admin "$ADMIN" \
     --gateway 'peers_dir = "peers.d"' --gateway "tcp_idle_timeout = \"${IDLE}s\"" \
+    --gateway 'allowed_hosts = ["prom.e2e.example"]' \
     --admin-line 'upstream_unready_after = "3s"' > "$D/gateway.toml"
 # peer_file NAME KEYNAME IP ROLE — written atomically, as an operator would.
 peer_file() {
@@ -55,6 +61,36 @@ readyz_is() { [ "$(http_code server "http://$ADMIN/readyz")" = "$1" ]; }
 
 check "vera reaches Prometheus through the tunnel" retry 15 expect_code a "http://$GW/-/ready" 200
 check "adam reaches Prometheus through the tunnel" retry 15 expect_code b "http://$GW/-/ready" 200
+
+t_log "issue 23 item 3: Host and Origin checks"
+# code_with NODE URL CODE CURL_ARGS... — like expect_code, with curl arguments.
+code_with() {
+    local n=$1 url=$2 want=$3 got; shift 3
+    got=$(http_code "$n" "$url" "$@")
+    [ "$got" = "$want" ] && return 0
+    echo "        $url from $n with $*: got HTTP $got, want $want"
+    return 1
+}
+Q="http://$GW/api/v1/query?query=up"
+check "DNS rebinding: Host attacker.example gets 421" \
+    code_with a "$Q" 421 -H 'Host: attacker.example'
+check "the 421 page names the host and gateway.allowed_hosts" \
+    sh -c "ip netns exec $(lab_ns a) curl -s --max-time 5 -H 'Host: attacker.example' '$Q' | grep 'attacker.example' | grep -q 'gateway.allowed_hosts'"
+check "Host $GW:80 passes" code_with a "$Q" 200 -H "Host: $GW:80"
+check "Host prom.e2e.example (in allowed_hosts) passes" code_with a "$Q" 200 -H 'Host: PROM.e2e.example'
+check "a read with a foreign Origin passes" \
+    code_with a "$Q" 200 -H 'Origin: https://attacker.example' -H 'Sec-Fetch-Site: cross-site'
+DEL="http://$GW/api/v1/admin/tsdb/delete_series?match%5B%5D=promgate_e2e_no_such_series"
+check "adam's cross-site POST to delete_series gets 403" \
+    code_with b "$DEL" 403 -X POST -H 'Origin: https://attacker.example' -H 'Sec-Fetch-Site: cross-site'
+check "adam's POST with only Origin: https://attacker.example gets 403" \
+    code_with b "$DEL" 403 -X POST -H 'Origin: https://attacker.example'
+refused_logged() { grep 'refused a request for another host or from another origin' "$LOG" | grep -q 'delete_series'; }
+check "the gateway logged the refusal" retry 5 refused_logged
+check "adam's POST from curl (no Origin) reaches Prometheus: 204" code_with b "$DEL" 204 -X POST
+check "a POST from the gateway's own page passes" \
+    code_with a "http://$GW/api/v1/query" 200 -X POST --data 'query=up' \
+    -H "Origin: http://$GW" -H 'Sec-Fetch-Site: same-origin'
 
 t_log "item 5: adam is demoted while his keep-alive connection is open"
 rm -f "$D/go"
