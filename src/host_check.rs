@@ -153,6 +153,16 @@ impl HostCheck {
             || ((scheme == "http" || scheme == "https") && self.is_allowed(&host))
     }
 
+    /// True when the request carries an `Origin` that is not the gateway's
+    /// own or an allowed host's (`null` included): its answer must not be
+    /// readable by that page, see `Proxy::handle`.
+    pub fn has_foreign_origin(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(header::ORIGIN)
+            .iter()
+            .any(|v| !v.to_str().is_ok_and(|o| self.origin_ok(o)))
+    }
+
     /// Checks one request head; `Ok` when it may go on to the policy.
     pub fn check(
         &self,

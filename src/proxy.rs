@@ -153,6 +153,24 @@ impl Proxy {
         &self,
         info: &ConnInfo,
         upstream: &Upstream,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        // Prometheus answers `Access-Control-Allow-Origin: *` by default, so
+        // a page of any origin could read what a read-only request returns
+        // through the peer's browser. Only the gateway's own origins (and
+        // the allowed hosts') keep the CORS headers.
+        let foreign_origin = self.hosts.has_foreign_origin(req.headers());
+        let mut resp = self.handle_checked(info, upstream, req).await;
+        if foreign_origin {
+            strip_cors(resp.headers_mut());
+        }
+        resp
+    }
+
+    async fn handle_checked(
+        &self,
+        info: &ConnInfo,
+        upstream: &Upstream,
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -364,6 +382,21 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     for n in HOP_BY_HOP {
         h.remove(*n);
+    }
+}
+
+/// Removes the response headers that let a browser hand the answer to a
+/// page of another origin.
+fn strip_cors(headers: &mut http::HeaderMap) {
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-headers",
+        "access-control-allow-methods",
+        "access-control-expose-headers",
+        "access-control-max-age",
+    ] {
+        headers.remove(name);
     }
 }
 
@@ -631,7 +664,13 @@ mod tests {
                 count.fetch_add(1, Relaxed);
                 let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     let body = format!("path={}", req.uri());
-                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
+                    // As Prometheus answers by default (--web.cors.origin).
+                    let mut resp = Response::new(http_body_util::Full::new(Bytes::from(body)));
+                    resp.headers_mut().insert(
+                        "access-control-allow-origin",
+                        http::HeaderValue::from_static("*"),
+                    );
+                    Ok::<_, Infallible>(resp)
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -865,14 +904,37 @@ mod tests {
         }
     }
 
+    /// A read with a foreign Origin is served (a link or an image may
+    /// send one), but without the upstream's CORS headers: the browser
+    /// then keeps the answer from the page that asked.
     #[tokio::test]
-    async fn a_read_with_a_foreign_origin_passes() {
-        let (out, forwarded) = via(
-            Role::Viewer,
-            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nOrigin: https://attacker.example\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(forwarded);
+    async fn a_read_with_a_foreign_origin_passes_but_the_page_cannot_read_it() {
+        for origin in ["https://attacker.example", "null"] {
+            let (out, forwarded) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nOrigin: {origin}\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            assert!(forwarded);
+            assert!(
+                !out.to_ascii_lowercase()
+                    .contains("access-control-allow-origin"),
+                "{origin}: {out}"
+            );
+        }
+        // The gateway's own pages, and tools, keep them.
+        for origin in ["Origin: http://10.13.13.1\r\n", ""] {
+            let (out, _) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\n{origin}Connection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(
+                out.to_ascii_lowercase()
+                    .contains("access-control-allow-origin: *"),
+                "{origin}: {out}"
+            );
+        }
     }
 }

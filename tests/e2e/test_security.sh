@@ -80,6 +80,12 @@ check "Host $GW:80 passes" code_with a "$Q" 200 -H "Host: $GW:80"
 check "Host prom.e2e.example (in allowed_hosts) passes" code_with a "$Q" 200 -H 'Host: PROM.e2e.example'
 check "a read with a foreign Origin passes" \
     code_with a "$Q" 200 -H 'Origin: https://attacker.example' -H 'Sec-Fetch-Site: cross-site'
+# Prometheus allows every origin by default; through the gateway, a
+# foreign page must not get that permission.
+acao() { on a curl -s -D - -o /dev/null --max-time 5 "$@" "$Q" | grep -i '^access-control-allow-origin'; }
+check "Prometheus itself sends Access-Control-Allow-Origin (to its own origin, through the gateway)" \
+    acao -H "Origin: http://$GW"
+check_not "... but not to a foreign Origin" acao -H 'Origin: https://attacker.example'
 DEL="http://$GW/api/v1/admin/tsdb/delete_series?match%5B%5D=promgate_e2e_no_such_series"
 check "adam's cross-site POST to delete_series gets 403" \
     code_with b "$DEL" 403 -X POST -H 'Origin: https://attacker.example' -H 'Sec-Fetch-Site: cross-site'
