@@ -20,10 +20,13 @@
 //! gateway then derives the peer from that address (AllowedIPs), never from
 //! which SYN created which socket.
 //!
-//! Bounds: connections per peer and in total (config), socket buffers
-//! (below), the transmit queue ([`MAX_TX_QUEUE`]), and an idle timeout that
-//! also reaps connections that stop making progress (the peer acknowledges
-//! nothing new), so a reader that never reads cannot pin buffers forever.
+//! Bounds: connections per peer and in total (config), unfinished
+//! handshakes per peer ([`MAX_HALF_OPEN_PER_PEER`]) and their lifetime
+//! ([`HANDSHAKE_TIMEOUT`]), socket buffers (below), the transmit queue
+//! ([`MAX_TX_QUEUE`]), an idle timeout, and a stall timeout
+//! ([`STALL_TIMEOUT`]): while the gateway has data outstanding, only the
+//! peer's acknowledgment of new data counts as progress, so a reader that
+//! never reads cannot pin buffers by trickling bytes the other way.
 
 use crate::peer::PeerId;
 use crate::pipe::Pipe;
@@ -49,6 +52,19 @@ const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
 pub const MAX_TX_QUEUE: usize = 1024;
+/// How long a connection may stay half-open (SYN received, handshake not
+/// completed). smoltcp has no such timeout, so without it one SYN that the
+/// peer never follows up held a slot for the whole idle timeout.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unfinished handshakes one peer may have at once. A browser opens six or
+/// so connections to a host at a time; a SYN flood is stopped here, before
+/// it fills the peer's share of the connection limits.
+pub const MAX_HALF_OPEN_PER_PEER: usize = 16;
+/// How long data the gateway sent may wait for the peer's acknowledgment of
+/// anything new before the connection is reset. A slow download keeps
+/// acknowledging and is never cut; a reader that stopped reading (a zero
+/// window) is, whatever else it sends.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Limits on tunnel TCP state.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +90,13 @@ struct Conn {
     tuple: (IpAddr, u16, u16),
     pipe: Arc<Pipe>,
     accepted: bool,
+    /// When the SYN arrived.
+    opened: Instant,
     /// Last time the peer sent data or acknowledged new data.
     last_progress: Instant,
+    /// Since when the gateway has had data outstanding without the peer
+    /// acknowledging anything new; `None` while nothing is outstanding.
+    waiting_for_ack: Option<Instant>,
     /// `send_queue()` after the last pump: a smaller value later means
     /// the peer acknowledged bytes in between.
     unacked_after_pump: usize,
@@ -167,6 +188,8 @@ pub struct Netstack {
     conns: HashMap<SocketHandle, Conn>,
     by_tuple: HashMap<(IpAddr, u16, u16), SocketHandle>,
     per_peer: HashMap<PeerId, usize>,
+    /// Connections per peer whose handshake has not completed.
+    half_open: HashMap<PeerId, usize>,
     accepted: Vec<NewConnection>,
     removals: Vec<SocketHandle>,
     limits: Limits,
@@ -222,6 +245,7 @@ impl Netstack {
             conns: HashMap::new(),
             by_tuple: HashMap::new(),
             per_peer: HashMap::new(),
+            half_open: HashMap::new(),
             accepted: Vec::new(),
             removals: Vec::new(),
             limits,
@@ -268,6 +292,9 @@ impl Netstack {
                     // Dropping (not resetting) lets the client's SYN retry
                     // succeed once a slot frees up.
                     return Err(DropReason::ConnectionLimit);
+                }
+                if self.half_open.get(&peer).copied().unwrap_or(0) >= MAX_HALF_OPEN_PER_PEER {
+                    return Err(DropReason::HalfOpenLimit);
                 }
                 self.open_listener(now, peer, tuple);
             }
@@ -332,12 +359,15 @@ impl Netstack {
                 tuple,
                 pipe: Pipe::new(self.poll_request.clone()),
                 accepted: false,
+                opened: now,
                 last_progress: now,
+                waiting_for_ack: None,
                 unacked_after_pump: 0,
             },
         );
         self.by_tuple.insert(tuple, handle);
         *self.per_peer.entry(peer).or_insert(0) += 1;
+        *self.half_open.entry(peer).or_insert(0) += 1;
     }
 
     /// Moves bytes between sockets and pipes, then lets smoltcp transmit.
@@ -378,11 +408,9 @@ impl Netstack {
         for h in std::mem::take(&mut self.removals) {
             if let Some(conn) = self.conns.remove(&h) {
                 self.by_tuple.remove(&conn.tuple);
-                if let Some(n) = self.per_peer.get_mut(&conn.peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_peer.remove(&conn.peer);
-                    }
+                decrement(&mut self.per_peer, conn.peer);
+                if !conn.accepted {
+                    decrement(&mut self.half_open, conn.peer);
                 }
             }
             self.sockets.remove(h);
@@ -440,6 +468,7 @@ impl Netstack {
 
     fn pump(&mut self, now: Instant) {
         let mut removals = std::mem::take(&mut self.removals);
+        let half_open = &mut self.half_open;
         for (h, conn) in self.conns.iter_mut() {
             let sock = self.sockets.get_mut::<tcp::Socket>(*h);
             let state = sock.state();
@@ -450,7 +479,8 @@ impl Netstack {
             }
             let mut s = conn.pipe.lock();
             // Progress: the peer sent bytes or acknowledged new ones.
-            let mut progress = sock.send_queue() < conn.unacked_after_pump;
+            let acked = sock.send_queue() < conn.unacked_after_pump;
+            let mut progress = acked;
             let mut received = false;
 
             // Socket -> application (or the void, if the application is gone).
@@ -477,6 +507,7 @@ impl Netstack {
             }
             if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
                 conn.accepted = true;
+                decrement(half_open, conn.peer);
                 progress = true;
                 let remote = sock
                     .remote_endpoint()
@@ -523,12 +554,26 @@ impl Netstack {
                 sock.close();
             }
 
-            // Idle and stalled alike: a connection whose peer neither sends
-            // nor acknowledges anything for the timeout is reset, which also
-            // ends its HTTP task and cancels its upstream request.
+            // A connection whose peer neither sends nor acknowledges anything
+            // for the idle timeout, whose handshake does not complete in
+            // time, or whose outstanding data sees no new acknowledgment for
+            // the stall timeout is reset; that also ends its HTTP task and
+            // cancels its upstream request.
             if progress {
                 conn.last_progress = now;
-            } else if now.saturating_duration_since(conn.last_progress) > self.limits.idle_timeout {
+            }
+            conn.waiting_for_ack = match (sock.send_queue(), conn.waiting_for_ack) {
+                (0, _) => None,
+                (_, Some(since)) if !acked => Some(since),
+                _ => Some(now),
+            };
+            let idle = now.saturating_duration_since(conn.last_progress) > self.limits.idle_timeout;
+            let handshake_late =
+                !conn.accepted && now.saturating_duration_since(conn.opened) > HANDSHAKE_TIMEOUT;
+            let stalled = conn
+                .waiting_for_ack
+                .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
+            if idle || handshake_late || stalled {
                 sock.abort();
                 s.reset = true;
                 s.wake_reader();
@@ -547,6 +592,15 @@ impl Netstack {
         }
         self.removals = removals;
         self.remove_pending();
+    }
+}
+
+fn decrement(counts: &mut HashMap<PeerId, usize>, peer: PeerId) {
+    if let Some(n) = counts.get_mut(&peer) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&peer);
+        }
     }
 }
 
@@ -695,5 +749,153 @@ mod tests {
         let resets: Vec<u16> = out.iter().filter(|(_, rst, _)| *rst).map(|o| o.2).collect();
         assert_eq!(resets.len(), 2, "{out:?}");
         assert_eq!(ns.connection_count(), 0);
+    }
+
+    /// Every segment queued, as (seq, ack, rst, payload length).
+    fn sent_seq(ns: &mut Netstack) -> Vec<(u32, u32, bool, usize)> {
+        let mut out = Vec::new();
+        ns.drain_transmit(|p| {
+            let ip = Ipv4Packet::new_checked(p).unwrap();
+            let t = TcpPacket::new_checked(ip.payload()).unwrap();
+            out.push((
+                t.seq_number().0 as u32,
+                t.ack_number().0 as u32,
+                t.rst(),
+                t.payload().len(),
+            ));
+        });
+        out
+    }
+
+    fn data(port: u16, seq: u32, ack: u32, payload: &[u8]) -> (Vec<u8>, Accepted) {
+        let tcp = TcpRepr {
+            src_port: port,
+            dst_port: 80,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: Some(TcpSeqNumber(ack as i32)),
+            window_len: 64000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let buf = crate::test_packets::ipv4_tcp(PEER, GW, &tcp);
+        let kind = Accepted::Tcp {
+            src: IpAddr::V4(PEER),
+            src_port: port,
+            dst_port: 80,
+            syn: false,
+        };
+        (buf, kind)
+    }
+
+    /// Completes a handshake on `port`; returns the gateway's next sequence
+    /// number and the connection's pipe.
+    fn establish(ns: &mut Netstack, now: Instant, port: u16) -> (u32, Arc<Pipe>) {
+        syn(ns, now, port).unwrap();
+        ns.poll(now);
+        let synack = sent_seq(ns)[0];
+        let (ack, k) = segment(port, TcpControl::None, 1001, Some(synack.0.wrapping_add(1)));
+        ns.receive(now, 1, &ack, k).unwrap();
+        ns.poll(now);
+        let conn = ns.take_accepted().next().expect("accepted");
+        (synack.0.wrapping_add(1), conn.pipe)
+    }
+
+    /// Issue 24: one SYN the peer never follows up no longer holds a slot
+    /// for the whole idle timeout.
+    #[test]
+    fn a_half_open_connection_is_reaped_after_the_handshake_timeout() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        syn(&mut ns, t0, 40001).unwrap();
+        ns.poll(t0 + HANDSHAKE_TIMEOUT - Duration::from_secs(1));
+        assert_eq!(ns.connection_count(), 1);
+        ns.poll(t0 + HANDSHAKE_TIMEOUT + Duration::from_secs(1));
+        ns.poll(t0 + HANDSHAKE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(ns.connection_count(), 0);
+        assert!(ns.half_open.is_empty(), "{:?}", ns.half_open);
+    }
+
+    /// Issue 24: a SYN flood from one peer stops at its half-open cap; a
+    /// completed handshake frees its place.
+    #[test]
+    fn half_open_connections_per_peer_are_capped() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        let (_, _pipe) = establish(&mut ns, t0, 39999);
+        for i in 0..MAX_HALF_OPEN_PER_PEER as u16 {
+            assert_eq!(syn(&mut ns, t0, 40000 + i), Ok(()));
+        }
+        assert_eq!(syn(&mut ns, t0, 41000), Err(DropReason::HalfOpenLimit));
+        // Another peer is not affected.
+        let other = Ipv4Address::new(10, 13, 13, 3);
+        let (p, k) = segment_from(other, 40001, TcpControl::Syn, 1000, None);
+        assert_eq!(ns.receive(t0, 2, &p, k), Ok(()));
+        // Once they time out, the peer can connect again.
+        let later = t0 + HANDSHAKE_TIMEOUT + Duration::from_secs(1);
+        ns.poll(later);
+        ns.poll(later);
+        assert_eq!(ns.connections_of(1), 1, "the established one stays");
+        assert_eq!(syn(&mut ns, later, 41000), Ok(()));
+    }
+
+    /// Issue 24: while the gateway has data outstanding, bytes trickled by
+    /// the peer do not count as progress; only acknowledgments do.
+    #[test]
+    fn a_reader_that_never_acknowledges_is_reset_even_if_it_trickles_bytes() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        let (gw_seq, pipe) = establish(&mut ns, t0, 40001);
+        let _ = pipe.lock().tx.enqueue_slice(&[b'x'; 4000]);
+        ns.poll(t0);
+        let _ = sent_seq(&mut ns);
+        let mut t = t0;
+        for seq in 1001u32..1005 {
+            t += Duration::from_secs(20);
+            // One byte, acknowledging nothing of the 4000.
+            let (p, k) = data(40001, seq, gw_seq, b"z");
+            ns.receive(t, 1, &p, k).unwrap();
+            ns.poll(t);
+        }
+        let out = sent_seq(&mut ns);
+        assert!(out.iter().any(|o| o.2), "no reset after 80 s: {out:?}");
+        assert!(pipe.lock().reset);
+    }
+
+    /// The other side of the rule: a slow download that keeps acknowledging
+    /// is never cut, however long it takes.
+    #[test]
+    fn a_slow_reader_that_keeps_acknowledging_is_not_cut() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        let (gw_seq, pipe) = establish(&mut ns, t0, 40001);
+        let _ = pipe.lock().tx.enqueue_slice(&[b'x'; 4000]);
+        ns.poll(t0);
+        // Offsets from the first byte the gateway sent, so that sequence
+        // numbers wrapping around do not matter.
+        let (mut acked, mut highest) = (0u32, 0u32);
+        let mut t = t0;
+        for _ in 0..20 {
+            t += Duration::from_secs(40);
+            let sent = sent_seq(&mut ns);
+            assert!(!sent.iter().any(|o| o.2), "reset at {:?}", t - t0);
+            for o in &sent {
+                highest = highest.max(o.0.wrapping_sub(gw_seq) + o.3 as u32);
+            }
+            // Acknowledge 100 more bytes of what was sent.
+            acked = (acked + 100).min(highest);
+            let (p, k) = data(40001, 1001, gw_seq.wrapping_add(acked), b"");
+            ns.receive(t, 1, &p, k).unwrap();
+            ns.poll(t);
+            if pipe.lock().tx.is_empty() {
+                let _ = pipe.lock().tx.enqueue_slice(&[b'y'; 1000]);
+            }
+        }
+        assert!(!pipe.lock().reset, "a moving download was cut");
+        assert_eq!(ns.connection_count(), 1);
     }
 }

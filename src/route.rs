@@ -36,6 +36,25 @@ pub struct Policy<'a> {
 
 /// Checks one decrypted packet from `peer`. `owner_of` is the AllowedIPs
 /// lookup (cryptokey routing table).
+/// The smallest MSS a connection may announce: IPv4's minimum datagram
+/// (576) less the headers. Smaller segments only multiply the datagrams,
+/// encryptions and wake-ups per byte sent.
+pub const MIN_MSS: u16 = 536;
+
+/// The MSS option of a SYN's options, if it has a well-formed one.
+fn announced_mss(mut options: &[u8]) -> Option<u16> {
+    use smoltcp::wire::TcpOption;
+    while !options.is_empty() {
+        let (rest, option) = TcpOption::parse(options).ok()?;
+        match option {
+            TcpOption::EndOfList => return None,
+            TcpOption::MaxSegmentSize(m) => return Some(m),
+            _ => options = rest,
+        }
+    }
+    None
+}
+
 pub fn check_inbound(
     policy: &Policy<'_>,
     peer: PeerId,
@@ -87,11 +106,15 @@ pub fn check_inbound(
             if !policy.http_ports.contains(&dst_port) {
                 return Err(DropReason::ForbiddenPort);
             }
+            let syn = tcp.syn() && !tcp.ack();
+            if syn && announced_mss(tcp.options()).is_some_and(|m| m < MIN_MSS) {
+                return Err(DropReason::TinyMss);
+            }
             Ok(Accepted::Tcp {
                 src,
                 src_port: tcp.src_port(),
                 dst_port,
-                syn: tcp.syn() && !tcp.ack(),
+                syn,
             })
         }
         // Type 8 is echo request; smoltcp answers it itself.
@@ -261,6 +284,20 @@ mod tests {
         ));
         let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::None)).unwrap();
         assert!(matches!(got, Accepted::Tcp { syn: false, .. }));
+    }
+
+    #[test]
+    fn a_syn_with_a_tiny_mss_is_dropped_and_counted() {
+        let syn_with = |mss: Option<u16>| {
+            let mut repr = tcp_repr(80, TcpControl::Syn);
+            repr.max_seg_size = mss;
+            crate::test_packets::ipv4_tcp(ALICE, GW, &repr)
+        };
+        assert_eq!(check(1, &syn_with(Some(48))), Err(DropReason::TinyMss));
+        assert_eq!(check(1, &syn_with(Some(535))), Err(DropReason::TinyMss));
+        assert!(check(1, &syn_with(Some(536))).is_ok());
+        assert!(check(1, &syn_with(Some(1380))).is_ok());
+        assert!(check(1, &syn_with(None)).is_ok());
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub enum DropReason {
     ForbiddenPort,
     /// A new connection beyond the per-peer or total limit.
     ConnectionLimit,
+    /// A new connection while the peer already has
+    /// [`crate::netstack::MAX_HALF_OPEN_PER_PEER`] handshakes unfinished.
+    HalfOpenLimit,
+    /// A SYN announcing an MSS below 536 bytes: served, it would cost up to
+    /// 30 times the datagrams (and CPU) per byte.
+    TinyMss,
     /// The inner IP packet does not parse (or is a fragment).
     MalformedInner,
     /// An outgoing packet whose destination belongs to no peer.
@@ -42,7 +48,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::Unauthenticated,
@@ -53,6 +59,8 @@ impl DropReason {
         DropReason::ForbiddenProtocol,
         DropReason::ForbiddenPort,
         DropReason::ConnectionLimit,
+        DropReason::HalfOpenLimit,
+        DropReason::TinyMss,
         DropReason::MalformedInner,
         DropReason::NoRoute,
         DropReason::SendFailed,
@@ -70,6 +78,8 @@ impl DropReason {
             DropReason::ForbiddenProtocol => "forbidden_protocol",
             DropReason::ForbiddenPort => "forbidden_port",
             DropReason::ConnectionLimit => "connection_limit",
+            DropReason::HalfOpenLimit => "half_open_limit",
+            DropReason::TinyMss => "tiny_mss",
             DropReason::MalformedInner => "malformed_inner",
             DropReason::NoRoute => "no_route",
             DropReason::SendFailed => "send_failed",

@@ -38,7 +38,7 @@ pub(super) fn validate_gateway(
         .unwrap_or(DEFAULT_LISTEN_PORT);
     let addresses = validate_addresses(sink, span.clone(), raw.address);
     let mtu = within(sink, "gateway.mtu", raw.mtu, MTU_RANGE, "", DEFAULT_MTU);
-    let upstream = validate_upstream(sink, span, raw.upstream);
+    let upstream = validate_upstream(sink, span.clone(), raw.upstream);
     let http_ports = validate_http_ports(sink, raw.http_ports);
     let identity_header = validate_identity_header(sink, raw.identity_header);
     let endpoint = raw.endpoint.map(|e| {
@@ -60,6 +60,7 @@ pub(super) fn validate_gateway(
         raw.tcp_idle_timeout,
         DEFAULT_TCP_IDLE_TIMEOUT,
     );
+    let per_peer_span = raw.max_connections_per_peer.as_ref().map(|n| n.span());
     let max_connections_per_peer = at_least_one(
         sink,
         "gateway.max_connections_per_peer",
@@ -72,6 +73,17 @@ pub(super) fn validate_gateway(
         raw.max_connections,
         DEFAULT_MAX_CONNECTIONS,
     );
+    if max_connections_per_peer > max_connections {
+        // One peer could then fill the whole gateway, so it is a mistake
+        // rather than a choice.
+        sink.push(
+            per_peer_span.unwrap_or_else(|| span.clone()),
+            "gateway.max_connections_per_peer",
+            format!(
+                "{max_connections_per_peer} is more than gateway.max_connections ({max_connections})"
+            ),
+        );
+    }
     let tcp_send_buffer = within(
         sink,
         "gateway.tcp_send_buffer",

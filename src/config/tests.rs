@@ -125,6 +125,37 @@ fn unknown_fields_are_refused() {
 }
 
 #[test]
+fn a_per_peer_connection_cap_above_the_total_is_refused() {
+    let dir = tempdir("caps");
+    write_key(&dir);
+    let text = format!(
+        "{}max_connections_per_peer = 64\nmax_connections = 32\n",
+        base(&dir)
+    );
+    let errs: Vec<String> = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains(
+            "gateway.max_connections_per_peer: 64 is more than gateway.max_connections (32)"
+        ),
+        "{errs:?}"
+    );
+    let text = format!("{}max_connections = 64\n", base(&dir));
+    assert!(
+        errors_of(&text, &dir).len() == 1,
+        "the default 128 per peer is above 64"
+    );
+    let text = format!(
+        "{}max_connections_per_peer = 32\nmax_connections = 32\n",
+        base(&dir)
+    );
+    assert!(parse(&dir.join("p.toml"), &text).is_ok());
+}
+
+#[test]
 fn allowed_hosts_take_names_and_ip_literals_and_name_a_bad_entry() {
     let dir = tempdir("hosts");
     write_key(&dir);
