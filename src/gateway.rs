@@ -99,6 +99,7 @@ impl Gateway {
                 config.private_key.clone(),
                 peers,
                 config.handshake_rate_limit,
+                config.max_upstream_requests_per_peer,
             ),
             netstack: Netstack::new(
                 &config.addresses,

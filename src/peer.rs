@@ -127,6 +127,8 @@ pub struct PeerTable {
     handshakes_this_second: u64,
     handshakes_per_second: u64,
     buckets: HandshakeBuckets,
+    /// Each peer's share of the upstream's concurrency.
+    upstream_per_peer: usize,
 }
 
 /// Why [`PeerTable::check_macs`] stopped a datagram.
@@ -209,8 +211,14 @@ impl HandshakeBuckets {
 }
 
 impl PeerTable {
-    /// `handshakes_per_second` is the load threshold for cookie replies.
-    pub fn new(private_key: PrivateKey, peers: &[PeerConfig], handshakes_per_second: u64) -> Self {
+    /// `handshakes_per_second` is the load threshold for cookie replies;
+    /// `upstream_per_peer` bounds each peer's requests in flight upstream.
+    pub fn new(
+        private_key: PrivateKey,
+        peers: &[PeerConfig],
+        handshakes_per_second: u64,
+        upstream_per_peer: usize,
+    ) -> Self {
         let public_key = private_key.public_key();
         // One limiter decides on load, in the pre-check that every
         // handshake passes before any Diffie-Hellman, so each initiation
@@ -235,6 +243,7 @@ impl PeerTable {
             handshakes_this_second: 0,
             handshakes_per_second,
             buckets: HandshakeBuckets::default(),
+            upstream_per_peer,
         };
         for p in peers {
             table.insert(p.clone());
@@ -298,7 +307,10 @@ impl PeerTable {
         self.by_key.insert(config.public_key, id);
         self.slots[id as usize] = Some(Peer {
             name: Arc::from(config.name.as_str()),
-            access: Arc::new(PeerAccess::new(access_rules(&config))),
+            access: Arc::new(PeerAccess::with_upstream_limit(
+                access_rules(&config),
+                self.upstream_per_peer,
+            )),
             config,
             tunn: None,
             endpoint: None,
@@ -688,7 +700,7 @@ mod tests {
     fn a_replayed_initiation_is_refused_and_moves_no_endpoint() {
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4);
+        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4, 8);
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let init = match client.format_handshake_initiation(&mut buf, false) {
@@ -741,7 +753,7 @@ mod tests {
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
         let client_pub = PublicKey::from(&secret);
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4);
+        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4, 8);
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let init = initiation(&mut client, &mut buf);
@@ -802,7 +814,7 @@ mod tests {
         use blake2::digest::{Digest, Mac};
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4);
+        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4, 8);
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let mut init = initiation(&mut client, &mut buf);
@@ -847,7 +859,7 @@ mod tests {
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
         let config = peer_config(&secret);
-        let mut table = PeerTable::new(key.clone(), std::slice::from_ref(&config), u64::MAX / 4);
+        let mut table = PeerTable::new(key.clone(), std::slice::from_ref(&config), u64::MAX / 4, 8);
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let init = initiation(&mut client, &mut buf);
@@ -893,7 +905,7 @@ mod tests {
         let key = PrivateKey::generate();
         let known = StaticSecret::random();
         let limit = 1;
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&known)], limit);
+        let mut table = PeerTable::new(key.clone(), &[peer_config(&known)], limit, 8);
         // A key the gateway does not know: every initiation that reaches
         // the Diffie-Hellman ends as `UnknownPeer`.
         let mut flooder = Tunn::new(
@@ -988,7 +1000,7 @@ mod tests {
         strict.deny_paths = vec!["/api/v1/admin".into(), "/federate".into()];
         strict.scope =
             Some(crate::scope::Scope::new([("namespace", &["team-a"][..])]).expect("a scope"));
-        let mut table = PeerTable::new(key, std::slice::from_ref(&strict), u64::MAX / 4);
+        let mut table = PeerTable::new(key, std::slice::from_ref(&strict), u64::MAX / 4, 8);
 
         let mut fewer = strict.clone();
         fewer.deny_paths.pop();

@@ -37,16 +37,28 @@ pub struct PeerAccess {
     /// and memory on the blocking pool), so that one peer's heavy requests
     /// queue behind each other instead of taking the gateway's share.
     scoped_work: tokio::sync::Semaphore,
+    /// Bounds this peer's requests in flight to the upstream
+    /// (`gateway.max_upstream_requests_per_peer`).
+    upstream: tokio::sync::Semaphore,
 }
 
 /// Scope rewrites or list filters one peer may run at once.
 pub const SCOPED_WORK_PER_PEER: usize = 2;
 
 impl PeerAccess {
+    /// With the default upstream concurrency; see [`Self::with_upstream_limit`].
     pub fn new(rules: AccessRules) -> Self {
+        Self::with_upstream_limit(
+            rules,
+            crate::config::defaults::DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER,
+        )
+    }
+
+    pub fn with_upstream_limit(rules: AccessRules, upstream_requests: usize) -> Self {
         PeerAccess {
             rules: RwLock::new(Arc::new(rules)),
             scoped_work: tokio::sync::Semaphore::new(SCOPED_WORK_PER_PEER),
+            upstream: tokio::sync::Semaphore::new(upstream_requests),
         }
     }
 
@@ -57,6 +69,11 @@ impl PeerAccess {
 
     pub fn replace(&self, rules: AccessRules) {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    /// This peer's share of the upstream's concurrency.
+    pub fn upstream_slots(&self) -> &tokio::sync::Semaphore {
+        &self.upstream
     }
 
     /// This peer's share of scoped work (see [`SCOPED_WORK_PER_PEER`]).

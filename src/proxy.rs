@@ -64,7 +64,13 @@ pub struct Proxy {
     stats: Arc<Stats>,
     /// The hosts and origins served (DNS rebinding, cross-site requests).
     hosts: HostCheck,
+    /// Requests in flight to the upstream, all peers together.
+    upstream_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a request may wait for a place among the upstream requests in
+/// flight (its peer's share, then the total) before it gets a 503.
+pub const UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Proxy {
     pub fn new(
@@ -83,7 +89,17 @@ impl Proxy {
             metrics,
             stats,
             hosts,
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::config::defaults::DEFAULT_MAX_UPSTREAM_REQUESTS,
+            )),
         }
+    }
+
+    /// Sets the limit on requests in flight to the upstream, all peers
+    /// together (`gateway.max_upstream_requests`).
+    pub fn with_upstream_limit(mut self, requests: usize) -> Self {
+        self.upstream_slots = Arc::new(tokio::sync::Semaphore::new(requests));
+        self
     }
 
     /// Serves one tunnel connection until it closes or `shutdown` fires
@@ -262,6 +278,28 @@ impl Proxy {
         let req = self
             .upstream_request(info, peer_name, req)
             .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e))?;
+        // A place among the requests in flight: the peer's own share first,
+        // so that a peer with many waiting holds at most its share of the
+        // total's queue (tokio's semaphores are first come, first served).
+        // Held until the response head arrives: that is when Prometheus has
+        // evaluated the query.
+        let slots = async {
+            let mine = info.access.upstream_slots().acquire().await.ok()?;
+            let all = self.upstream_slots.acquire().await.ok()?;
+            Some((mine, all))
+        };
+        let Ok(Some(_held)) = tokio::time::timeout(UPSTREAM_QUEUE_TIMEOUT, slots).await else {
+            self.stats.upstream_queue_timeouts.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %peer_name, "a request waited {}s for a place among the upstream requests in flight", UPSTREAM_QUEUE_TIMEOUT.as_secs());
+            return Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                &format!(
+                    "Too many requests are waiting for Prometheus (this peer's, or all peers'); this one waited {} s. Try again shortly.",
+                    UPSTREAM_QUEUE_TIMEOUT.as_secs()
+                ),
+            ));
+        };
         let sent = Instant::now();
         let result = tokio::time::timeout(self.timeout, upstream.send(req)).await;
         audit.upstream_latency = Some(sent.elapsed());
@@ -751,6 +789,133 @@ mod tests {
         let out = keep_alive_exchange(proxy, 1).await;
         assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
         assert_eq!(accepted.load(Relaxed), 4);
+    }
+
+    /// An upstream that answers after `delay` and records, per peer (its
+    /// identity header) and in total, the most requests it held at once.
+    async fn counting_slow_upstream(
+        delay: Duration,
+    ) -> (
+        Uri,
+        Arc<std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // peer -> (now, most); "" is the total.
+        let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>> =
+            Arc::default();
+        let state = seen.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move |h: http::HeaderMap| {
+                let seen = state.clone();
+                async move {
+                    let peer = h
+                        .get("x-promgate-peer")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?")
+                        .to_string();
+                    let bump = |d: isize| {
+                        let mut m = seen.lock().unwrap();
+                        for k in [peer.clone(), String::new()] {
+                            let e = m.entry(k).or_default();
+                            e.0 = (e.0 as isize + d) as usize;
+                            e.1 = e.1.max(e.0);
+                        }
+                    };
+                    bump(1);
+                    tokio::time::sleep(delay).await;
+                    bump(-1);
+                    "done"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}").parse().unwrap(), seen)
+    }
+
+    fn info_named(name: &str, ip: &str, upstream_requests: usize) -> ConnInfo {
+        ConnInfo {
+            access: Arc::new(PeerAccess::with_upstream_limit(
+                AccessRules {
+                    name: Arc::from(name),
+                    role: Role::Viewer,
+                    allow_paths: Arc::from([]),
+                    deny_paths: Arc::from([]),
+                    scope: None,
+                },
+                upstream_requests,
+            )),
+            remote: format!("{ip}:40000").parse().unwrap(),
+            local_port: 80,
+        }
+    }
+
+    const QUERY: &str =
+        "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n";
+
+    /// Issue 24: one peer cannot take the upstream's concurrency; its
+    /// requests beyond its share wait, and another peer is served at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_gets_only_its_share_of_the_upstream() {
+        let (upstream, seen) = counting_slow_upstream(Duration::from_secs(10)).await;
+        let proxy = Arc::new(
+            Proxy::new(
+                upstream,
+                HeaderName::from_static("x-promgate-peer"),
+                Duration::from_secs(200),
+                metrics(),
+                Arc::new(Stats::default()),
+                hosts(),
+            )
+            .with_upstream_limit(3),
+        );
+        let alice = info_named("alice", "10.13.13.2", 2);
+        let mut busy = Vec::new();
+        for _ in 0..5 {
+            busy.push(tokio::spawn(exchange_as(
+                proxy.clone(),
+                alice.clone(),
+                QUERY,
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        let bob = exchange_as(proxy.clone(), info_named("bob", "10.13.13.3", 2), QUERY).await;
+        assert!(bob.starts_with("HTTP/1.1 200"), "{bob}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(11), "bob waited {waited:?}");
+        for b in busy {
+            let out = b.await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        }
+        let m = seen.lock().unwrap();
+        assert_eq!(m["alice"].1, 2, "{m:?}");
+        assert!(m[""].1 <= 3, "{m:?}");
+    }
+
+    /// A request that cannot get a place within the queue timeout gets a
+    /// 503 that says why, and is counted.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_waits_too_long_for_the_upstream_gets_a_503() {
+        let (upstream, _) = counting_slow_upstream(Duration::from_secs(100)).await;
+        let stats = Arc::new(Stats::default());
+        let proxy = Arc::new(Proxy::new(
+            upstream,
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(200),
+            metrics(),
+            stats.clone(),
+            hosts(),
+        ));
+        let alice = info_named("alice", "10.13.13.2", 1);
+        let first = tokio::spawn(exchange_as(proxy.clone(), alice.clone(), QUERY));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = exchange_as(proxy, alice, QUERY).await;
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("waited 30 s"), "{out}");
+        assert_eq!(stats.upstream_queue_timeouts.load(Relaxed), 1);
+        assert!(first.await.unwrap().starts_with("HTTP/1.1 200"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -132,14 +132,17 @@ pub async fn run(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default(),
     );
-    let proxy = Arc::new(Proxy::new(
-        config.gateway.upstream.clone(),
-        config.gateway.identity_header.clone(),
-        config.gateway.upstream_timeout,
-        telemetry.http.clone(),
-        stats.clone(),
-        crate::host_check::HostCheck::new(&config.gateway),
-    ));
+    let proxy = Arc::new(
+        Proxy::new(
+            config.gateway.upstream.clone(),
+            config.gateway.identity_header.clone(),
+            config.gateway.upstream_timeout,
+            telemetry.http.clone(),
+            stats.clone(),
+            crate::host_check::HostCheck::new(&config.gateway),
+        )
+        .with_upstream_limit(config.gateway.max_upstream_requests),
+    );
     let (commands, command_rx) = mpsc::channel(8);
     // Deregistered here, registered again with the driver's runtime.
     let socket = socket.into_std().map_err(|source| ServeError::Bind {

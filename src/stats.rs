@@ -95,6 +95,9 @@ pub struct Stats {
     pub reloads_refused: AtomicU64,
     pub reloads_applied: AtomicU64,
     pub upstream_errors: AtomicU64,
+    /// Requests answered 503 after waiting for a place among the upstream
+    /// requests in flight.
+    pub upstream_queue_timeouts: AtomicU64,
     pub tcp_connections_accepted: AtomicU64,
     pub tcp_connections_open: AtomicU64,
 }

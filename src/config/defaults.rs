@@ -46,6 +46,14 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
 /// TCP connections inside the tunnel, all peers together; each holds its
 /// socket buffers, so this bounds the gateway's memory.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Requests one peer may have waiting on the upstream at once: a browser's
+/// dashboard sends a handful together; one peer cannot take the upstream's
+/// whole query concurrency.
+pub const DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER: usize = 8;
+/// Requests all peers together may have waiting on the upstream: below
+/// Prometheus's own `--query.max-concurrency` (20), so that its queue, which
+/// serves nobody fairly, stays empty.
+pub const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 16;
 
 /// Default send buffer per connection, which is also the most a connection
 /// has in flight. smoltcp has no SACK, so a burst that overruns the client

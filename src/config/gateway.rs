@@ -7,9 +7,10 @@
 use super::GatewayConfig;
 use super::defaults::{
     DEFAULT_HANDSHAKE_RATE_LIMIT, DEFAULT_HTTP_PORTS, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_PORT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MTU,
-    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_SEND_BUFFER, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT,
-    MTU_RANGE, TCP_SEND_BUFFER_RANGE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_UPSTREAM_REQUESTS,
+    DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER, DEFAULT_MTU, DEFAULT_TCP_IDLE_TIMEOUT,
+    DEFAULT_TCP_SEND_BUFFER, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT, MTU_RANGE,
+    TCP_SEND_BUFFER_RANGE,
 };
 use super::endpoint::check_endpoint;
 use super::private_key::resolve_private_key;
@@ -92,6 +93,31 @@ pub(super) fn validate_gateway(
         " bytes",
         DEFAULT_TCP_SEND_BUFFER,
     );
+    let upstream_per_peer_span = raw
+        .max_upstream_requests_per_peer
+        .as_ref()
+        .map(|n| n.span());
+    let max_upstream_requests_per_peer = at_least_one(
+        sink,
+        "gateway.max_upstream_requests_per_peer",
+        raw.max_upstream_requests_per_peer,
+        DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER,
+    );
+    let max_upstream_requests = at_least_one(
+        sink,
+        "gateway.max_upstream_requests",
+        raw.max_upstream_requests,
+        DEFAULT_MAX_UPSTREAM_REQUESTS,
+    );
+    if max_upstream_requests_per_peer > max_upstream_requests {
+        sink.push(
+            upstream_per_peer_span.unwrap_or_else(|| span.clone()),
+            "gateway.max_upstream_requests_per_peer",
+            format!(
+                "{max_upstream_requests_per_peer} is more than gateway.max_upstream_requests ({max_upstream_requests})"
+            ),
+        );
+    }
     let handshake_rate_limit = at_least_one(
         sink,
         "gateway.handshake_rate_limit",
@@ -117,6 +143,8 @@ pub(super) fn validate_gateway(
         upstream_timeout,
         max_connections_per_peer,
         max_connections,
+        max_upstream_requests_per_peer,
+        max_upstream_requests,
         tcp_idle_timeout,
         tcp_send_buffer,
         handshake_rate_limit,

@@ -151,6 +151,10 @@ pub struct GatewayConfig {
     /// TCP connections allowed per peer and in total inside the tunnel.
     pub max_connections_per_peer: usize,
     pub max_connections: usize,
+    /// Requests in flight to the upstream per peer and in total; more wait
+    /// (in order), and one that waits 30 s gets a 503.
+    pub max_upstream_requests_per_peer: usize,
+    pub max_upstream_requests: usize,
     /// A tunnel TCP connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
     /// Send buffer per tunnel TCP connection in bytes: the most it has in flight.
@@ -180,6 +184,8 @@ impl GatewayConfig {
             upstream_timeout: defaults::DEFAULT_UPSTREAM_TIMEOUT,
             max_connections_per_peer: defaults::DEFAULT_MAX_CONNECTIONS_PER_PEER,
             max_connections: defaults::DEFAULT_MAX_CONNECTIONS,
+            max_upstream_requests_per_peer: defaults::DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER,
+            max_upstream_requests: defaults::DEFAULT_MAX_UPSTREAM_REQUESTS,
             tcp_idle_timeout: defaults::DEFAULT_TCP_IDLE_TIMEOUT,
             tcp_send_buffer: defaults::DEFAULT_TCP_SEND_BUFFER,
             handshake_rate_limit: defaults::DEFAULT_HANDSHAKE_RATE_LIMIT,

@@ -60,6 +60,8 @@ pub(super) struct RawGateway {
     pub(super) upstream_timeout: Option<Spanned<String>>,
     pub(super) max_connections_per_peer: Option<Spanned<usize>>,
     pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) max_upstream_requests_per_peer: Option<Spanned<usize>>,
+    pub(super) max_upstream_requests: Option<Spanned<usize>>,
     pub(super) tcp_idle_timeout: Option<Spanned<String>>,
     pub(super) tcp_send_buffer: Option<Spanned<usize>>,
     pub(super) handshake_rate_limit: Option<Spanned<u64>>,

@@ -153,6 +153,19 @@ fn a_per_peer_connection_cap_above_the_total_is_refused() {
         base(&dir)
     );
     assert!(parse(&dir.join("p.toml"), &text).is_ok());
+    let text = format!(
+        "{}max_upstream_requests_per_peer = 20\nmax_upstream_requests = 10\n",
+        base(&dir)
+    );
+    let errs: Vec<String> = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("gateway.max_upstream_requests_per_peer: 20 is more than gateway.max_upstream_requests (10)"),
+        "{errs:?}"
+    );
 }
 
 #[test]

@@ -160,6 +160,12 @@ fn encode_gateway_counters(enc: &mut DescriptorEncoder, s: &Stats) -> Result<(),
     )?;
     counter(
         enc,
+        "promgate_upstream_queue_timeouts",
+        "Requests answered 503 after waiting 30 s for a place among the upstream requests in flight.",
+        s.upstream_queue_timeouts.load(Relaxed),
+    )?;
+    counter(
+        enc,
         "promgate_tunnel_tcp_connections_accepted",
         "TCP connections accepted inside the tunnel.",
         s.tcp_connections_accepted.load(Relaxed),
