@@ -296,6 +296,9 @@ impl Netstack {
                 if self.half_open.get(&peer).copied().unwrap_or(0) >= MAX_HALF_OPEN_PER_PEER {
                     return Err(DropReason::HalfOpenLimit);
                 }
+                if self.over_fair_share(peer) {
+                    return Err(DropReason::FairShare);
+                }
                 self.open_listener(now, peer, tuple);
             }
         }
@@ -321,6 +324,18 @@ impl Netstack {
             self.remove_if_listening((src, src_port, dst_port));
         }
         Ok(())
+    }
+
+    /// Once 90% of the total is in use, a peer that holds more than an
+    /// equal share of it (the total over the peers holding connections)
+    /// gets no new one: the last slots go to the others.
+    fn over_fair_share(&self, peer: PeerId) -> bool {
+        let total = self.limits.total;
+        if self.conns.len() * 10 < total * 9 {
+            return false;
+        }
+        let holders = self.per_peer.len() + usize::from(!self.per_peer.contains_key(&peer));
+        self.connections_of(peer) >= total / holders.max(1)
     }
 
     fn remove_if_listening(&mut self, tuple: (IpAddr, u16, u16)) {
@@ -803,6 +818,33 @@ mod tests {
         ns.poll(now);
         let conn = ns.take_accepted().next().expect("accepted");
         (synack.0.wrapping_add(1), conn.pipe)
+    }
+
+    /// Issue 24: near the total limit, a peer holding more than its equal
+    /// share gets no new connection, so the last slots go to the others.
+    #[test]
+    fn near_the_total_a_peer_over_its_fair_share_gets_no_new_slot() {
+        let t0 = Instant::now();
+        // 20 in total, 16 per peer: peer 1 takes 16 (80%), peer 2 two more.
+        let mut ns = stack(16, 20, Duration::from_secs(300), t0);
+        for i in 0..16u16 {
+            let _ = establish(&mut ns, t0, 41000 + i);
+        }
+        let other = Ipv4Address::new(10, 13, 13, 3);
+        for i in 0..2u16 {
+            let (p, k) = segment_from(other, 42000 + i, TcpControl::Syn, 1000, None);
+            assert_eq!(ns.receive(t0, 2, &p, k), Ok(()));
+        }
+        // 18 of 20 in use (90%): two holders, so an equal share is 10.
+        // Raise the per-peer cap so that only the fair-share rule is tested.
+        ns.limits.per_peer = 17;
+        assert_eq!(syn(&mut ns, t0, 43000), Err(DropReason::FairShare));
+        // Peer 2, under its share, still gets one; and so does a newcomer.
+        let (p, k) = segment_from(other, 42002, TcpControl::Syn, 1000, None);
+        assert_eq!(ns.receive(t0, 2, &p, k), Ok(()));
+        let third = Ipv4Address::new(10, 13, 13, 4);
+        let (p, k) = segment_from(third, 44000, TcpControl::Syn, 1000, None);
+        assert_eq!(ns.receive(t0, 3, &p, k), Ok(()));
     }
 
     /// Issue 24: one SYN the peer never follows up no longer holds a slot

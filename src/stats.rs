@@ -36,6 +36,9 @@ pub enum DropReason {
     /// A new connection while the peer already has
     /// [`crate::netstack::MAX_HALF_OPEN_PER_PEER`] handshakes unfinished.
     HalfOpenLimit,
+    /// A new connection refused because 90% of the total is in use and the
+    /// peer holds more than an equal share of it.
+    FairShare,
     /// A SYN announcing an MSS below 536 bytes: served, it would cost up to
     /// 30 times the datagrams (and CPU) per byte.
     TinyMss,
@@ -48,7 +51,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::Unauthenticated,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::ForbiddenPort,
         DropReason::ConnectionLimit,
         DropReason::HalfOpenLimit,
+        DropReason::FairShare,
         DropReason::TinyMss,
         DropReason::MalformedInner,
         DropReason::NoRoute,
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::ForbiddenPort => "forbidden_port",
             DropReason::ConnectionLimit => "connection_limit",
             DropReason::HalfOpenLimit => "half_open_limit",
+            DropReason::FairShare => "fair_share",
             DropReason::TinyMss => "tiny_mss",
             DropReason::MalformedInner => "malformed_inner",
             DropReason::NoRoute => "no_route",
