@@ -37,9 +37,25 @@ pub struct PeerAccess {
     /// and memory on the blocking pool), so that one peer's heavy requests
     /// queue behind each other instead of taking the gateway's share.
     scoped_work: tokio::sync::Semaphore,
+    /// Rate limit on this peer's audit lines for refused requests.
+    refusal_lines: std::sync::Mutex<RefusalLines>,
     /// Bounds this peer's requests in flight to the upstream
     /// (`gateway.max_upstream_requests_per_peer`).
     upstream: tokio::sync::Semaphore,
+}
+
+/// Audit lines of refused requests one peer may cause per second, and at
+/// once: a peer looping on refused requests (2.6 µs each) must not fill the
+/// log. The lines not written are counted, and the next line written says
+/// how many were left out.
+pub const REFUSAL_LINES_PER_SECOND: f64 = 10.0;
+pub const REFUSAL_LINES_BURST: f64 = 20.0;
+
+#[derive(Debug)]
+struct RefusalLines {
+    tokens: f64,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
 }
 
 /// Scope rewrites or list filters one peer may run at once.
@@ -59,6 +75,31 @@ impl PeerAccess {
             rules: RwLock::new(Arc::new(rules)),
             scoped_work: tokio::sync::Semaphore::new(SCOPED_WORK_PER_PEER),
             upstream: tokio::sync::Semaphore::new(upstream_requests),
+            refusal_lines: std::sync::Mutex::new(RefusalLines {
+                tokens: REFUSAL_LINES_BURST,
+                last: None,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Whether the audit line of one more refused request may be written
+    /// now: `Some(n)` with the number suppressed since the last one
+    /// written, or `None` when this one is suppressed too.
+    pub fn refusal_line(&self, now: std::time::Instant) -> Option<u64> {
+        let mut r = self.refusal_lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = r.last {
+            let refill =
+                now.saturating_duration_since(last).as_secs_f64() * REFUSAL_LINES_PER_SECOND;
+            r.tokens = (r.tokens + refill).min(REFUSAL_LINES_BURST);
+        }
+        r.last = Some(now);
+        if r.tokens >= 1.0 {
+            r.tokens -= 1.0;
+            Some(std::mem::take(&mut r.suppressed))
+        } else {
+            r.suppressed += 1;
+            None
         }
     }
 
@@ -458,5 +499,26 @@ mod tests {
             decide(Role::Viewer, &allow, &[], &Method::POST, &path),
             Decision::Deny(_)
         ));
+    }
+
+    /// Issue 24, item 7: refusal audit lines are rate-limited per peer, and
+    /// the next line written says how many were left out.
+    #[test]
+    fn refusal_lines_are_rate_limited_and_the_gap_is_reported() {
+        let access = PeerAccess::new(AccessRules {
+            name: Arc::from("a"),
+            role: Role::Viewer,
+            allow_paths: Arc::from([]),
+            deny_paths: Arc::from([]),
+            scope: None,
+        });
+        let t0 = std::time::Instant::now();
+        let allowed = (0..50).filter(|_| access.refusal_line(t0).is_some()).count();
+        assert_eq!(allowed, REFUSAL_LINES_BURST as usize);
+        // A second later, 10 more; the first of them reports the 30 left out.
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        assert_eq!(access.refusal_line(t1), Some(30));
+        let more = (0..50).filter(|_| access.refusal_line(t1).is_some()).count();
+        assert_eq!(more, REFUSAL_LINES_PER_SECOND as usize - 1);
     }
 }

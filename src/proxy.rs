@@ -205,6 +205,7 @@ impl Proxy {
             start,
             upstream_latency: None,
             metrics: self.metrics.clone(),
+            access: info.access.clone(),
         };
 
         // Before anything else: a request a web page forged through the
@@ -514,6 +515,8 @@ struct Audit {
     start: Instant,
     upstream_latency: Option<Duration>,
     metrics: Arc<HttpMetrics>,
+    /// For the rate limit on refusal lines.
+    access: Arc<crate::policy::PeerAccess>,
 }
 
 impl Audit {
@@ -545,6 +548,20 @@ impl AuditedBody {
         if let Some(a) = self.audit.take() {
             let elapsed = a.start.elapsed();
             a.metrics.observe(&a.method, self.status, a.role, elapsed);
+            // Refused by the gateway itself (never reached the upstream):
+            // rate-limited per peer, so a loop of refusals cannot fill the log.
+            let refused = a.upstream_latency.is_none() && (400..500).contains(&self.status);
+            let mut left_out = None;
+            if refused {
+                match a.access.refusal_line(Instant::now()) {
+                    Some(0) => {}
+                    Some(n) => left_out = Some(n),
+                    None => {
+                        a.metrics.audit_line_suppressed();
+                        return;
+                    }
+                }
+            }
             tracing::info!(
                 target: "promgate::audit",
                 peer = %a.peer,
@@ -557,6 +574,7 @@ impl AuditedBody {
                 bytes = self.bytes,
                 duration_ms = millis(elapsed),
                 upstream_ms = a.upstream_latency.map(millis),
+                refusals_not_logged = left_out,
                 "request"
             );
         }
@@ -789,6 +807,33 @@ mod tests {
         let out = keep_alive_exchange(proxy, 1).await;
         assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
         assert_eq!(accepted.load(Relaxed), 4);
+    }
+
+    /// Issue 24, item 7: a peer looping on refused requests writes at most
+    /// its burst of audit lines; the rest are counted, not logged.
+    #[tokio::test]
+    async fn refusal_audit_lines_are_rate_limited_per_peer() {
+        let (upstream, _) = counting_upstream(true).await;
+        let metrics = metrics();
+        let proxy = Arc::new(Proxy::new(
+            upstream,
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics.clone(),
+            Arc::new(Stats::default()),
+            hosts(),
+        ));
+        let mut requests = String::new();
+        for _ in 0..50 {
+            requests
+                .push_str("GET /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\n\r\n");
+        }
+        requests.push_str("GET /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n");
+        let out = exchange_as(proxy, info_as(Role::Viewer), &requests).await;
+        assert_eq!(out.matches("HTTP/1.1 403").count(), 51, "{out}");
+        // 20 written (the burst; little time passes), 31 counted.
+        let suppressed = metrics.audit_lines_suppressed();
+        assert!((29..=31).contains(&suppressed), "{suppressed}");
     }
 
     /// An upstream that answers after `delay` and records, per peer (its

@@ -46,13 +46,27 @@ pub(super) struct HttpLabels {
 #[derive(Debug)]
 pub struct HttpMetrics {
     pub(super) duration: Family<HttpLabels, Histogram>,
+    /// Audit lines of refused requests not written (per-peer rate limit).
+    pub(super) audit_lines_suppressed: prometheus_client::metrics::counter::Counter,
 }
 
 impl HttpMetrics {
     pub(super) fn new() -> Self {
         HttpMetrics {
             duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            audit_lines_suppressed: Default::default(),
         }
+    }
+
+    /// Audit lines of refused requests not written so far.
+    #[cfg(test)]
+    pub(crate) fn audit_lines_suppressed(&self) -> u64 {
+        self.audit_lines_suppressed.get()
+    }
+
+    /// Counts one refused request whose audit line was not written.
+    pub(crate) fn audit_line_suppressed(&self) {
+        self.audit_lines_suppressed.inc();
     }
 
     /// Records one request, from its arrival to the end of the response body.

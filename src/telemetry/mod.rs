@@ -45,6 +45,11 @@ impl Telemetry {
             "Time from request to the end of the response body, by method, status and role.",
             http.duration.clone(),
         );
+        registry.register(
+            "promgate_audit_lines_suppressed",
+            "Audit lines of refused requests not written: each peer may log 10 refusals a second (bursts of 20).",
+            http.audit_lines_suppressed.clone(),
+        );
         registry.register_collector(Box::new(GatewayCollector {
             stats,
             health: health.clone(),
