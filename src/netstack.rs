@@ -60,6 +60,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// so connections to a host at a time; a SYN flood is stopped here, before
 /// it fills the peer's share of the connection limits.
 pub const MAX_HALF_OPEN_PER_PEER: usize = 16;
+/// Unfinished handshakes all peers together may have. Each holds its socket
+/// and pipe buffers (about 256 KiB) from the SYN on, so many peers' floods
+/// together stop here: 128 of them hold 32 MiB at most.
+pub const MAX_HALF_OPEN: usize = 128;
 /// How long data the gateway sent may wait for the peer's acknowledgment of
 /// anything new before the connection is reset. A slow download keeps
 /// acknowledging and is never cut; a reader that stopped reading (a zero
@@ -293,7 +297,9 @@ impl Netstack {
                     // succeed once a slot frees up.
                     return Err(DropReason::ConnectionLimit);
                 }
-                if self.half_open.get(&peer).copied().unwrap_or(0) >= MAX_HALF_OPEN_PER_PEER {
+                if self.half_open.get(&peer).copied().unwrap_or(0) >= MAX_HALF_OPEN_PER_PEER
+                    || self.half_open.values().sum::<usize>() >= MAX_HALF_OPEN
+                {
                     return Err(DropReason::HalfOpenLimit);
                 }
                 if self.over_fair_share(peer) {
@@ -820,6 +826,32 @@ mod tests {
         (synack.0.wrapping_add(1), conn.pipe)
     }
 
+    /// Issue 24: many peers' half-open connections together stop at
+    /// MAX_HALF_OPEN, so a flood from many peers cannot hold every slot's
+    /// buffers.
+    #[test]
+    fn half_open_connections_in_total_are_capped() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        let peers = MAX_HALF_OPEN / MAX_HALF_OPEN_PER_PEER;
+        for p in 0..peers {
+            let src = Ipv4Address::new(10, 13, 14, p as u8 + 1);
+            for i in 0..MAX_HALF_OPEN_PER_PEER as u16 {
+                let (pk, k) = segment_from(src, 40000 + i, TcpControl::Syn, 1000, None);
+                assert_eq!(ns.receive(t0, p as PeerId + 10, &pk, k), Ok(()));
+            }
+        }
+        let (pk, k) = segment_from(
+            Ipv4Address::new(10, 13, 15, 1),
+            40000,
+            TcpControl::Syn,
+            1000,
+            None,
+        );
+        assert_eq!(ns.receive(t0, 99, &pk, k), Err(DropReason::HalfOpenLimit));
+        assert_eq!(ns.connection_count(), MAX_HALF_OPEN);
+    }
+
     /// Issue 24: near the total limit, a peer holding more than its equal
     /// share gets no new connection, so the last slots go to the others.
     #[test]
@@ -873,7 +905,8 @@ mod tests {
             assert_eq!(syn(&mut ns, t0, 40000 + i), Ok(()));
         }
         assert_eq!(syn(&mut ns, t0, 41000), Err(DropReason::HalfOpenLimit));
-        // Another peer is not affected.
+        // Another peer is not affected by this peer's cap (only by the
+        // total's, tested below).
         let other = Ipv4Address::new(10, 13, 13, 3);
         let (p, k) = segment_from(other, 40001, TcpControl::Syn, 1000, None);
         assert_eq!(ns.receive(t0, 2, &p, k), Ok(()));
