@@ -60,9 +60,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// so connections to a host at a time; a SYN flood is stopped here, before
 /// it fills the peer's share of the connection limits.
 pub const MAX_HALF_OPEN_PER_PEER: usize = 16;
-/// Unfinished handshakes all peers together may have. Each holds its socket
-/// and pipe buffers (about 256 KiB) from the SYN on, so many peers' floods
-/// together stop here: 128 of them hold 32 MiB at most.
+/// Unfinished handshakes all peers together may have. Each holds its
+/// smoltcp socket buffers (128 KiB at the defaults; its pipe buffers come
+/// only with the completed handshake), so many peers' floods together stop
+/// here: 128 of them hold 16 MiB at most.
 pub const MAX_HALF_OPEN: usize = 128;
 /// How long data the gateway sent may wait for the peer's acknowledgment of
 /// anything new before the connection is reset. A slow download keeps
@@ -499,6 +500,10 @@ impl Netstack {
                 continue;
             }
             let mut s = conn.pipe.lock();
+            if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
+                // Buffers only once the handshake completed (see `Pipe::new`).
+                s.allocate();
+            }
             // Progress: the peer sent bytes or acknowledged new ones.
             let acked = sock.send_queue() < conn.unacked_after_pump;
             let mut progress = acked;
@@ -824,6 +829,29 @@ mod tests {
         ns.poll(now);
         let conn = ns.take_accepted().next().expect("accepted");
         (synack.0.wrapping_add(1), conn.pipe)
+    }
+
+    /// Issue 24: a half-open connection holds no pipe buffers; they come
+    /// with the completed handshake.
+    #[test]
+    fn pipe_buffers_come_with_the_completed_handshake() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        syn(&mut ns, t0, 40002).unwrap();
+        ns.poll(t0);
+        let half_open: Vec<usize> = ns
+            .conns
+            .values()
+            .map(|c| c.pipe.lock().rx.capacity())
+            .collect();
+        assert_eq!(half_open, [0]);
+        let _ = sent_seq(&mut ns);
+        let (_, pipe) = establish(&mut ns, t0, 40001);
+        let s = pipe.lock();
+        assert_eq!(
+            (s.rx.capacity(), s.tx.capacity()),
+            (crate::pipe::PIPE_BUFFER, crate::pipe::PIPE_BUFFER)
+        );
     }
 
     /// Issue 24: many peers' half-open connections together stop at

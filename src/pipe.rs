@@ -34,6 +34,15 @@ pub(crate) struct PipeState {
 }
 
 impl PipeState {
+    /// Gives the pipe its buffers; called once, when the connection is
+    /// established and before any byte moves.
+    pub(crate) fn allocate(&mut self) {
+        if self.rx.capacity() == 0 {
+            self.rx = RingBuffer::new(vec![0u8; PIPE_BUFFER]);
+            self.tx = RingBuffer::new(vec![0u8; PIPE_BUFFER]);
+        }
+    }
+
     pub(crate) fn wake_reader(&mut self) {
         if let Some(w) = self.read_waker.take() {
             w.wake();
@@ -54,11 +63,14 @@ pub struct Pipe {
 }
 
 impl Pipe {
+    /// A pipe without buffers yet: a connection gets them when its
+    /// handshake completes ([`PipeState::allocate`]), so that a half-open
+    /// one holds none.
     pub(crate) fn new(netstack: Waker) -> Arc<Self> {
         Arc::new(Pipe {
             state: Mutex::new(PipeState {
-                rx: RingBuffer::new(vec![0u8; PIPE_BUFFER]),
-                tx: RingBuffer::new(vec![0u8; PIPE_BUFFER]),
+                rx: RingBuffer::new(Vec::new()),
+                tx: RingBuffer::new(Vec::new()),
                 rx_eof: false,
                 reset: false,
                 tx_shutdown: false,
