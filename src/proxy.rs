@@ -809,6 +809,45 @@ mod tests {
         assert_eq!(accepted.load(Relaxed), 4);
     }
 
+    /// Issue 23, item 5: a scoped peer's form body that does not arrive in
+    /// 30 s gets a 408; it cannot hold its buffer for the 300 s idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_scoped_form_body_gets_a_408_after_30_s() {
+        let (upstream, accepted) = counting_upstream(true).await;
+        let proxy = proxy_to(upstream);
+        let info = ConnInfo {
+            access: Arc::new(PeerAccess::new(AccessRules {
+                name: Arc::from("team-a"),
+                role: Role::Viewer,
+                allow_paths: Arc::from([]),
+                deny_paths: Arc::from([]),
+                scope: Some(crate::scope::Scope::new([("namespace", &["team-a"][..])]).unwrap()),
+            })),
+            remote: "10.13.13.2:40000".parse().unwrap(),
+            local_port: 80,
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(proxy.serve_connection(info, server, CancellationToken::new()));
+        let started = tokio::time::Instant::now();
+        client
+            .write_all(b"POST /api/v1/query HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nquery=up")
+            .await
+            .unwrap();
+        let mut out = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(120), client.read(&mut out))
+            .await
+            .expect("no answer within 120 s: the body read has no deadline")
+            .unwrap();
+        let out = String::from_utf8_lossy(&out[..n]);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(40),
+            "{waited:?}"
+        );
+        assert_eq!(accepted.load(Relaxed), 0, "nothing reached the upstream");
+    }
+
     /// Issue 24, item 7: a peer looping on refused requests writes at most
     /// its burst of audit lines; the rest are counted, not logged.
     #[tokio::test]
