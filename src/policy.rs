@@ -513,12 +513,16 @@ mod tests {
             scope: None,
         });
         let t0 = std::time::Instant::now();
-        let allowed = (0..50).filter(|_| access.refusal_line(t0).is_some()).count();
+        let allowed = (0..50)
+            .filter(|_| access.refusal_line(t0).is_some())
+            .count();
         assert_eq!(allowed, REFUSAL_LINES_BURST as usize);
         // A second later, 10 more; the first of them reports the 30 left out.
         let t1 = t0 + std::time::Duration::from_secs(1);
         assert_eq!(access.refusal_line(t1), Some(30));
-        let more = (0..50).filter(|_| access.refusal_line(t1).is_some()).count();
+        let more = (0..50)
+            .filter(|_| access.refusal_line(t1).is_some())
+            .count();
         assert_eq!(more, REFUSAL_LINES_PER_SECOND as usize - 1);
     }
 }
