@@ -548,8 +548,13 @@ def test_dockerignore_is_an_allow_list():
     pats = dockerignore_patterns()
     assert pats[0] == "*", "the first pattern must exclude everything"
     rest = pats[1:]
-    assert rest and all(p.startswith("!") for p in rest), f"only re-includes may follow '*': {rest}"
-    allowed = {p[1:].split("/", 1)[0] for p in rest}
+    includes = [i for i, p in enumerate(rest) if p.startswith("!")]
+    excludes = [i for i, p in enumerate(rest) if not p.startswith("!")]
+    assert includes, "something must be re-included after '*'"
+    # Exclusions (target/, .git, keys, state inside the re-included trees)
+    # must come after every re-include: the last matching pattern wins.
+    assert not excludes or max(includes) < min(excludes), f"an exclusion precedes a re-include: {rest}"
+    allowed = {rest[i][1:].split("/", 1)[0] for i in includes}
     assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches", "patches"}, allowed
 
 
