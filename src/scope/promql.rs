@@ -346,6 +346,20 @@ fn check_selector(vs: &VectorSelector, scope: &Scope) -> Result<(), PromqlError>
 mod tests {
     use super::*;
 
+    /// Found by the scope_rewrite fuzz target: a numeric offset too large
+    /// for a Duration panicked inside the parser (on the blocking pool the
+    /// peer got a 500). The patched parser refuses it (PATCHES.md).
+    #[test]
+    fn an_offset_too_large_for_a_duration_is_refused_not_a_panic() {
+        let scope = Scope::new([("namespace", &["team-a", "team-b"][..])]).unwrap();
+        let q = "r/teGx[5] offset 1111111111111111111111111%11111111111111191111111111111111111h @ 10@ 1001";
+        assert!(matches!(
+            enforce_query(&scope, q),
+            Err(PromqlError::Parse { .. })
+        ));
+        assert!(enforce_query(&scope, "x offset 1e300").is_err());
+    }
+
     fn team_a() -> Scope {
         Scope::new([("namespace", &["team-a"][..])]).unwrap()
     }

@@ -688,7 +688,10 @@ duration -> Result<Duration, String>:
         |       NUMBER
                 {
                         let num = parse_str_radix($lexer.span_str($span))?;
-                        Ok(Duration::from_secs_f64(num))
+                        // promgate patch (PATCHES.md): from_secs_f64 panics on a
+                        // value too large, negative or NaN.
+                        Duration::try_from_secs_f64(num)
+                                .map_err(|_| format!("duration out of range: {num}"))
                 }
 ;
 

@@ -77,7 +77,10 @@ pub fn parse_duration(ds: &str) -> Result<Duration, String> {
 
     // the duration is float number of seconds
     if let Ok(float_duration) = ds.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(float_duration));
+        // promgate patch (PATCHES.md): from_secs_f64 panics on a value too
+        // large, negative or NaN.
+        return Duration::try_from_secs_f64(float_duration)
+            .map_err(|_| format!("duration out of range: {ds}"));
     }
 
     if !DURATION_RE.is_match(ds) {
@@ -233,6 +236,22 @@ mod tests {
         let ds = vec!["1y1m1d", "-1w", "1.5d", "d", "", "0", "0w", "0s"];
         for d in ds {
             assert!(parse_duration(d).is_err(), "{d} is invalid duration!");
+        }
+    }
+
+    // promgate patch, see PATCHES.md: found by promgate's scope_rewrite
+    // fuzz target; these used to panic in Duration::from_secs_f64.
+    #[test]
+    fn a_duration_out_of_range_is_an_error_not_a_panic() {
+        for ds in ["1e300", "-5", "NaN", "inf"] {
+            assert!(parse_duration(ds).is_err(), "{ds}");
+        }
+        for q in [
+            "x offset 1111111111111111111111111",
+            "rate(x[1e300])",
+            "r/teGx[5] offset 1111111111111111111111111%11111111111111191111111111111111111h @ 10@ 1001",
+        ] {
+            assert!(crate::parser::parse(q).is_err(), "{q}");
         }
     }
 
