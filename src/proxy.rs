@@ -284,11 +284,7 @@ impl Proxy {
         // total's queue (tokio's semaphores are first come, first served).
         // Held until the response head arrives: that is when Prometheus has
         // evaluated the query.
-        let slots = async {
-            let mine = info.access.upstream_slots().acquire().await.ok()?;
-            let all = self.upstream_slots.acquire().await.ok()?;
-            Some((mine, all))
-        };
+        let slots = scoped::permits(info.access.upstream_slots(), &self.upstream_slots);
         let Ok(Some(_held)) = tokio::time::timeout(UPSTREAM_QUEUE_TIMEOUT, slots).await else {
             self.stats.upstream_queue_timeouts.fetch_add(1, Relaxed);
             tracing::warn!(peer = %peer_name, "a request waited {}s for a place among the upstream requests in flight", UPSTREAM_QUEUE_TIMEOUT.as_secs());

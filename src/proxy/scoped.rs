@@ -44,11 +44,13 @@ static REWRITES: Semaphore = Semaphore::const_new(4);
 static FILTERS: Semaphore = Semaphore::const_new(1);
 
 /// Takes a permit from the peer's share, then one from the global pool: a
-/// peer waiting for its own share holds none of the global one.
-async fn permits<'a>(
+/// peer waiting for its own share holds none of the global one (so it holds
+/// at most its share of the global queue; tokio's semaphores are FIFO).
+/// Used for scoped work and for upstream requests alike.
+pub(super) async fn permits<'a>(
     peer: &'a Semaphore,
-    global: &'static Semaphore,
-) -> Option<(SemaphorePermit<'a>, SemaphorePermit<'static>)> {
+    global: &'a Semaphore,
+) -> Option<(SemaphorePermit<'a>, SemaphorePermit<'a>)> {
     let mine = peer.acquire().await.ok()?;
     let all = global.acquire().await.ok()?;
     Some((mine, all))
