@@ -19,6 +19,9 @@ use crate::wire::{
 };
 
 mod congestion;
+// promgate patch: loss recovery for long fat paths, enabled per socket by `set_wan_mode`.
+#[cfg(feature = "alloc")]
+mod wan;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -173,7 +176,22 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// promgate patch: WAN mode takes microsecond samples from the transmit log
+    /// (`sample_us`) and uses a 200 ms minimum RTO.
+    wan: bool,
+    /// Smoothed RTT and variance in microseconds (WAN mode only).
+    srtt_us: u32,
+    rttvar_us: u32,
+    /// Windowed minimum RTT in microseconds and when it was taken (WAN mode only).
+    min_rtt: Option<(u32, Instant)>,
 }
+
+/// promgate patch: WAN-mode RTO floor, Linux's `TCP_RTO_MIN`. RFC 6298's 1 s floor
+/// idles a 10 ms path for 100 RTTs after each timeout.
+const RTTE_WAN_MIN_RTO_US: u32 = 200_000;
+
+/// promgate patch: how long a minimum RTT sample stays valid (as in BBR).
+const RTTE_MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 
 impl Default for RttEstimator {
     fn default() -> Self {
@@ -185,6 +203,10 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            wan: false,
+            srtt_us: 0,
+            rttvar_us: 0,
+            min_rtt: None,
         }
     }
 }
@@ -197,6 +219,47 @@ impl RttEstimator {
     #[cfg(feature = "socket-tcp-cubic")]
     fn smoothed_rtt(&self) -> u32 {
         if self.have_measurement { self.srtt } else { 0 }
+    }
+
+    fn set_wan_mode(&mut self, enabled: bool) {
+        self.wan = enabled;
+    }
+
+    /// Smoothed RTT in microseconds, if there is a sample (WAN mode).
+    #[cfg(feature = "alloc")]
+    fn srtt_us(&self) -> Option<u32> {
+        self.have_measurement.then_some(self.srtt_us)
+    }
+
+    /// Windowed minimum RTT in microseconds, if there is a sample (WAN mode).
+    #[cfg(feature = "alloc")]
+    fn min_rtt_us(&self) -> Option<u32> {
+        self.min_rtt.map(|(rtt, _)| rtt)
+    }
+
+    /// promgate patch: one RFC 6298 sample in microseconds, taken from a segment
+    /// that was sent once (Karn), with the RTO floor at 200 ms instead of 1 s.
+    #[cfg(feature = "alloc")]
+    fn sample_us(&mut self, now: Instant, rtt_us: u32) {
+        let rtt_us = rtt_us.max(1);
+        if self.have_measurement {
+            let diff = self.srtt_us.abs_diff(rtt_us);
+            self.rttvar_us = ((self.rttvar_us as u64 * 3 + diff as u64) / 4) as u32;
+            self.srtt_us = ((self.srtt_us as u64 * 7 + rtt_us as u64) / 8) as u32;
+        } else {
+            self.have_measurement = true;
+            self.srtt_us = rtt_us;
+            self.rttvar_us = rtt_us / 2;
+        }
+        self.srtt = self.srtt_us.div_ceil(1000);
+        self.rttvar = self.rttvar_us.div_ceil(1000);
+        let rto_us = self.srtt_us as u64 + (4 * self.rttvar_us as u64).max(RTTE_WAN_MIN_RTO_US as u64);
+        self.rto = (rto_us.div_ceil(1000) as u32).clamp(RTTE_WAN_MIN_RTO_US / 1000, RTTE_MAX_RTO);
+        self.rto_count = 0;
+        match self.min_rtt {
+            Some((min, at)) if rtt_us > min && now < at + RTTE_MIN_RTT_WINDOW => {}
+            _ => self.min_rtt = Some((rtt_us, now)),
+        }
     }
 
     fn sample(&mut self, new_rtt: u32) {
@@ -460,6 +523,22 @@ pub enum CongestionControl {
     Cubic,
 }
 
+/// Loss-recovery counters of one connection, for metrics (promgate patch).
+///
+/// Counted whether or not WAN mode is on, so the two can be compared.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RecoveryStats {
+    /// Retransmission timeouts that fired.
+    pub rtos: u32,
+    /// Fast retransmits (legacy mode) or recovery episodes entered on inferred loss (WAN mode).
+    pub fast_recoveries: u32,
+    /// Data segments sent again (WAN mode only; legacy mode does not track it).
+    pub retransmitted_segments: u32,
+    /// Tail loss probes sent (WAN mode only).
+    pub tail_loss_probes: u32,
+}
+
 /// A Transmission Control Protocol socket.
 ///
 /// A TCP socket may passively listen for connections or actively connect to another endpoint.
@@ -553,6 +632,11 @@ pub struct Socket<'a> {
     /// If this is set, we will not send a SYN|ACK until this is unset.
     #[cfg(feature = "socket-tcp-pause-synack")]
     synack_paused: bool,
+
+    /// promgate patch: WAN-mode sender state; `None` keeps upstream behaviour.
+    #[cfg(feature = "alloc")]
+    wan: Option<alloc::boxed::Box<wan::Recovery>>,
+    stats: RecoveryStats,
 }
 
 const DEFAULT_MSS: usize = 536;
@@ -629,7 +713,39 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+
+            #[cfg(feature = "alloc")]
+            wan: None,
+            stats: RecoveryStats::default(),
         }
+    }
+
+    /// Switch the sender to WAN mode (promgate patch; off by default).
+    ///
+    /// WAN mode replaces the retransmission logic with one meant for long, lossy
+    /// paths: microsecond RTT samples and a 200 ms minimum RTO, an initial window
+    /// of 10 segments with byte counting in slow start, a SACK scoreboard, RACK-TLP
+    /// loss detection, and an RTO that resends only what was lost instead of
+    /// rewinding to go-back-N. Set it before the connection starts; changing it on
+    /// an open connection resets the recovery state.
+    #[cfg(feature = "alloc")]
+    pub fn set_wan_mode(&mut self, enabled: bool) {
+        self.wan = enabled.then(|| alloc::boxed::Box::new(wan::Recovery::new()));
+        self.congestion_controller.inner_mut().set_wan_mode(enabled);
+        self.rtte.set_wan_mode(enabled);
+    }
+
+    /// Return whether WAN mode is on (see [`set_wan_mode`](Self::set_wan_mode)).
+    pub fn wan_mode(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        return self.wan.is_some();
+        #[cfg(not(feature = "alloc"))]
+        return false;
+    }
+
+    /// Return the loss-recovery counters of the current connection.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.stats
     }
 
     /// Enable or disable TCP Timestamp.
@@ -673,7 +789,10 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
-        }
+        };
+        // promgate patch: a new controller must keep the socket's mode.
+        let wan_mode = self.wan_mode();
+        self.congestion_controller.inner_mut().set_wan_mode(wan_mode);
     }
 
     /// Return the current congestion control algorithm.
@@ -926,6 +1045,13 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        // promgate patch: a new connection starts with fresh recovery state.
+        self.stats = RecoveryStats::default();
+        #[cfg(feature = "alloc")]
+        if let Some(wan) = self.wan.as_mut() {
+            **wan = wan::Recovery::new();
+        }
+        self.rtte.set_wan_mode(self.wan_mode());
 
         #[cfg(feature = "async")]
         {
@@ -2475,6 +2601,7 @@ impl<'a> Socket<'a> {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
                 net_debug!("retransmitting after rto");
+                self.stats.rtos = self.stats.rtos.saturating_add(1);
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -2492,6 +2619,7 @@ impl<'a> Socket<'a> {
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
                 net_debug!("retransmitting for fast-retransmit");
+                self.stats.fast_recoveries = self.stats.fast_recoveries.saturating_add(1);
 
                 // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
                 let in_flight = self.flight_size();

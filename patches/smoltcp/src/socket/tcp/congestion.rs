@@ -35,6 +35,21 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// promgate patch: WAN mode (see `Socket::set_wan_mode`). The socket then passes
+    /// the effective MSS to `set_mss`, `len` in `on_ack` counts bytes delivered
+    /// (cumulatively ACKed or newly SACKed), and `on_loss` is called once per
+    /// recovery episode with the socket sending while its pipe is below `window()`.
+    /// Controllers use it for an initial window of 10 segments (RFC 6928), slow
+    /// start by bytes delivered up to 2 SMSS per ACK (RFC 3465), and no window
+    /// inflation on entering recovery (RFC 6675 sets cwnd = ssthresh).
+    fn set_wan_mode(&mut self, enabled: bool) {}
+}
+
+/// RFC 6928 initial window: min(10 MSS, max(2 MSS, 14600 bytes)).
+#[cfg(any(feature = "socket-tcp-cubic", feature = "socket-tcp-reno"))]
+pub(super) fn initial_window(mss: usize) -> usize {
+    (10 * mss).min((2 * mss).max(14600))
 }
 
 #[derive(Debug)]

@@ -30,6 +30,11 @@ pub struct Cubic {
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
     idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
+
+    // promgate patch: WAN mode (see `Controller::set_wan_mode`).
+    wan: bool,
+    // Still at the initial window, so `set_mss` may rescale it.
+    initial: bool,
 }
 
 impl Cubic {
@@ -48,6 +53,8 @@ impl Cubic {
             in_fast_recovery: false,
             in_rto_recovery: false,
             idle_start: None,
+            wan: false,
+            initial: true,
         };
         cubic.recompute_k();
         cubic
@@ -78,7 +85,9 @@ impl Controller for Cubic {
     }
 
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
-        let segment = len.min(self.mss);
+        // promgate patch: RFC 3465 byte counting (L = 2) in WAN mode, where one ACK
+        // often covers two or more segments.
+        let segment = len.min(if self.wan { 2 * self.mss } else { self.mss });
 
         self.absorb_idle(now);
 
@@ -96,6 +105,7 @@ impl Controller for Cubic {
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
         self.in_rto_recovery = false;
+        self.initial = false;
 
         // First new-data-ack exits fast recovery and deflates `cwnd`
         if self.in_fast_recovery {
@@ -204,7 +214,11 @@ impl Controller for Cubic {
             };
 
             self.ssthresh = ((in_flight as f64 * BETA_CUBIC) as usize).max(2 * self.mss);
-            self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(3 * self.mss);
+            // promgate patch: the WAN-mode socket sends by pipe, not by dupACK
+            // inflation, so recovery starts at ssthresh (RFC 6675).
+            let inflation = if self.wan { 0 } else { 3 * self.mss };
+            self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(inflation);
+            self.initial = false;
 
             self.recovery_start = Some(now);
             self.in_fast_recovery = true;
@@ -223,6 +237,7 @@ impl Controller for Cubic {
 
         self.cwnd = self.mss;
         self.cwnd_prior = in_flight;
+        self.initial = false;
 
         // RFC 9438 §4.8: defer W_max and K reset to the start of the next CA stage.
         self.recovery_start = None;
@@ -232,7 +247,21 @@ impl Controller for Cubic {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        // promgate patch: in WAN mode the initial window follows the real MSS.
+        if self.wan && self.initial {
+            self.cwnd = super::initial_window(mss);
+            self.w_max = self.cwnd;
+            self.w_est = self.cwnd as f64;
+            self.cwnd_prior = self.cwnd;
+        }
         self.recompute_k();
+    }
+
+    fn set_wan_mode(&mut self, enabled: bool) {
+        self.wan = enabled;
+        if enabled && self.initial {
+            self.set_mss(self.mss);
+        }
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {

@@ -17,6 +17,11 @@ pub struct Reno {
     // are retransmissions of the same segment and must not reduce ssthresh
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
+
+    // promgate patch: WAN mode (see `Controller::set_wan_mode`).
+    wan: bool,
+    // Still at the initial window, so `set_mss` may rescale it.
+    initial: bool,
 }
 
 impl Reno {
@@ -28,6 +33,8 @@ impl Reno {
             rwnd: 64 * DEFAULT_MSS,
             in_fast_recovery: false,
             in_rto_recovery: false,
+            wan: false,
+            initial: true,
         }
     }
 }
@@ -48,6 +55,7 @@ impl Controller for Reno {
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
         self.in_rto_recovery = false;
+        self.initial = false;
 
         // First new-data-ack exits fast recovery and deflates `cwnd`
         if self.in_fast_recovery {
@@ -57,8 +65,9 @@ impl Controller for Reno {
         }
 
         let inc = if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
-            len.min(self.mss)
+            // Slow start: increase `cwnd` by 1 MSS per ACK (promgate patch: by
+            // bytes delivered, up to 2 MSS, in WAN mode; RFC 3465).
+            len.min(if self.wan { 2 * self.mss } else { self.mss })
         } else {
             // Congestion avoidance: increase by ~1 MSS per RTT.
             (self.mss * self.mss / self.cwnd).max(1)
@@ -77,7 +86,10 @@ impl Controller for Reno {
         // Only cut window size on first entrance to fast recovery.
         if !self.in_fast_recovery {
             self.ssthresh = (in_flight >> 1).max(2 * self.mss);
-            self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(3 * self.mss);
+            // promgate patch: no dupACK inflation in WAN mode (RFC 6675).
+            let inflation = if self.wan { 0 } else { 3 * self.mss };
+            self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(inflation);
+            self.initial = false;
 
             self.in_fast_recovery = true;
         }
@@ -94,6 +106,7 @@ impl Controller for Reno {
 
         // cwnd collapses to the loss window (1 MSS) and we re-enter slow start.
         self.cwnd = self.mss;
+        self.initial = false;
 
         // Major loss has occurred, ensure we move from fast recovery (if in it) to slow start.
         self.in_fast_recovery = false
@@ -101,6 +114,17 @@ impl Controller for Reno {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        // promgate patch: in WAN mode the initial window follows the real MSS.
+        if self.wan && self.initial {
+            self.cwnd = super::initial_window(mss);
+        }
+    }
+
+    fn set_wan_mode(&mut self, enabled: bool) {
+        self.wan = enabled;
+        if enabled && self.initial {
+            self.set_mss(self.mss);
+        }
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {
