@@ -16,8 +16,10 @@ WORKDIR /src
 
 # Dependencies first, in a layer of their own: it is rebuilt only when
 # Cargo.toml or Cargo.lock change, not on every source or README edit.
-# Stub sources stand in for src/ and benches/ (Cargo.toml declares a bench
-# target, which cargo wants to see even when it builds only the binary).
+# Stub sources stand in for src/, benches/ and the core crate's src/
+# (Cargo.toml declares a bench target, which cargo wants to see even when it
+# builds only the binary). tools/ is a small workspace member that seldom
+# changes; it comes in whole.
 # --locked: build exactly Cargo.lock. The registry cache mount keeps
 # downloaded crates between builds without putting them into a layer;
 # target/ is deliberately NOT a cache mount here, so the compiled
@@ -25,15 +27,20 @@ WORKDIR /src
 # Cargo.toml's [patch.crates-io] points at: a dependency, so it comes in
 # before the dependency build.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/core/Cargo.toml ./crates/core/
 COPY patches ./patches
+COPY tools ./tools
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    mkdir -p src benches \
+    mkdir -p src benches crates/core/src \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
+    && : > crates/core/src/lib.rs \
     && echo 'fn main() {}' > benches/core.rs \
     && cargo build --release --locked --bin promgate \
-    && rm -rf src benches target/release/promgate* target/release/deps/promgate-* \
-       target/release/deps/libpromgate-* target/release/.fingerprint/promgate-*
+    && rm -rf src benches crates/core/src target/release/promgate* \
+       target/release/deps/promgate-* target/release/deps/libpromgate-* \
+       target/release/deps/promgate_core-* target/release/deps/libpromgate_core-* \
+       target/release/.fingerprint/promgate-*
 
 # Then the sources (the only other files .dockerignore lets in). touch: COPY
 # keeps the files' own mtimes, which may be older than the stub build above.
@@ -43,8 +50,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # target/release/promgate in the builder stage (--target builder).
 COPY src ./src
 COPY benches ./benches
+COPY crates ./crates
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    touch src/main.rs src/lib.rs \
+    touch src/main.rs src/lib.rs crates/core/src/lib.rs \
     && cargo build --release --locked --bin promgate \
     && install -d /out \
     && objcopy --strip-debug target/release/promgate /out/promgate \

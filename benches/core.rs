@@ -37,9 +37,9 @@ static ALLOC: Counting = Counting;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use promgate::config::{self, GatewayConfig, Origin, PeerConfig, Role};
-use promgate::gateway::Gateway;
-use promgate::keys::{PrivateKey, encode_key};
-use promgate::stats::Stats;
+use promgate_core::gateway::Gateway;
+use promgate_core::keys::{PrivateKey, encode_key};
+use promgate_core::stats::Stats;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -107,13 +107,15 @@ fn data_path(c: &mut Criterion) {
     let client_secret = StaticSecret::random();
     let stats = Arc::new(Stats::default());
     let mut gw = Gateway::new(
-        &gateway_config(&key),
+        &gateway_config(&key).core_settings(),
         &[peer(0, PublicKey::from(&client_secret).to_bytes())],
         stats,
-        std::task::Waker::noop().clone(),
-        1,
-        Instant::now(),
-        unix_now(),
+        promgate_core::gateway::Clock {
+            poll_request: std::task::Waker::noop().clone(),
+            seed: 1,
+            now: Instant::now(),
+            unix_now: unix_now(),
+        },
     );
     let mut client = Tunn::new(client_secret, key.public_key(), None, None, 1, None);
     let src: SocketAddr = "192.0.2.1:40000".parse().unwrap();
@@ -150,7 +152,7 @@ fn data_path(c: &mut Criterion) {
 }
 
 struct NullSink(usize);
-impl promgate::gateway::Transmit for NullSink {
+impl promgate_core::gateway::Transmit for NullSink {
     fn send_datagram(&mut self, _: SocketAddr, d: &[u8]) {
         self.0 += black_box(d.len()).min(1);
     }
@@ -158,7 +160,7 @@ impl promgate::gateway::Transmit for NullSink {
 
 /// Records the message type of every datagram the gateway sends.
 struct TypeSink(Vec<u8>);
-impl promgate::gateway::Transmit for TypeSink {
+impl promgate_core::gateway::Transmit for TypeSink {
     fn send_datagram(&mut self, _: SocketAddr, d: &[u8]) {
         self.0.push(d.first().copied().unwrap_or(0));
     }
@@ -257,13 +259,15 @@ fn handshake_lab(
     let mut config = gateway_config(key);
     config.handshake_rate_limit = limit;
     let gw = Gateway::new(
-        &config,
+        &config.core_settings(),
         peers,
         Arc::new(Stats::default()),
-        std::task::Waker::noop().clone(),
-        1,
-        Instant::now(),
-        unix_now(),
+        promgate_core::gateway::Clock {
+            poll_request: std::task::Waker::noop().clone(),
+            seed: 1,
+            now: Instant::now(),
+            unix_now: unix_now(),
+        },
     );
     let clients = secrets
         .iter()
@@ -376,24 +380,28 @@ fn ten_thousand_peers(c: &mut Criterion) {
     group.bench_function("gateway: build peer table", |b| {
         b.iter(|| {
             black_box(Gateway::new(
-                &cfg.gateway,
+                &cfg.gateway.core_settings(),
                 &cfg.peers,
                 Arc::new(Stats::default()),
-                std::task::Waker::noop().clone(),
-                1,
-                Instant::now(),
-                unix_now(),
+                promgate_core::gateway::Clock {
+                    poll_request: std::task::Waker::noop().clone(),
+                    seed: 1,
+                    now: Instant::now(),
+                    unix_now: unix_now(),
+                },
             ))
         })
     });
     let mut gw = Gateway::new(
-        &cfg.gateway,
+        &cfg.gateway.core_settings(),
         &cfg.peers,
         Arc::new(Stats::default()),
-        std::task::Waker::noop().clone(),
-        1,
-        Instant::now(),
-        unix_now(),
+        promgate_core::gateway::Clock {
+            poll_request: std::task::Waker::noop().clone(),
+            seed: 1,
+            now: Instant::now(),
+            unix_now: unix_now(),
+        },
     );
     let mut changed = cfg.peers.clone();
     changed.pop();
@@ -410,13 +418,15 @@ fn ten_thousand_peers(c: &mut Criterion) {
     // beyond what an empty gateway costs. `cfg` is allocated already.
     let new_gateway = |peers: &[PeerConfig]| {
         Gateway::new(
-            &cfg.gateway,
+            &cfg.gateway.core_settings(),
             peers,
             Arc::new(Stats::default()),
-            std::task::Waker::noop().clone(),
-            1,
-            Instant::now(),
-            unix_now(),
+            promgate_core::gateway::Clock {
+                poll_request: std::task::Waker::noop().clone(),
+                seed: 1,
+                now: Instant::now(),
+                unix_now: unix_now(),
+            },
         )
     };
     let before = LIVE.load(Ordering::Relaxed);
@@ -440,8 +450,8 @@ fn ten_thousand_peers(c: &mut Criterion) {
 /// A typical dashboard panel query, and a large generated one (a 40-way
 /// `or` of per-service error ratios, ~6 KiB, 80 selectors).
 fn scope_rewrite(c: &mut Criterion) {
-    use promgate::scope::Scope;
-    use promgate::scope::promql::enforce_query;
+    use promgate::web::scope::Scope;
+    use promgate::web::scope::promql::enforce_query;
     let scope = Scope::new([("namespace", &["team-a"][..])]).unwrap();
     let typical = r#"histogram_quantile(0.99, sum by (le, route) (rate(http_request_duration_seconds_bucket{job="api", route!~"/health.*"}[5m])))"#;
     let large = (0..40)
@@ -472,7 +482,10 @@ fn scope_rewrite(c: &mut Criterion) {
         format!("up{{{}}}", m.join(","))
     };
     let issue = hostile(32, r"(?:\\w){200}");
-    let worst = hostile(promgate::scope::promql::MAX_REGEX_MATCHERS - 1, ".{130}");
+    let worst = hostile(
+        promgate::web::scope::promql::MAX_REGEX_MATCHERS - 1,
+        ".{130}",
+    );
     let refused = hostile(1, ".{300}");
     group.bench_function("hostile: issue 23's 32 x (?:\\w){200}", |b| {
         b.iter(|| enforce_query(&scope, black_box(&issue)).unwrap())

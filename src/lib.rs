@@ -1,50 +1,31 @@
 //! promgate: a userspace WireGuard gateway to a cluster-internal Prometheus.
 //!
-//! The data path, module by module:
-//! UDP datagram → [`peer`] (boringtun noise, per-peer sessions) →
-//! [`route`] (AllowedIPs, destination and port checks) → [`netstack`]
-//! (smoltcp TCP) → [`pipe`] → [`stream`] → [`proxy`] (hyper, [`policy`],
-//! [`scope`]) → Prometheus.
+//! The data path, in the order a request travels it:
 //!
-//! The core takes bytes and time in and knows no runtime: [`gateway`] ties
-//! [`peer`], [`route`], [`netstack`] and [`pipe`] together, and asks for a
-//! poll through a `std::task::Waker`. The tokio shell is thin: [`driver`]
-//! owns the UDP socket and the [`gateway`], [`stream`] turns a pipe into an
-//! `AsyncRead + AsyncWrite`, [`serve`] runs everything on bound sockets
-//! until a shutdown future completes. Around them: [`config`] (validated
-//! before anything binds), [`role`] (a leaf type), [`health`] and
-//! [`upstream_probe`] (readiness), [`telemetry`] and [`admin_http`] (the
-//! admin server), [`control`], [`onboarding`] and [`quickstart`] (the CLI's
-//! peer management), and [`cli`].
+//! ```text
+//! UDP socket ─ shell::driver ─▶ promgate_core::gateway
+//!     peer (boringtun: authenticate, decrypt) ─▶ route (AllowedIPs, port)
+//!     ─▶ netstack (smoltcp TCP) ─▶ pipe
+//! ─▶ shell::stream ─▶ web::proxy (hyper; web::policy, web::scope) ─▶ Prometheus
+//! ```
+//!
+//! The folders say what each part is:
+//! - `crates/core` ([`promgate_core`]): the data path with no I/O and no
+//!   runtime; a crate of its own so that Cargo keeps tokio and hyper out.
+//! - [`shell`]: the thin tokio shell around it: the UDP socket and the
+//!   driver loop, the stream adapter, and [`shell::serve`], which runs
+//!   everything on bound sockets and watches the peer files for reloads.
+//! - [`web`]: the HTTP side: the proxy, who may do what ([`web::policy`]),
+//!   label scoping ([`web::scope`]) and the Host/Origin checks.
+//! - [`ops`]: operations: telemetry, health and the upstream probe, the
+//!   admin server, and the control socket.
+//! - [`cli`]: the command line, `quickstart`, and peer onboarding.
+//! - [`config`]: the TOML files, validated before anything binds.
 
 #![forbid(unsafe_code)]
 
-pub mod admin_http;
-pub mod allowed_ips;
 pub mod cli;
 pub mod config;
-pub mod control;
-pub mod driver;
-pub mod gateway;
-pub mod health;
-pub mod host_check;
-pub mod keys;
-pub mod netstack;
-pub mod onboarding;
-pub mod peer;
-pub mod pipe;
-pub mod policy;
-pub mod proxy;
-pub mod quickstart;
-pub mod role;
-pub mod route;
-pub mod scope;
-pub mod serve;
-pub mod stats;
-pub mod stream;
-pub mod telemetry;
-/// The packet builder the integration tests use too, kept in one file.
-#[cfg(test)]
-#[path = "../tests/common/packets.rs"]
-mod test_packets;
-pub mod upstream_probe;
+pub mod ops;
+pub mod shell;
+pub mod web;

@@ -11,8 +11,8 @@
 // is unsafe.
 #![allow(unsafe_code)]
 
-use promgate::scope::Scope;
-use promgate::scope::promql::{MAX_REGEX_MATCHERS, PromqlError, enforce_query};
+use promgate::web::scope::Scope;
+use promgate::web::scope::promql::{MAX_REGEX_MATCHERS, PromqlError, enforce_query};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 

@@ -10,8 +10,8 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::StaticSecret;
 use common::*;
 use promgate::config::Role;
-use promgate::gateway::Gateway;
-use promgate::stats::{DropReason, Stats};
+use promgate_core::gateway::Gateway;
+use promgate_core::stats::{DropReason, Stats};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 use std::collections::HashMap;
@@ -259,13 +259,15 @@ async fn random_batches_never_give_a_connection_another_peer_s_identity() {
     for seed in 1..=60u64 {
         let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut gw = Gateway::new(
-            &lab.config,
+            &lab.config.core_settings(),
             &configs,
             Arc::new(Stats::default()),
-            std::task::Waker::noop().clone(),
-            seed,
-            Instant::now(),
-            unix_now(),
+            promgate_core::gateway::Clock {
+                poll_request: std::task::Waker::noop().clone(),
+                seed,
+                now: Instant::now(),
+                unix_now: unix_now(),
+            },
         );
         let now = Instant::now();
         let mut peers: Vec<RawPeer> = secrets
@@ -475,13 +477,15 @@ async fn unknown_keys_get_the_handshake_budget_once() {
     let lab = Lab::with(&[], |c| c.handshake_rate_limit = 10).await;
     let stats = Arc::new(Stats::default());
     let mut gw = Gateway::new(
-        &lab.config,
+        &lab.config.core_settings(),
         &[],
         stats.clone(),
-        std::task::Waker::noop().clone(),
-        1,
-        Instant::now(),
-        unix_now(),
+        promgate_core::gateway::Clock {
+            poll_request: std::task::Waker::noop().clone(),
+            seed: 1,
+            now: Instant::now(),
+            unix_now: unix_now(),
+        },
     );
     let now = Instant::now();
     let mut buf = vec![0u8; 2048];

@@ -1,8 +1,8 @@
 //! `serve::run` driven by a test: sockets bound here on loopback, a real
 //! upstream, and a shutdown future the test completes. No signals, no root.
 
-use promgate::keys::PrivateKey;
-use promgate::serve::{Sockets, run};
+use promgate::shell::serve::{Sockets, run};
+use promgate_core::keys::PrivateKey;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

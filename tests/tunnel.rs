@@ -9,9 +9,9 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::StaticSecret;
 use common::*;
 use promgate::config::{PeerConfig, Role};
-use promgate::gateway::Gateway;
-use promgate::keys::PrivateKey;
-use promgate::stats::{DropReason, Stats};
+use promgate_core::gateway::Gateway;
+use promgate_core::keys::PrivateKey;
+use promgate_core::stats::{DropReason, Stats};
 use smoltcp::socket::tcp;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -456,13 +456,15 @@ async fn under_load_handshakes_get_cookie_replies_and_cookie_holders_get_through
     config.handshake_rate_limit = 1;
     let stats = Arc::new(Stats::default());
     let mut gw = Gateway::new(
-        &config,
+        &config.core_settings(),
         &peers,
         stats.clone(),
-        std::task::Waker::noop().clone(),
-        1,
-        Instant::now(),
-        unix_now(),
+        promgate_core::gateway::Clock {
+            poll_request: std::task::Waker::noop().clone(),
+            seed: 1,
+            now: Instant::now(),
+            unix_now: unix_now(),
+        },
     );
     let mut buf = vec![0u8; 2048];
     let mut types = Vec::new();
@@ -544,7 +546,8 @@ async fn scoped_peer_requests_are_rewritten_filtered_or_refused() {
     let a = StaticSecret::random();
     let u = StaticSecret::random();
     let mut scoped_cfg = peer_config("team-a", &a, Ipv4Addr::new(10, 13, 13, 2), Role::Viewer);
-    scoped_cfg.scope = Some(promgate::scope::Scope::new([("namespace", &["team-a"][..])]).unwrap());
+    scoped_cfg.scope =
+        Some(promgate::web::scope::Scope::new([("namespace", &["team-a"][..])]).unwrap());
     let mut lab = Lab::new(&[
         scoped_cfg,
         peer_config("all", &u, Ipv4Addr::new(10, 13, 13, 3), Role::Viewer),

@@ -9,7 +9,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use promgate::config::{self, Role};
-use promgate::onboarding::{AddPeer, add_peer};
+use promgate::cli::onboarding::{AddPeer, add_peer};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -32,7 +32,7 @@ fn scratch() -> &'static Path {
         std::fs::create_dir_all(d.join("peers.d")).expect("scratch dir");
         std::fs::write(
             d.join("private.key"),
-            format!("{}\n", promgate::keys::encode_key(&[7; 32])),
+            format!("{}\n", promgate_core::keys::encode_key(&[7; 32])),
         )
         .expect("key file");
         d
@@ -106,7 +106,7 @@ fuzz_target!(|input: Input| {
 
     let req = AddPeer {
         name: input.name.chars().take(70).collect(),
-        public_key: Some(promgate::keys::encode_key(&[0x42; 32])),
+        public_key: Some(promgate_core::keys::encode_key(&[0x42; 32])),
         ip: input.ip.map(|b| std::net::IpAddr::from(b)),
         endpoint: None,
         role: Role::Viewer,

@@ -12,7 +12,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use promgate::gateway::Gateway;
+use promgate_core::gateway::Gateway;
 use promgate_fuzz::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;

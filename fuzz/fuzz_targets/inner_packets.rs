@@ -11,7 +11,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use promgate::gateway::Gateway;
+use promgate_core::gateway::Gateway;
 use promgate_fuzz::*;
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::net::{IpAddr, SocketAddr};

@@ -12,7 +12,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use promgate::config::Role;
-use promgate::policy::{self, Decision};
+use promgate::web::policy::{self, Decision};
 use promgate_fuzz::ADMIN_ONLY;
 
 #[derive(Debug, Arbitrary)]
@@ -68,7 +68,7 @@ fuzz_target!(|input: Input| {
     } else {
         "http://prometheus:9090".parse().expect("literal")
     };
-    let forwarded = promgate::proxy::upstream_uri(&upstream, &uri)
+    let forwarded = promgate::web::proxy::upstream_uri(&upstream, &uri)
         .unwrap_or_else(|e| panic!("a decided request could not be forwarded: {e}"));
     let base = if input.base { "/prom" } else { "" };
     assert_eq!(

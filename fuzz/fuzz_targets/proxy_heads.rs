@@ -13,10 +13,10 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use promgate::config::Role;
-use promgate::gateway::ConnInfo;
-use promgate::policy::{AccessRules, PeerAccess};
-use promgate::proxy::Proxy;
-use promgate::stats::Stats;
+use promgate_core::gateway::ConnInfo;
+use promgate::web::policy::{AccessRules, PeerAccess};
+use promgate::web::proxy::Proxy;
+use promgate_core::stats::Stats;
 use promgate_fuzz::ADMIN_ONLY;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -74,10 +74,10 @@ fn lab() -> &'static Lab {
             addr
         });
         let stats = Arc::new(Stats::default());
-        let telemetry = promgate::telemetry::Telemetry::new(
+        let telemetry = promgate::ops::telemetry::Telemetry::new(
             stats.clone(),
             Default::default(),
-            Arc::new(promgate::health::Health::new(None)),
+            Arc::new(promgate::ops::health::Health::new(None)),
         );
         let proxy = Arc::new(Proxy::new(
             format!("http://{addr}").parse().expect("upstream uri"),
@@ -93,10 +93,10 @@ fn lab() -> &'static Lab {
 
 /// The harness gateway's addresses, plus the seeds' `p` and `evil`, so
 /// that mutations of the seeds still reach the policy and the upstream.
-fn host_check() -> promgate::host_check::HostCheck {
+fn host_check() -> promgate::web::host_check::HostCheck {
     let mut config = promgate_fuzz::gateway_config(1000);
     config.allowed_hosts = vec!["p".into(), "evil".into()];
-    promgate::host_check::HostCheck::new(&config)
+    promgate::web::host_check::HostCheck::new(&config)
 }
 
 /// The host of an Origin, lower case, without a trailing dot; an IPv6

@@ -14,8 +14,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use promgate::scope::Scope;
-use promgate::scope::promql::enforce_query;
+use promgate::web::scope::Scope;
+use promgate::web::scope::promql::enforce_query;
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{self, Expr, VectorSelector};
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -6,7 +6,7 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use promgate::config::{GatewayConfig, Origin, PeerConfig, Role};
-use promgate::keys::PrivateKey;
+use promgate_core::keys::PrivateKey;
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -29,7 +29,7 @@ pub fn keys() -> &'static Keys {
     KEYS.get_or_init(|| {
         let secret = |b: u8| StaticSecret::from([b; 32]);
         Keys {
-            gateway: PrivateKey::from_base64(&promgate::keys::encode_key(&[7u8; 32]))
+            gateway: PrivateKey::from_base64(&promgate_core::keys::encode_key(&[7u8; 32]))
                 .expect("a fixed key"),
             peers: (0..PEERS as u8).map(|i| secret(0x20 + i)).collect(),
             stranger: secret(0x66),
@@ -98,16 +98,18 @@ pub fn gateway(
     handshake_rate_limit: u64,
     seed: u64,
     now: std::time::Instant,
-) -> promgate::gateway::Gateway {
-    promgate::gateway::Gateway::new(
-        &gateway_config(handshake_rate_limit),
-        &peer_configs(),
-        std::sync::Arc::new(promgate::stats::Stats::default()),
-        std::task::Waker::noop().clone(),
-        seed,
-        now,
-        Duration::from_secs(1_800_000_000),
-    )
+) -> promgate_core::gateway::Gateway {
+    promgate_core::gateway::Gateway::new(
+&gateway_config(handshake_rate_limit).core_settings(),
+&peer_configs(),
+std::sync::Arc::new(promgate_core::stats::Stats::default()),
+promgate_core::gateway::Clock {
+poll_request: std::task::Waker::noop().clone(),
+seed: seed,
+now: now,
+unix_now: Duration::from_secs(1_800_000_000),
+},
+)
 }
 
 /// What only admins may use. Written out here rather than taken from

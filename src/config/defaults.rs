@@ -49,7 +49,8 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Requests one peer may have waiting on the upstream at once: a browser's
 /// dashboard sends a handful together; one peer cannot take the upstream's
 /// whole query concurrency.
-pub const DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER: usize = 8;
+pub const DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER: usize =
+    promgate_core::access::DEFAULT_UPSTREAM_REQUESTS_PER_PEER;
 /// Requests all peers together may have waiting on the upstream: below
 /// Prometheus's own `--query.max-concurrency` (20), so that its queue, which
 /// serves nobody fairly, stays empty.

@@ -303,7 +303,7 @@ fn at_least_one<T: Copy + Default + PartialOrd>(
 fn validate_allowed_hosts(sink: &mut Sink<'_>, raw: Option<Vec<Spanned<String>>>) -> Vec<String> {
     let mut hosts = Vec::new();
     for h in raw.unwrap_or_default() {
-        if crate::host_check::parse_allowed_host(h.get_ref()).is_some() {
+        if crate::web::host_check::parse_allowed_host(h.get_ref()).is_some() {
             hosts.push(h.into_inner());
         } else {
             sink.push(

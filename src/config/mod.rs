@@ -31,13 +31,14 @@ pub use self::defaults::*;
 pub use self::endpoint::EndpointError;
 pub(crate) use self::endpoint::check_endpoint;
 pub(crate) use self::peer::valid_peer_name;
-pub use crate::role::Role;
+pub use promgate_core::peer_config::{Origin, PeerConfig};
+pub use promgate_core::role::Role;
 
 use self::peer::validate_peers;
 use self::raw::{RawFile, RawPeersFile};
 use self::sink::{Sink, io_error, toml_error};
-use crate::keys::{PrivateKey, encode_key};
 use ipnet::IpNet;
+use promgate_core::keys::PrivateKey;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,55 +84,6 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Where a peer was defined, for error messages about it later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub file: PathBuf,
-    pub line: usize,
-}
-
-/// A validated peer.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    pub name: String,
-    pub public_key: [u8; 32],
-    pub allowed_ips: Vec<IpNet>,
-    pub preshared_key: Option<[u8; 32]>,
-    pub persistent_keepalive: Option<u16>,
-    pub role: Role,
-    /// Extra path prefixes this peer may use beyond its role.
-    pub allow_paths: Vec<String>,
-    /// Path prefixes this peer may not use, whatever its role.
-    pub deny_paths: Vec<String>,
-    /// Label values this peer's data is limited to (issue 14); `None` is unscoped.
-    pub scope: Option<crate::scope::Scope>,
-    pub origin: Origin,
-}
-
-impl PeerConfig {
-    /// True when the two describe the same tunnel, so a reload may keep its session.
-    pub(crate) fn same_tunnel(&self, other: &PeerConfig) -> bool {
-        self.public_key == other.public_key
-            && self.allowed_ips == other.allowed_ips
-            && self.preshared_key == other.preshared_key
-            && self.persistent_keepalive == other.persistent_keepalive
-    }
-}
-
-impl fmt::Debug for PeerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeerConfig")
-            .field("name", &self.name)
-            .field("public_key", &encode_key(&self.public_key))
-            .field("allowed_ips", &self.allowed_ips)
-            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
-            .field("persistent_keepalive", &self.persistent_keepalive)
-            .field("role", &self.role)
-            .field("scope", &self.scope.as_ref().map(|s| s.to_string()))
-            .finish()
-    }
-}
-
 /// The `[gateway]` table, validated.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -167,6 +119,24 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// What the I/O-free core needs of this table.
+    pub fn core_settings(&self) -> promgate_core::gateway::Settings {
+        promgate_core::gateway::Settings {
+            private_key: self.private_key.clone(),
+            addresses: self.addresses.clone(),
+            mtu: self.mtu,
+            http_ports: self.http_ports.clone(),
+            limits: promgate_core::gateway::Limits {
+                send_buffer: self.tcp_send_buffer,
+                per_peer: self.max_connections_per_peer,
+                total: self.max_connections,
+                idle_timeout: self.tcp_idle_timeout,
+            },
+            handshake_rate_limit: self.handshake_rate_limit,
+            max_upstream_requests_per_peer: self.max_upstream_requests_per_peer,
+        }
+    }
+
     /// A gateway config with every optional field at its default, as a
     /// file that names only these three would give: for tests, benches and
     /// embedding. Adjust fields afterwards as needed.

@@ -9,9 +9,9 @@
 use super::raw::{OneOrMany, RawPeer};
 use super::sink::{Sink, key_message};
 use super::{Origin, PeerConfig};
-use crate::keys::decode_key;
-use crate::role::Role;
 use ipnet::IpNet;
+use promgate_core::keys::decode_key;
+use promgate_core::role::Role;
 use std::net::IpAddr;
 use std::ops::Range;
 use toml::Spanned;
@@ -70,7 +70,7 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
     check_paths(sink, span, &field("deny_paths"), &raw.deny_paths);
     let scope = raw.scope.and_then(|s| {
         let s_span = s.span();
-        crate::scope::validate_peer_scope(s.into_inner(), role)
+        crate::web::scope::validate_peer_scope(s.into_inner(), role)
             .map_err(|messages| {
                 for m in messages {
                     sink.push(s_span.clone(), &field("scope"), m);

@@ -6,7 +6,7 @@
 
 use super::raw::RawGateway;
 use super::sink::{Sink, key_message};
-use crate::keys::PrivateKey;
+use promgate_core::keys::PrivateKey;
 use std::ops::Range;
 use std::path::Path;
 use toml::Spanned;

@@ -89,5 +89,5 @@ pub(super) struct RawPeer {
     pub(super) allow_paths: Vec<String>,
     #[serde(default)]
     pub(super) deny_paths: Vec<String>,
-    pub(super) scope: Option<Spanned<crate::scope::RawScope>>,
+    pub(super) scope: Option<Spanned<crate::web::scope::RawScope>>,
 }

@@ -5,7 +5,7 @@
 //! `promgate check` shows the whole list at once.
 
 use super::{ConfigError, ConfigErrors};
-use crate::keys::KeyError;
+use promgate_core::keys::KeyError;
 use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;

@@ -2,7 +2,7 @@
 //! and field out.
 
 use super::*;
-use crate::keys::{PrivateKey, encode_key};
+use promgate_core::keys::{PrivateKey, encode_key};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,17 +3,18 @@
 //! hand, and the real proxy in front of a real HTTP server on loopback.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod packets;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use promgate::config::{GatewayConfig, Origin, PeerConfig, Role};
-use promgate::gateway::Gateway;
-use promgate::health::Health;
-use promgate::keys::PrivateKey;
-use promgate::proxy::Proxy;
-use promgate::stats::Stats;
-use promgate::stream::TunnelStream;
-use promgate::telemetry::Telemetry;
+use promgate::ops::health::Health;
+use promgate::ops::telemetry::Telemetry;
+use promgate::shell::stream::TunnelStream;
+use promgate::web::proxy::Proxy;
+use promgate_core::gateway::Gateway;
+use promgate_core::keys::PrivateKey;
+use promgate_core::stats::Stats;
+#[allow(unused_imports)]
+pub use promgate_core::test_packets as packets;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -369,13 +370,15 @@ impl Lab {
         let health = Arc::new(Health::new(None));
         let telemetry = Telemetry::new(stats.clone(), Default::default(), health.clone());
         let gateway = Gateway::new(
-            &config,
+            &config.core_settings(),
             peers,
             stats.clone(),
-            std::task::Waker::noop().clone(),
-            7,
-            Instant::now(),
-            unix_now(),
+            promgate_core::gateway::Clock {
+                poll_request: std::task::Waker::noop().clone(),
+                seed: 7,
+                now: Instant::now(),
+                unix_now: unix_now(),
+            },
         );
         let proxy = Arc::new(Proxy::new(
             config.upstream.clone(),
@@ -383,7 +386,7 @@ impl Lab {
             config.upstream_timeout,
             telemetry.http.clone(),
             stats.clone(),
-            promgate::host_check::HostCheck::new(&config),
+            promgate::web::host_check::HostCheck::new(&config),
         ));
         Lab {
             gateway,
@@ -403,13 +406,15 @@ impl Lab {
     /// Restarts the gateway core with the same key and peers: all sessions are lost.
     pub fn restart(&mut self, peers: &[PeerConfig]) {
         self.gateway = Gateway::new(
-            &self.config,
+            &self.config.core_settings(),
             peers,
             self.stats.clone(),
-            std::task::Waker::noop().clone(),
-            8,
-            Instant::now(),
-            unix_now(),
+            promgate_core::gateway::Clock {
+                poll_request: std::task::Waker::noop().clone(),
+                seed: 8,
+                now: Instant::now(),
+                unix_now: unix_now(),
+            },
         );
     }
 

@@ -3,7 +3,7 @@
 #
 # A flooder sends 20,000 WireGuard initiations a second for 10 s, each with a
 # valid MAC1 (it knows the gateway's public key) and a key the gateway does
-# not know (examples/handshake_flood). Meanwhile a legitimate peer asks
+# not know (tools/handshake_flood.rs). Meanwhile a legitimate peer asks
 # Prometheus every 0.25 s, and 3 s into the flood it drops its session and
 # must handshake again while the gateway is under load (cookie reply, then a
 # retry with MAC2). Proves: every request made during the flood succeeds;
@@ -20,8 +20,8 @@
 set -u
 . "$(dirname "$0")/faults_lib.sh"
 
-FLOOD_BIN=${FLOOD_BIN:-$(dirname "$(lab_promgate_bin)")/examples/handshake_flood}
-[ -x "$FLOOD_BIN" ] || lab_die "no $FLOOD_BIN (cargo build --release --example handshake_flood)"
+FLOOD_BIN=${FLOOD_BIN:-$(dirname "$(lab_promgate_bin)")/handshake_flood}
+[ -x "$FLOOD_BIN" ] || lab_die "no $FLOOD_BIN (cargo build --release -p promgate-tools)"
 RATE=${FLOOD_RATE:-20000}
 SECS=${FLOOD_SECS:-10}
 # The gateway's default gateway.handshake_rate_limit (src/config/defaults.rs).

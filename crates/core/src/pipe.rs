@@ -1,0 +1,154 @@
+//! The shared buffers between the netstack and one connection's HTTP side.
+//!
+//! The netstack owns the smoltcp socket; the application side (the shell's
+//! [`crate::stream::TunnelStream`]) owns the other end of a [`Pipe`]: two
+//! fixed ring buffers allocated once per connection, under a mutex that is
+//! only ever held for a copy (never across an await). The netstack moves
+//! bytes between its socket and the pipe on each poll. The application side
+//! asks for a poll through the [`Waker`] the core was built with, whenever
+//! it adds data or frees room; the core itself knows no runtime.
+
+use smoltcp::storage::RingBuffer;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::task::{Context, Poll};
+
+/// Bytes buffered per direction per connection, besides smoltcp's own
+/// socket buffers. 64 KiB keeps a steady stream flowing between polls.
+pub const PIPE_BUFFER: usize = 64 * 1024;
+
+pub(crate) struct PipeState {
+    /// Netstack -> application.
+    pub(crate) rx: RingBuffer<'static, u8>,
+    /// Application -> netstack.
+    pub(crate) tx: RingBuffer<'static, u8>,
+    /// The peer closed its side and everything it sent is in `rx`.
+    pub(crate) rx_eof: bool,
+    /// The connection is gone (reset, timed out, peer removed).
+    pub(crate) reset: bool,
+    /// The application shut down its writing side.
+    pub(crate) tx_shutdown: bool,
+    /// The application dropped its stream.
+    pub(crate) app_dropped: bool,
+    pub(crate) read_waker: Option<Waker>,
+    pub(crate) write_waker: Option<Waker>,
+}
+
+impl PipeState {
+    /// Gives the pipe its buffers; called once, when the connection is
+    /// established and before any byte moves.
+    pub(crate) fn allocate(&mut self) {
+        if self.rx.capacity() == 0 {
+            self.rx = RingBuffer::new(vec![0u8; PIPE_BUFFER]);
+            self.tx = RingBuffer::new(vec![0u8; PIPE_BUFFER]);
+        }
+    }
+
+    pub(crate) fn wake_reader(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+    }
+    pub(crate) fn wake_writer(&mut self) {
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The shared half of a connection.
+pub struct Pipe {
+    state: Mutex<PipeState>,
+    /// Wakes whoever polls the netstack (the driver).
+    netstack: Waker,
+}
+
+impl Pipe {
+    /// A pipe without buffers yet: a connection gets them when its
+    /// handshake completes ([`PipeState::allocate`]), so that a half-open
+    /// one holds none.
+    pub(crate) fn new(netstack: Waker) -> Arc<Self> {
+        Arc::new(Pipe {
+            state: Mutex::new(PipeState {
+                rx: RingBuffer::new(Vec::new()),
+                tx: RingBuffer::new(Vec::new()),
+                rx_eof: false,
+                reset: false,
+                tx_shutdown: false,
+                app_dropped: false,
+                read_waker: None,
+                write_waker: None,
+            }),
+            netstack,
+        })
+    }
+
+    /// Locks the state. A poisoned lock means a panic while copying bytes,
+    /// which cannot leave the buffers inconsistent, so recover the guard.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a netstack poll: the application added data or freed room.
+    fn request_poll(&self) {
+        self.netstack.wake_by_ref();
+    }
+
+    // The application's side. The rules of end-of-file and reset live here,
+    // next to the netstack's side, so a runtime adapter only forwards.
+
+    /// Reads into `buf`: `Ready(Ok(0))` is end of file (the peer closed and
+    /// everything it sent was read); a reset connection is an error once
+    /// the bytes received before it are read.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut s = self.lock();
+        if !s.rx.is_empty() {
+            let n = s.rx.dequeue_slice(buf);
+            drop(s);
+            // Room freed: the netstack may move more from its socket.
+            self.request_poll();
+            return Poll::Ready(Ok(n));
+        }
+        if s.rx_eof {
+            return Poll::Ready(Ok(0));
+        }
+        if s.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        s.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Queues `data` for the netstack to send; `Pending` while the pipe is full.
+    pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut s = self.lock();
+        if s.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if s.tx_shutdown {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let n = s.tx.enqueue_slice(data);
+        if n == 0 {
+            s.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        drop(s);
+        self.request_poll();
+        Poll::Ready(Ok(n))
+    }
+
+    /// The application will write no more: the netstack sends a FIN once
+    /// the queued bytes are out.
+    pub fn shutdown_write(&self) {
+        self.lock().tx_shutdown = true;
+        self.request_poll();
+    }
+
+    /// The application let go of the connection: the netstack closes it.
+    pub fn release(&self) {
+        self.lock().app_dropped = true;
+        self.request_poll();
+    }
+}

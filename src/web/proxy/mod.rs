@@ -1,0 +1,1187 @@
+//! The HTTP reverse proxy that serves tunnel connections from the upstream.
+//!
+//! Each accepted tunnel TCP connection gets its own task running hyper's
+//! HTTP/1.1 server. Requests are checked against [`crate::web::policy`], get
+//! their identity headers (client copies stripped first), and go to the one
+//! upstream through a pooled client. Bodies stream in both directions; a
+//! large response is never buffered whole. An unreachable upstream gives a
+//! 502 page, a slow one a 504 page, never a hang.
+
+use crate::ops::telemetry::HttpMetrics;
+use crate::web::host_check::{HostCheck, Refusal};
+use crate::web::policy::{self, Decision};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use promgate_core::gateway::ConnInfo;
+use promgate_core::stats::Stats;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+mod scoped;
+mod upstream;
+
+use upstream::{Connector, Upstream, UpstreamBody, WithUpstream};
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Largest request head accepted from a peer (hyper's read buffer).
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// A peer must send a complete request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect timeout to the upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Shared by every connection's task.
+pub struct Proxy {
+    connector: Arc<Connector>,
+    upstream: Uri,
+    identity_header: HeaderName,
+    timeout: Duration,
+    metrics: Arc<HttpMetrics>,
+    stats: Arc<Stats>,
+    /// The hosts and origins served (DNS rebinding, cross-site requests).
+    hosts: HostCheck,
+    /// Requests in flight to the upstream, all peers together.
+    upstream_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How long a request may wait for a place among the upstream requests in
+/// flight (its peer's share, then the total) before it gets a 503.
+pub const UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Proxy {
+    pub fn new(
+        upstream: Uri,
+        identity_header: HeaderName,
+        timeout: Duration,
+        metrics: Arc<HttpMetrics>,
+        stats: Arc<Stats>,
+        hosts: HostCheck,
+    ) -> Self {
+        Proxy {
+            connector: Arc::new(Connector::new(upstream.clone(), CONNECT_TIMEOUT)),
+            upstream,
+            identity_header,
+            timeout,
+            metrics,
+            stats,
+            hosts,
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::config::defaults::DEFAULT_MAX_UPSTREAM_REQUESTS,
+            )),
+        }
+    }
+
+    /// Sets the limit on requests in flight to the upstream, all peers
+    /// together (`gateway.max_upstream_requests`).
+    pub fn with_upstream_limit(mut self, requests: usize) -> Self {
+        self.upstream_slots = Arc::new(tokio::sync::Semaphore::new(requests));
+        self
+    }
+
+    /// Serves one tunnel connection until it closes or `shutdown` fires
+    /// (then the in-flight request completes and the connection closes).
+    /// `stream` is a [`crate::shell::stream::TunnelStream`] in the gateway; tests
+    /// use an in-memory duplex.
+    pub fn serve_connection<S>(
+        self: Arc<Self>,
+        info: ConnInfo,
+        stream: S,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        use tracing::Instrument as _;
+        let info = Arc::new(info);
+        let span =
+            tracing::debug_span!("conn", peer = %info.access.current().name, remote = %info.remote);
+        let upstream = Upstream::new(self.connector.clone());
+        WithUpstream {
+            serve: Box::pin(
+                self.serve_inner(info, stream, shutdown, upstream.clone())
+                    .instrument(span),
+            ),
+            upstream,
+        }
+    }
+
+    async fn serve_inner<S>(
+        self: Arc<Self>,
+        info: Arc<ConnInfo>,
+        stream: S,
+        shutdown: CancellationToken,
+        upstream: Arc<Upstream>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            let info = info.clone();
+            let upstream = upstream.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(&info, &upstream, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "tunnel connection ended with an error");
+                }
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        info: &ConnInfo,
+        upstream: &Upstream,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        // Prometheus answers `Access-Control-Allow-Origin: *` by default, so
+        // a page of any origin could read what a read-only request returns
+        // through the peer's browser. Only the gateway's own origins (and
+        // the allowed hosts') keep the CORS headers.
+        let foreign_origin = self.hosts.has_foreign_origin(req.headers());
+        let mut resp = self.handle_checked(info, upstream, req).await;
+        if foreign_origin {
+            strip_cors(resp.headers_mut());
+        }
+        resp
+    }
+
+    async fn handle_checked(
+        &self,
+        info: &ConnInfo,
+        upstream: &Upstream,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        // Each request is decided on the peer's rules as they are now, so a
+        // reload that demotes a peer reaches its open connections.
+        let rules = info.access.current();
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_string();
+        let mut audit = Audit {
+            peer: rules.name.clone(),
+            scope: rules.scope.clone(),
+            addr: info.remote.ip(),
+            method: method.clone(),
+            path: raw_path.clone(),
+            role: rules.role,
+            start,
+            upstream_latency: None,
+            metrics: self.metrics.clone(),
+            access: info.access.clone(),
+        };
+
+        // Before anything else: a request a web page forged through the
+        // peer's browser must not reach the policy, let alone the upstream.
+        if let Err(refusal) = self
+            .hosts
+            .check(&method, req.version(), req.uri(), req.headers())
+        {
+            tracing::info!(peer = %rules.name, addr = %info.remote.ip(), %method, path = %raw_path, reason = ?refusal, "refused a request for another host or from another origin");
+            return audit.finish(refusal_page(&rules.name, &method, refusal));
+        }
+        let Some(normalized) = policy::decision_path(&raw_path) else {
+            return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes).")));
+        };
+        if let Decision::Deny(rule) = policy::decide(
+            rules.role,
+            &rules.allow_paths,
+            &rules.deny_paths,
+            &method,
+            &normalized,
+        ) {
+            let body = format!(
+                "Peer \"{}\" (role {}) may not {} {}: {}.",
+                rules.name,
+                rules.role.as_str(),
+                method,
+                raw_path,
+                rule
+            );
+            return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
+        }
+        if let Some(scope) = &rules.scope {
+            match self
+                .handle_scoped(info, scope, &normalized, upstream, req, &mut audit)
+                .await
+            {
+                Ok(resp) => return audit.finish(resp),
+                Err(open) => req = open,
+            }
+        }
+
+        match self
+            .forward(
+                info,
+                &rules.name,
+                upstream,
+                req.map(|b| b.boxed()),
+                &mut audit,
+            )
+            .await
+        {
+            Ok(mut resp) => {
+                strip_hop_by_hop(resp.headers_mut());
+                audit.finish(resp.map(|b| b.boxed()))
+            }
+            Err(page) => audit.finish(page),
+        }
+    }
+
+    /// Sends a request upstream on the tunnel connection's own upstream
+    /// connection, with the identity headers, the timeout and the error
+    /// pages; used by the ordinary and the scoped path alike.
+    async fn forward(
+        &self,
+        info: &ConnInfo,
+        peer_name: &str,
+        upstream: &Upstream,
+        req: Request<UpstreamBody>,
+        audit: &mut Audit,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        let req = self
+            .upstream_request(info, peer_name, req)
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e))?;
+        // A place among the requests in flight: the peer's own share first,
+        // so that a peer with many waiting holds at most its share of the
+        // total's queue (tokio's semaphores are first come, first served).
+        // Held until the response head arrives: that is when Prometheus has
+        // evaluated the query.
+        let slots = scoped::permits(info.access.upstream_slots(), &self.upstream_slots);
+        let Ok(Some(_held)) = tokio::time::timeout(UPSTREAM_QUEUE_TIMEOUT, slots).await else {
+            self.stats.upstream_queue_timeouts.fetch_add(1, Relaxed);
+            tracing::warn!(peer = %peer_name, "a request waited {}s for a place among the upstream requests in flight", UPSTREAM_QUEUE_TIMEOUT.as_secs());
+            return Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                &format!(
+                    "Too many requests are waiting for Prometheus (this peer's, or all peers'); this one waited {} s. Try again shortly.",
+                    UPSTREAM_QUEUE_TIMEOUT.as_secs()
+                ),
+            ));
+        };
+        let sent = Instant::now();
+        let result = tokio::time::timeout(self.timeout, upstream.send(req)).await;
+        audit.upstream_latency = Some(sent.elapsed());
+        // Request outcomes never touch readiness: a peer can abort its own
+        // body or reset its connection, and that is not the upstream's
+        // health. Readiness follows the active probe (`upstream_probe`).
+        match result {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.upstream_failed(Some(&e))),
+            Err(_) => {
+                // Its state is unknown once a request was given up on.
+                upstream.discard();
+                Err(self.upstream_failed(None))
+            }
+        }
+    }
+
+    /// Counts and logs a failed upstream request and gives the page for it:
+    /// 502 when the upstream could not be reached or broke off (`error`),
+    /// 504 when it did not answer within `upstream_timeout` (`None`). The
+    /// two differ for the peer: a 504 says retrying may work once
+    /// Prometheus is less busy, a 502 that it is not there. The pages say
+    /// what failed, never where the upstream lives; the log keeps that.
+    pub(crate) fn upstream_failed(
+        &self,
+        error: Option<&dyn std::fmt::Display>,
+    ) -> Response<ProxyBody> {
+        self.stats.upstream_errors.fetch_add(1, Relaxed);
+        match error {
+            Some(e) => {
+                tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
+                error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad gateway",
+                    "promgate could not get an answer from Prometheus.",
+                )
+            }
+            None => {
+                tracing::warn!(upstream = %self.upstream, timeout = ?self.timeout, "upstream timed out");
+                error_page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway timeout",
+                    &format!(
+                        "Prometheus did not answer within {}s.",
+                        self.timeout.as_secs()
+                    ),
+                )
+            }
+        }
+    }
+
+    fn upstream_request<B>(
+        &self,
+        info: &ConnInfo,
+        peer_name: &str,
+        req: Request<B>,
+    ) -> Result<Request<B>, String> {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
+        parts.version = http::Version::HTTP_11;
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "forwarded",
+        ] {
+            h.remove(name);
+        }
+        h.remove(&self.identity_header);
+        if let Some(host) = self
+            .upstream
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            h.insert(header::HOST, host);
+        }
+        if let Ok(v) = HeaderValue::from_str(&info.remote.ip().to_string()) {
+            h.insert("x-forwarded-for", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(peer_name) {
+            h.insert(self.identity_header.clone(), v);
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// The request target sent upstream for `requested`, in origin form (the
+/// authority goes in Host): the upstream's base path, then the request's
+/// path and query unchanged (byte for byte: the path the policy decided on
+/// is the path forwarded).
+pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
+    let base = upstream.path().trim_end_matches('/');
+    // `path()`, not the raw path-and-query: an absolute-form target with an
+    // empty path ("http://h?q") has path "/" and raw text "?q", and the
+    // policy decided on "/".
+    let path = requested.path();
+    let pq = match requested.query() {
+        Some(q) => format!("{base}{path}?{q}"),
+        None => format!("{base}{path}"),
+    };
+    Uri::try_from(pq).map_err(|e| format!("cannot build the upstream request target: {e}"))
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// Removes the response headers that let a browser hand the answer to a
+/// page of another origin.
+fn strip_cors(headers: &mut http::HeaderMap) {
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-headers",
+        "access-control-allow-methods",
+        "access-control-expose-headers",
+        "access-control-max-age",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The page for a request refused by [`HostCheck`]: what was refused and
+/// how an operator allows a legitimate name.
+fn refusal_page(peer: &str, method: &http::Method, refusal: Refusal) -> Response<ProxyBody> {
+    match refusal {
+        Refusal::MissingHost => error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "An HTTP/1.1 request needs a Host header.",
+        ),
+        Refusal::MalformedHost(host) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &format!("The Host {host:?} is not a host name or address with an optional port."),
+        ),
+        Refusal::ForeignHost(host) => error_page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Misdirected request",
+            &format!(
+                "promgate does not answer to the host {host:?}: only to its tunnel addresses and the names listed in gateway.allowed_hosts, so that a web page cannot rebind its own name to the gateway. To reach Prometheus by this name, add it to gateway.allowed_hosts in the gateway's config."
+            ),
+        ),
+        Refusal::ForeignOrigin(origin) => error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "A {method} from a page of another origin ({origin:?}) is refused: a web page must not act with peer \"{peer}\"'s rights. Only the gateway's own origin and the names in gateway.allowed_hosts may send it; tools that send no Origin header are not affected."
+            ),
+        ),
+        Refusal::CrossSite(site) => error_page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "A {method} that the browser marked Sec-Fetch-Site: {site} is refused: a web page of another site must not act with peer \"{peer}\"'s rights."
+            ),
+        ),
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBody> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let html = format!(
+        "<!doctype html><html><head><title>{code} {title}</title></head><body><h1>{code} {title}</h1><p>{detail}</p><hr><p>promgate</p></body></html>\n",
+        code = status.as_u16(),
+        title = esc(title),
+        detail = esc(detail)
+    );
+    let body = http_body_util::Full::new(Bytes::from(html))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// One request's audit record; written when its response body ends.
+struct Audit {
+    peer: Arc<str>,
+    scope: Option<crate::web::scope::Scope>,
+    addr: std::net::IpAddr,
+    method: http::Method,
+    path: String,
+    role: crate::config::Role,
+    start: Instant,
+    upstream_latency: Option<Duration>,
+    metrics: Arc<HttpMetrics>,
+    /// For the rate limit on refusal lines.
+    access: Arc<crate::web::policy::PeerAccess>,
+}
+
+impl Audit {
+    fn finish(self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let status = resp.status().as_u16();
+        resp.map(|inner| {
+            AuditedBody {
+                inner,
+                bytes: 0,
+                status,
+                audit: Some(self),
+            }
+            .boxed()
+        })
+    }
+}
+
+/// Counts response bytes and logs the audit line when the body is done
+/// (or dropped, when the client went away mid-stream).
+struct AuditedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    status: u16,
+    audit: Option<Audit>,
+}
+
+impl AuditedBody {
+    fn log(&mut self) {
+        if let Some(a) = self.audit.take() {
+            let elapsed = a.start.elapsed();
+            a.metrics.observe(&a.method, self.status, a.role, elapsed);
+            // Refused by the gateway itself (never reached the upstream):
+            // rate-limited per peer, so a loop of refusals cannot fill the log.
+            let refused = a.upstream_latency.is_none() && (400..500).contains(&self.status);
+            let mut left_out = None;
+            if refused {
+                match a.access.refusal_line(Instant::now()) {
+                    Some(0) => {}
+                    Some(n) => left_out = Some(n),
+                    None => {
+                        a.metrics.audit_line_suppressed();
+                        return;
+                    }
+                }
+            }
+            tracing::info!(
+                target: "promgate::audit",
+                peer = %a.peer,
+                addr = %a.addr,
+                role = a.role.as_str(),
+                scope = a.scope.as_ref().map(tracing::field::display),
+                method = %a.method,
+                path = %a.path,
+                status = self.status,
+                bytes = self.bytes,
+                duration_ms = millis(elapsed),
+                upstream_ms = a.upstream_latency.map(millis),
+                refusals_not_logged = left_out,
+                "request"
+            );
+        }
+    }
+}
+
+/// Milliseconds with microsecond resolution, without float noise in logs.
+fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.log(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        self.log();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the policy fuzz target: with an upstream base path, an
+    /// absolute-form target with an empty path was decided as "/" and
+    /// forwarded as "/prom" rather than "/prom/".
+    #[test]
+    fn the_forwarded_path_is_the_decided_path_after_the_base() {
+        let upstream: Uri = "http://prometheus:9090/prom/".parse().unwrap();
+        for (target, want) in [
+            ("http://h?q=1", "/prom/"),
+            ("http://h", "/prom/"),
+            ("/api/v1/query?query=up", "/prom/api/v1/query"),
+            ("/", "/prom/"),
+        ] {
+            let requested: Uri = target.parse().unwrap();
+            let got = upstream_uri(&upstream, &requested).unwrap();
+            assert_eq!(got.path(), want, "{target}");
+            assert_eq!(got.path(), format!("/prom{}", requested.path()));
+            assert_eq!(got.query(), requested.query(), "{target}");
+        }
+    }
+
+    use crate::web::policy::{AccessRules, PeerAccess};
+    use promgate_core::role::Role;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn metrics() -> Arc<HttpMetrics> {
+        crate::ops::telemetry::Telemetry::new(
+            Arc::new(Stats::default()),
+            Default::default(),
+            Arc::new(crate::ops::health::Health::new(None)),
+        )
+        .http
+    }
+
+    fn info() -> ConnInfo {
+        info_as(Role::Viewer)
+    }
+
+    fn info_as(role: Role) -> ConnInfo {
+        ConnInfo {
+            access: Arc::new(PeerAccess::new(AccessRules {
+                name: Arc::from("alice"),
+                role,
+                allow_paths: Arc::from([]),
+                deny_paths: Arc::from([]),
+                scope: None,
+            })),
+            remote: "10.13.13.2:40000".parse().unwrap(),
+            local_port: 80,
+        }
+    }
+
+    /// A request over an in-memory stream; returns the whole response.
+    async fn exchange(proxy: Arc<Proxy>, request: &str) -> String {
+        exchange_as(proxy, info(), request).await
+    }
+
+    async fn exchange_as(proxy: Arc<Proxy>, info: ConnInfo, request: &str) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let stop = CancellationToken::new();
+        tokio::spawn(proxy.serve_connection(info, server, stop));
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// An upstream that answers only after `delay` (in tokio time).
+    async fn slow_upstream(delay: Duration) -> Uri {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                "late"
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    /// An upstream that counts the TCP connections it accepted and answers
+    /// every request with its path; with `keep_alive` false it closes each
+    /// connection after one answer.
+    async fn counting_upstream(keep_alive: bool) -> (Uri, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Relaxed);
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let body = format!("path={}", req.uri());
+                    // As Prometheus answers by default (--web.cors.origin).
+                    let mut resp = Response::new(http_body_util::Full::new(Bytes::from(body)));
+                    resp.headers_mut().insert(
+                        "access-control-allow-origin",
+                        http::HeaderValue::from_static("*"),
+                    );
+                    Ok::<_, Infallible>(resp)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), accepted)
+    }
+
+    /// The gateway at 10.13.13.1 and fd13::1 on port 80, reachable by the
+    /// name prom.vpn.example too.
+    fn hosts() -> HostCheck {
+        let mut c = crate::config::GatewayConfig::with_defaults(
+            promgate_core::keys::PrivateKey::generate(),
+            "10.13.13.1/24".parse().unwrap(),
+            "http://prometheus:9090".parse().unwrap(),
+        );
+        c.addresses.push("fd13::1/64".parse().unwrap());
+        c.allowed_hosts = vec!["prom.vpn.example".into()];
+        HostCheck::new(&c)
+    }
+
+    fn proxy_to(upstream: Uri) -> Arc<Proxy> {
+        Arc::new(Proxy::new(
+            upstream,
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics(),
+            Arc::new(Stats::default()),
+            hosts(),
+        ))
+    }
+
+    /// Sends `n` keep-alive requests on one tunnel connection, the last
+    /// with `Connection: close`; returns the whole output.
+    async fn keep_alive_exchange(proxy: Arc<Proxy>, n: usize) -> String {
+        let mut requests = String::new();
+        for i in 0..n {
+            let close = if i + 1 == n {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            requests.push_str(&format!(
+                "GET /api/v1/query?query=r{i} HTTP/1.1\r\nHost: 10.13.13.1\r\n{close}\r\n"
+            ));
+        }
+        exchange(proxy, &requests).await
+    }
+
+    #[tokio::test]
+    async fn one_upstream_connection_serves_a_tunnel_connection_and_the_next() {
+        let (upstream, accepted) = counting_upstream(true).await;
+        let proxy = proxy_to(upstream);
+        let out = keep_alive_exchange(proxy.clone(), 3).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+        for i in 0..3 {
+            // Origin form on the wire, the request's own path and query.
+            assert!(
+                out.contains(&format!("path=/api/v1/query?query=r{i}")),
+                "{out}"
+            );
+        }
+        // The next tunnel connection takes the idle upstream connection over.
+        let out = keep_alive_exchange(proxy, 2).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_connections_is_reconnected_to() {
+        let (upstream, accepted) = counting_upstream(false).await;
+        let proxy = proxy_to(upstream);
+        let out = keep_alive_exchange(proxy.clone(), 3).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+        let out = keep_alive_exchange(proxy, 1).await;
+        assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
+        assert_eq!(accepted.load(Relaxed), 4);
+    }
+
+    /// Issue 23, item 5: a scoped peer's form body that does not arrive in
+    /// 30 s gets a 408; it cannot hold its buffer for the 300 s idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_scoped_form_body_gets_a_408_after_30_s() {
+        let (upstream, accepted) = counting_upstream(true).await;
+        let proxy = proxy_to(upstream);
+        let info = ConnInfo {
+            access: Arc::new(PeerAccess::new(AccessRules {
+                name: Arc::from("team-a"),
+                role: Role::Viewer,
+                allow_paths: Arc::from([]),
+                deny_paths: Arc::from([]),
+                scope: Some(
+                    crate::web::scope::Scope::new([("namespace", &["team-a"][..])]).unwrap(),
+                ),
+            })),
+            remote: "10.13.13.2:40000".parse().unwrap(),
+            local_port: 80,
+        };
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(proxy.serve_connection(info, server, CancellationToken::new()));
+        let started = tokio::time::Instant::now();
+        client
+            .write_all(b"POST /api/v1/query HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nquery=up")
+            .await
+            .unwrap();
+        let mut out = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(120), client.read(&mut out))
+            .await
+            .expect("no answer within 120 s: the body read has no deadline")
+            .unwrap();
+        let out = String::from_utf8_lossy(&out[..n]);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(40),
+            "{waited:?}"
+        );
+        assert_eq!(accepted.load(Relaxed), 0, "nothing reached the upstream");
+    }
+
+    /// Issue 24, item 7: a peer looping on refused requests writes at most
+    /// its burst of audit lines; the rest are counted, not logged.
+    #[tokio::test]
+    async fn refusal_audit_lines_are_rate_limited_per_peer() {
+        let (upstream, _) = counting_upstream(true).await;
+        let metrics = metrics();
+        let proxy = Arc::new(Proxy::new(
+            upstream,
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics.clone(),
+            Arc::new(Stats::default()),
+            hosts(),
+        ));
+        let mut requests = String::new();
+        for _ in 0..50 {
+            requests
+                .push_str("GET /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\n\r\n");
+        }
+        requests.push_str("GET /api/v1/admin/tsdb/snapshot HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n");
+        let out = exchange_as(proxy, info_as(Role::Viewer), &requests).await;
+        assert_eq!(out.matches("HTTP/1.1 403").count(), 51, "{out}");
+        // 20 written (the burst; little time passes), 31 counted.
+        let suppressed = metrics.audit_lines_suppressed();
+        assert!((29..=31).contains(&suppressed), "{suppressed}");
+    }
+
+    /// An upstream that answers after `delay` and records, per peer (its
+    /// identity header) and in total, the most requests it held at once.
+    async fn counting_slow_upstream(
+        delay: Duration,
+    ) -> (
+        Uri,
+        Arc<std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // peer -> (now, most); "" is the total.
+        let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>> =
+            Arc::default();
+        let state = seen.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move |h: http::HeaderMap| {
+                let seen = state.clone();
+                async move {
+                    let peer = h
+                        .get("x-promgate-peer")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?")
+                        .to_string();
+                    let bump = |d: isize| {
+                        let mut m = seen.lock().unwrap();
+                        for k in [peer.clone(), String::new()] {
+                            let e = m.entry(k).or_default();
+                            e.0 = (e.0 as isize + d) as usize;
+                            e.1 = e.1.max(e.0);
+                        }
+                    };
+                    bump(1);
+                    tokio::time::sleep(delay).await;
+                    bump(-1);
+                    "done"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}").parse().unwrap(), seen)
+    }
+
+    fn info_named(name: &str, ip: &str, upstream_requests: usize) -> ConnInfo {
+        ConnInfo {
+            access: Arc::new(PeerAccess::with_upstream_limit(
+                AccessRules {
+                    name: Arc::from(name),
+                    role: Role::Viewer,
+                    allow_paths: Arc::from([]),
+                    deny_paths: Arc::from([]),
+                    scope: None,
+                },
+                upstream_requests,
+            )),
+            remote: format!("{ip}:40000").parse().unwrap(),
+            local_port: 80,
+        }
+    }
+
+    const QUERY: &str =
+        "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n";
+
+    /// Issue 24: one peer cannot take the upstream's concurrency; its
+    /// requests beyond its share wait, and another peer is served at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_gets_only_its_share_of_the_upstream() {
+        let (upstream, seen) = counting_slow_upstream(Duration::from_secs(10)).await;
+        let proxy = Arc::new(
+            Proxy::new(
+                upstream,
+                HeaderName::from_static("x-promgate-peer"),
+                Duration::from_secs(200),
+                metrics(),
+                Arc::new(Stats::default()),
+                hosts(),
+            )
+            .with_upstream_limit(3),
+        );
+        let alice = info_named("alice", "10.13.13.2", 2);
+        let mut busy = Vec::new();
+        for _ in 0..5 {
+            busy.push(tokio::spawn(exchange_as(
+                proxy.clone(),
+                alice.clone(),
+                QUERY,
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        let bob = exchange_as(proxy.clone(), info_named("bob", "10.13.13.3", 2), QUERY).await;
+        assert!(bob.starts_with("HTTP/1.1 200"), "{bob}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(11), "bob waited {waited:?}");
+        for b in busy {
+            let out = b.await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        }
+        let m = seen.lock().unwrap();
+        assert_eq!(m["alice"].1, 2, "{m:?}");
+        assert!(m[""].1 <= 3, "{m:?}");
+    }
+
+    /// A request that cannot get a place within the queue timeout gets a
+    /// 503 that says why, and is counted.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_waits_too_long_for_the_upstream_gets_a_503() {
+        let (upstream, _) = counting_slow_upstream(Duration::from_secs(100)).await;
+        let stats = Arc::new(Stats::default());
+        let proxy = Arc::new(Proxy::new(
+            upstream,
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(200),
+            metrics(),
+            stats.clone(),
+            hosts(),
+        ));
+        let alice = info_named("alice", "10.13.13.2", 1);
+        let first = tokio::spawn(exchange_as(proxy.clone(), alice.clone(), QUERY));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = exchange_as(proxy, alice, QUERY).await;
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("waited 30 s"), "{out}");
+        assert_eq!(stats.upstream_queue_timeouts.load(Relaxed), 1);
+        assert!(first.await.unwrap().starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upstream_gets_a_504_that_does_not_name_it() {
+        let upstream = slow_upstream(Duration::from_secs(120)).await;
+        let stats = Arc::new(Stats::default());
+        let proxy = Arc::new(Proxy::new(
+            upstream.clone(),
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(30),
+            metrics(),
+            stats.clone(),
+            hosts(),
+        ));
+        let started = tokio::time::Instant::now();
+        let resp = exchange(
+            proxy,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+        assert!(resp.contains("within 30s"), "{resp}");
+        let authority = upstream.authority().unwrap().to_string();
+        assert!(!resp.contains(&authority), "{resp}");
+        // Virtual time: the timeout, not the upstream's two minutes.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+        assert_eq!(stats.upstream_errors.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_gets_a_502_that_does_not_name_it() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let proxy = Arc::new(Proxy::new(
+            format!("http://{addr}").parse().unwrap(),
+            HeaderName::from_static("x-promgate-peer"),
+            Duration::from_secs(5),
+            metrics(),
+            Arc::new(Stats::default()),
+            hosts(),
+        ));
+        let resp = exchange(
+            proxy,
+            "GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+        assert!(!resp.contains(&addr.to_string()), "{resp}");
+    }
+
+    /// Sends one request to a counting upstream that echoes the target;
+    /// returns the response and whether the upstream saw the request.
+    async fn via(role: Role, request: &str) -> (String, bool) {
+        let (upstream, accepted) = counting_upstream(true).await;
+        let out = exchange_as(proxy_to(upstream), info_as(role), request).await;
+        (out, accepted.load(Relaxed) > 0)
+    }
+
+    #[tokio::test]
+    async fn a_request_for_another_host_gets_a_421_naming_the_fix() {
+        for host in [
+            "attacker.example",
+            "10.13.13.1.attacker.example",
+            "10.13.13.1:9090",
+        ] {
+            let (out, forwarded) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+            assert!(out.contains(&format!("&quot;{host}&quot;")), "{out}");
+            assert!(out.contains("gateway.allowed_hosts"), "{out}");
+            assert!(!forwarded, "{host}");
+        }
+        // Absolute form: the target's authority is the host.
+        let (out, forwarded) = via(
+            Role::Viewer,
+            "GET http://attacker.example/api/v1/query HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+        assert!(!forwarded);
+        let (out, forwarded) = via(
+            Role::Viewer,
+            "GET /api/v1/query HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("needs a Host header"), "{out}");
+        assert!(!forwarded);
+    }
+
+    #[tokio::test]
+    async fn the_tunnel_address_with_or_without_port_and_allowed_names_pass() {
+        for host in [
+            "10.13.13.1",
+            "10.13.13.1:80",
+            "[fd13::1]",
+            "[fd13::1]:80",
+            "prom.vpn.example",
+            "Prom.VPN.example:8443",
+        ] {
+            let (out, forwarded) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
+            assert!(out.contains("path=/api/v1/query?query=up"), "{out}");
+            assert!(forwarded, "{host}");
+        }
+    }
+
+    const DELETE_SERIES: &str = "POST /api/v1/admin/tsdb/delete_series?match[]=up HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n";
+
+    #[tokio::test]
+    async fn a_cross_site_post_is_refused_and_never_reaches_the_upstream() {
+        for extra in [
+            "Origin: https://attacker.example\r\nSec-Fetch-Site: cross-site\r\n",
+            "Origin: https://attacker.example\r\n",
+            "Origin: null\r\n",
+            "Sec-Fetch-Site: same-site\r\n",
+        ] {
+            let (out, forwarded) = via(Role::Admin, &format!("{DELETE_SERIES}{extra}\r\n")).await;
+            assert!(out.starts_with("HTTP/1.1 403"), "{extra}: {out}");
+            assert!(out.contains("alice"), "{out}");
+            assert!(!forwarded, "{extra}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_from_a_tool_or_the_gateways_own_page_is_forwarded() {
+        for extra in [
+            "",
+            "Origin: http://10.13.13.1\r\nSec-Fetch-Site: same-origin\r\n",
+            "Origin: https://prom.vpn.example\r\n",
+        ] {
+            let (out, forwarded) = via(Role::Admin, &format!("{DELETE_SERIES}{extra}\r\n")).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{extra}: {out}");
+            assert!(
+                out.contains("path=/api/v1/admin/tsdb/delete_series"),
+                "{out}"
+            );
+            assert!(forwarded, "{extra}");
+        }
+    }
+
+    /// A read with a foreign Origin is served (a link or an image may
+    /// send one), but without the upstream's CORS headers: the browser
+    /// then keeps the answer from the page that asked.
+    #[tokio::test]
+    async fn a_read_with_a_foreign_origin_passes_but_the_page_cannot_read_it() {
+        for origin in ["https://attacker.example", "null"] {
+            let (out, forwarded) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\nOrigin: {origin}\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            assert!(forwarded);
+            assert!(
+                !out.to_ascii_lowercase()
+                    .contains("access-control-allow-origin"),
+                "{origin}: {out}"
+            );
+        }
+        // The gateway's own pages, and tools, keep them.
+        for origin in ["Origin: http://10.13.13.1\r\n", ""] {
+            let (out, _) = via(
+                Role::Viewer,
+                &format!("GET /api/v1/query?query=up HTTP/1.1\r\nHost: 10.13.13.1\r\n{origin}Connection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(
+                out.to_ascii_lowercase()
+                    .contains("access-control-allow-origin: *"),
+                "{origin}: {out}"
+            );
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The proxy side of label scoping: requests from a scoped peer.
+//!
+//! The decisions are all in [`crate::web::scope`]; this is the I/O around them.
+//! Endpoints that take PromQL or selectors have their form body collected
+//! (bounded) and are forwarded as the core rebuilt them, never as sent.
+//! Rule and alert lists are fetched uncompressed, collected (bounded),
+//! filtered and re-serialized. Closed endpoints get a 403 naming the scope.
+
+use super::{Audit, Proxy, ProxyBody, Upstream, error_page, strip_hop_by_hop};
+use crate::web::scope::Scope;
+use crate::web::scope::filter::{self, ListKind};
+use crate::web::scope::request::{self, Endpoint, ParamRequest, RequestError};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use promgate_core::gateway::ConnInfo;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Largest form body read from a scoped peer. The Prometheus UI posts long
+/// queries this way; 1 MiB is far above any real query (the PromQL itself
+/// is capped at [`crate::web::scope::promql::MAX_QUERY_BYTES`]) and bounds what
+/// one request can make the gateway hold.
+pub(super) const MAX_FORM_BODY: usize = 1024 * 1024;
+/// Largest rules or alerts response filtered. It is held whole while being
+/// filtered; 32 MiB covers thousands of rules with their active alerts.
+pub(super) const MAX_LIST_RESPONSE: usize = 32 * 1024 * 1024;
+/// How long a scoped peer may take to send its form body, as for request
+/// heads: a body trickled a byte at a time must not hold its 1 MiB buffer
+/// for the 300 s no-progress timeout.
+pub(super) const FORM_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Scope rewrites running at once, all peers together (each also holds one
+/// of its peer's [`crate::web::policy::SCOPED_WORK_PER_PEER`] permits). One rewrite costs at
+/// most a few MiB and milliseconds (`tests/scope_cost.rs`), so this bounds
+/// their total, and a peer that loops on heavy queries can hold only its own
+/// two of these.
+static REWRITES: Semaphore = Semaphore::const_new(4);
+/// Rules or alerts lists held and filtered at once, all peers together: each
+/// can be [`MAX_LIST_RESPONSE`] of JSON and several times that parsed.
+static FILTERS: Semaphore = Semaphore::const_new(1);
+
+/// Takes a permit from the peer's share, then one from the global pool: a
+/// peer waiting for its own share holds none of the global one (so it holds
+/// at most its share of the global queue; tokio's semaphores are FIFO).
+/// Used for scoped work and for upstream requests alike. The peer's share
+/// lives in the I/O-free core, hence a runtime-free semaphore there.
+pub(super) async fn permits<'a>(
+    peer: &'a async_lock::Semaphore,
+    global: &'a Semaphore,
+) -> Option<(async_lock::SemaphoreGuard<'a>, SemaphorePermit<'a>)> {
+    let mine = peer.acquire().await;
+    let all = global.acquire().await.ok()?;
+    Some((mine, all))
+}
+
+impl Proxy {
+    /// Handles a scoped peer's request. `Err` gives the request back when
+    /// the endpoint exposes no data, to be forwarded the ordinary way. The
+    /// peer's name is the one `audit` records.
+    pub(super) async fn handle_scoped(
+        &self,
+        info: &ConnInfo,
+        scope: &Scope,
+        normalized: &str,
+        upstream: &Upstream,
+        req: Request<Incoming>,
+        audit: &mut Audit,
+    ) -> Result<Response<ProxyBody>, Request<Incoming>> {
+        let peer_name = audit.peer.clone();
+        let peer_name = &*peer_name;
+        let endpoint = request::classify(normalized);
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let refuse = |e: RequestError| {
+            let title = e.status().canonical_reason().unwrap_or("Refused");
+            let body =
+                format!("Peer \"{peer_name}\" (scope {scope}) may not {method} {path}: {e}.",);
+            error_page(e.status(), title, &body)
+        };
+        match endpoint {
+            Endpoint::Open => Err(req),
+            Endpoint::Closed => Ok(refuse(RequestError::Closed(req.uri().path().to_string()))),
+            Endpoint::Query | Endpoint::Match => {
+                let (parts, body) = req.into_parts();
+                let read = Limited::new(body, MAX_FORM_BODY).collect();
+                let Ok(read) = tokio::time::timeout(FORM_BODY_TIMEOUT, read).await else {
+                    return Ok(error_page(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Request timeout",
+                        &format!(
+                            "The form body did not arrive within {} s.",
+                            FORM_BODY_TIMEOUT.as_secs()
+                        ),
+                    ));
+                };
+                let body = match read {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        return Ok(error_page(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Payload too large",
+                            &format!("A form body is limited to {MAX_FORM_BODY} bytes."),
+                        ));
+                    }
+                    Err(_) => {
+                        return Ok(error_page(
+                            StatusCode::BAD_REQUEST,
+                            "Bad request",
+                            "The request body could not be read.",
+                        ));
+                    }
+                };
+                let header = |name| {
+                    parts
+                        .headers
+                        .get(name)
+                        .and_then(|v: &HeaderValue| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                // Parsing and printing PromQL is CPU work of up to tens of
+                // milliseconds for the largest accepted queries (and regex
+                // compilation); keep it off the driver's thread, which
+                // carries every tunnel.
+                let (scope2, endpoint2) = (scope.clone(), endpoint.clone());
+                let (method2, uri2) = (parts.method.clone(), parts.uri.clone());
+                let (ct, ce) = (
+                    header(header::CONTENT_TYPE),
+                    header(header::CONTENT_ENCODING),
+                );
+                // Held for the rewrite only, not while the upstream answers.
+                let Some(held) = permits(info.access.scoped_work(), &REWRITES).await else {
+                    return Ok(busy());
+                };
+                let rewritten = tokio::task::spawn_blocking(move || {
+                    request::rewrite(
+                        &scope2,
+                        &endpoint2,
+                        &ParamRequest {
+                            method: &method2,
+                            path: uri2.path(),
+                            query: uri2.query(),
+                            content_type: ct.as_deref(),
+                            content_encoding: ce.as_deref(),
+                            body: &body,
+                        },
+                    )
+                })
+                .await;
+                drop(held);
+                let Ok(rewritten) = rewritten else {
+                    return Ok(error_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal error",
+                        "The scope rewrite did not complete.",
+                    ));
+                };
+                let rewritten = match rewritten {
+                    Ok(r) => r,
+                    Err(e) => return Ok(refuse(e)),
+                };
+                tracing::debug!(peer = %peer_name, scope = %scope, to = %rewritten.path_and_query, "scoped request rewritten");
+                let mut parts = parts;
+                parts.uri = match Uri::try_from(rewritten.path_and_query.as_str()) {
+                    Ok(u) => u,
+                    Err(_) => return Ok(refuse(RequestError::Encoding("rewritten URL"))),
+                };
+                let h = &mut parts.headers;
+                h.remove(header::CONTENT_ENCODING);
+                let body = match rewritten.form_body {
+                    Some(form) => {
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/x-www-form-urlencoded"),
+                        );
+                        h.insert(header::CONTENT_LENGTH, HeaderValue::from(form.len()));
+                        Bytes::from(form)
+                    }
+                    None => {
+                        h.remove(header::CONTENT_TYPE);
+                        h.remove(header::CONTENT_LENGTH);
+                        Bytes::new()
+                    }
+                };
+                let req = Request::from_parts(parts, Full::new(body));
+                Ok(
+                    match self
+                        .send_rebuilt(info, peer_name, upstream, req, audit)
+                        .await
+                    {
+                        Ok(mut resp) => {
+                            strip_hop_by_hop(resp.headers_mut());
+                            resp.map(|b| b.boxed())
+                        }
+                        Err(page) => page,
+                    },
+                )
+            }
+            Endpoint::List(kind) => {
+                if req.method() != Method::GET {
+                    return Ok(refuse(RequestError::Method(req.method().clone())));
+                }
+                // A GET body means nothing to Prometheus; it is not forwarded.
+                let (mut parts, _) = req.into_parts();
+                // The response is filtered as JSON, so it must come plain.
+                parts.headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
+                );
+                let req = Request::from_parts(parts, Full::new(Bytes::new()));
+                // Held from before the request until the filtered list is
+                // built: the upstream's answer is collected whole.
+                let Some(_permits) = permits(info.access.scoped_work(), &FILTERS).await else {
+                    return Ok(busy());
+                };
+                Ok(
+                    match self
+                        .send_rebuilt(info, peer_name, upstream, req, audit)
+                        .await
+                    {
+                        Ok(resp) => filtered(scope, kind, resp).await,
+                        Err(page) => page,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Sends a rebuilt request, whose body is in memory, upstream.
+    async fn send_rebuilt(
+        &self,
+        info: &ConnInfo,
+        peer_name: &str,
+        upstream: &Upstream,
+        req: Request<Full<Bytes>>,
+        audit: &mut Audit,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        let req = req.map(|b| b.map_err(|never: Infallible| match never {}).boxed());
+        self.forward(info, peer_name, upstream, req, audit).await
+    }
+}
+
+/// The semaphores are never closed; should one be, say so rather than hang.
+fn busy() -> Response<ProxyBody> {
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable",
+        "promgate is shutting down.",
+    )
+}
+
+/// Filters a rules or alerts response. Non-success statuses carry no list
+/// and pass as they are; anything unreadable becomes a 502, never the
+/// unfiltered body.
+async fn filtered(scope: &Scope, kind: ListKind, resp: Response<Incoming>) -> Response<ProxyBody> {
+    let bad = |why: String| {
+        tracing::warn!(list = ?kind, error = %why, "cannot filter the upstream's list for a scoped peer");
+        error_page(
+            StatusCode::BAD_GATEWAY,
+            "Bad gateway",
+            &format!(
+                "promgate could not filter the upstream's answer for the peer's scope: {why}."
+            ),
+        )
+    };
+    let (mut parts, body) = resp.into_parts();
+    if !parts.status.is_success() {
+        strip_hop_by_hop(&mut parts.headers);
+        return Response::from_parts(parts, body.boxed());
+    }
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity")
+    {
+        return bad("it came compressed although identity was asked for".into());
+    }
+    let bytes = match Limited::new(body, MAX_LIST_RESPONSE).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return bad(format!(
+                "reading it failed or it exceeds {MAX_LIST_RESPONSE} bytes: {e}"
+            ));
+        }
+    };
+    // Parsing and re-serializing up to MAX_LIST_RESPONSE of JSON takes
+    // milliseconds to seconds: off the driver's thread, which carries every
+    // tunnel.
+    let scope2 = scope.clone();
+    let out =
+        match tokio::task::spawn_blocking(move || filter::filter_response(&scope2, kind, &bytes))
+            .await
+        {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return bad(e.to_string()),
+            Err(e) => return bad(format!("the filter did not finish: {e}")),
+        };
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    let body = Full::new(Bytes::from(out))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    Response::from_parts(parts, body)
+}
