@@ -65,6 +65,9 @@ struct Cell {
     send_buffer: usize,
     wan: bool,
     seed: u64,
+    /// Transmissions the forward path drops on top of the random loss: (stream
+    /// offset of a segment, which transmission of it, from 1).
+    drop_segments: &'static [(u64, u32)],
 }
 
 impl Cell {
@@ -80,6 +83,7 @@ impl Cell {
             send_buffer: 64 * 1024,
             wan: false,
             seed: 1,
+            drop_segments: &[],
         }
     }
 
@@ -112,6 +116,10 @@ struct Outcome {
     completion_us: Option<u64>,
     /// Segments whose payload did not match the stream (must stay 0).
     corrupt: u64,
+    /// Segments the client already had (spurious retransmissions).
+    duplicates: u64,
+    /// Data segments the forward path lost.
+    forward_losses: u64,
     /// Sender stats.
     stats: tcp::RecoveryStats,
 }
@@ -253,6 +261,8 @@ struct Receiver {
     rtt_us: u64,
     /// Highest right window edge advertised (it never moves left).
     edge: u64,
+    /// Segments that brought nothing new: spurious retransmissions.
+    duplicates: u64,
 }
 
 impl Receiver {
@@ -271,6 +281,7 @@ impl Receiver {
             rwnd_grown_at: 0,
             rtt_us: cell.rtt_us,
             edge: 0,
+            duplicates: 0,
         }
     }
 
@@ -318,6 +329,9 @@ impl Receiver {
             self.rwnd_grown_at = now;
         }
         let (start, end) = (seg.offset, seg.offset + seg.len);
+        if end <= self.rcv_nxt || self.ooo.iter().any(|&(s, e)| s <= start && end <= e) {
+            self.duplicates += 1;
+        }
         if end <= self.rcv_nxt {
             return Reply::Now; // duplicate (Linux would add a D-SACK block)
         }
@@ -395,6 +409,8 @@ struct Sim {
     app_offset: u64,
     sender_isn: Option<u32>,
     highest_sent: u64,
+    /// How often each segment in `cell.drop_segments` was sent.
+    sends_of_dropped: Vec<u32>,
     out: Outcome,
 }
 
@@ -445,6 +461,7 @@ impl Sim {
             app_offset: 0,
             sender_isn: None,
             highest_sent: 0,
+            sends_of_dropped: vec![0; cell.drop_segments.len()],
             out: Outcome::default(),
         }
     }
@@ -472,7 +489,15 @@ impl Sim {
         let wire_len = seg.len as f64 + 40.0;
         self.link_free_at = self.link_free_at.max(self.now)
             + (wire_len / self.cell.bottleneck * 1e6).ceil() as u64;
-        if self.rng_forward.chance(self.cell.loss) {
+        let mut dropped = false;
+        for (i, &(offset, nth)) in self.cell.drop_segments.iter().enumerate() {
+            if seg.len > 0 && seg.offset == offset {
+                self.sends_of_dropped[i] += 1;
+                dropped |= self.sends_of_dropped[i] == nth;
+            }
+        }
+        if self.rng_forward.chance(self.cell.loss) || dropped {
+            self.out.forward_losses += u64::from(seg.len > 0);
             return;
         }
         let mut at = self.link_free_at + self.cell.rtt_us / 2;
@@ -712,6 +737,7 @@ impl Sim {
         self.out.stats = socket.recovery_stats();
         self.out.rtos = self.out.stats.rtos;
         self.out.delivered = self.receiver.rcv_nxt;
+        self.out.duplicates = self.receiver.duplicates;
         self.out.goodput = self.out.delivered as f64 / (self.now.max(1) as f64 / 1e6);
         self.out
     }
@@ -753,9 +779,11 @@ fn duration_for(cell: &Cell) -> f64 {
 
 fn row(out: &Outcome, fetch: &Outcome) -> String {
     format!(
-        "{:>7.2} {:>6} {:>4} {:>6} {:>7}",
+        "{:>7.2} {:>6} {:>5} {:>4} {:>4} {:>6} {:>7}",
         out.goodput / 1e6,
         out.retransmits,
+        out.duplicates,
+        out.stats.tail_loss_probes,
         out.rtos,
         out.client_drops,
         fetch
@@ -766,12 +794,13 @@ fn row(out: &Outcome, fetch: &Outcome) -> String {
 
 fn print_table(send_buffer: usize) {
     println!(
-        "send buffer {} KiB; MB/s, retransmitted segments, RTOs, client queue drops, 1 MiB fetch ms",
+        "send buffer {} KiB; MB/s, retransmitted segments, of them spurious, TLPs, RTOs, client queue drops, 1 MiB fetch ms",
         send_buffer / 1024
     );
     println!(
-        "{:<15} {:>7} | {:>7} {:>6} {:>4} {:>6} {:>7} | {:>7} {:>6} {:>4} {:>6} {:>7}",
-        "cell", "ideal", "off", "retx", "rto", "drops", "1MiB", "on", "retx", "rto", "drops", "1MiB"
+        "{:<15} {:>7} | {:>7} {:>6} {:>5} {:>4} {:>4} {:>6} {:>7} | {:>7} {:>6} {:>5} {:>4} {:>4} {:>6} {:>7}",
+        "cell", "ideal", "off", "retx", "spur", "tlp", "rto", "drops", "1MiB", "on", "retx", "spur",
+        "tlp", "rto", "drops", "1MiB"
     );
     for (name, cell) in cells() {
         let secs = duration_for(&cell);
@@ -809,31 +838,123 @@ fn print() {
 }
 
 /// Per cell, the least fraction of the ideal goodput that WAN mode must reach,
-/// in the order of `cells()`. Set a little under what the current code achieves
-/// (docs/wan.md in promgate has the measured figures), so a regression fails.
-const MIN_FRACTION_OF_IDEAL: [f64; 10] = [
-    0.09, 0.06, 0.012, // 10 ms: 0, 0.1, 1 %
-    0.045, 0.035, 0.008, // 50 ms
-    0.045, 0.038, 0.009, // 200 ms
-    0.75,  // LAN
+/// in the order of `cells()`, with promgate's 64 KiB send buffer and with a
+/// 4 MiB one (no LAN cell: without pacing it only measures burst losses). Set
+/// a little under what the current code achieves (docs/wan.md in promgate has
+/// the measured figures), so that a regression fails.
+const MIN_FRACTION_64K: [f64; 10] = [
+    0.095, 0.07, 0.026, // 10 ms: 0, 0.1, 1 %
+    0.05, 0.04, 0.016, // 50 ms
+    0.05, 0.045, 0.018, // 200 ms
+    0.85,  // LAN
+];
+const MIN_FRACTION_4M: [f64; 9] = [
+    0.65, 0.08, 0.15, // 10 ms
+    0.35, 0.05, 0.015, // 50 ms
+    0.45, 0.055, 0.016, // 200 ms
 ];
 
-#[test]
-fn wan_sim_regression() {
-    for ((name, cell), min_fraction) in cells().into_iter().zip(MIN_FRACTION_OF_IDEAL) {
-        let cell = Cell { wan: true, ..cell };
-        let out = bulk(cell, duration_for(&cell));
-        let fraction = out.goodput / cell.ideal();
-        assert_eq!(out.corrupt, 0, "{name}: corrupt payload");
-        assert!(
-            fraction >= min_fraction,
-            "{name}: {:.2} MB/s is {fraction:.3} of the ideal {:.2} MB/s, below {min_fraction}",
-            out.goodput / 1e6,
-            cell.ideal() / 1e6,
-        );
-        if cell.loss == 0.0 {
-            assert_eq!(out.retransmits, 0, "{name}: retransmissions without loss");
-            assert_eq!(out.rtos, 0, "{name}: RTOs without loss");
-        }
+fn check_cell(name: &str, cell: Cell, min_fraction: f64) {
+    let out = bulk(cell, duration_for(&cell));
+    let fraction = out.goodput / cell.ideal();
+    assert_eq!(out.corrupt, 0, "{name}: corrupt payload");
+    assert!(
+        fraction >= min_fraction,
+        "{name}, buffer {}: {:.2} MB/s {out:?} is {fraction:.3} of the ideal {:.2} MB/s, below {min_fraction}",
+        cell.send_buffer,
+        out.goodput / 1e6,
+        cell.ideal() / 1e6,
+    );
+    if cell.loss == 0.0 && cell.send_buffer <= 64 * 1024 {
+        assert_eq!(out.retransmits, 0, "{name}: retransmissions without loss");
+        assert_eq!(out.rtos, 0, "{name}: RTOs without loss");
     }
+    if cell.loss > 0.0 {
+        assert_eq!(out.duplicates, 0, "{name}: spurious retransmissions");
+    }
+}
+
+#[test]
+fn wan_sim_regression_64k() {
+    for ((name, cell), min) in cells().into_iter().zip(MIN_FRACTION_64K) {
+        check_cell(&name, Cell { wan: true, ..cell }, min);
+    }
+}
+
+#[test]
+fn wan_sim_regression_4m() {
+    for ((name, cell), min) in cells().into_iter().zip(MIN_FRACTION_4M) {
+        let cell = Cell {
+            wan: true,
+            send_buffer: 4 << 20,
+            ..cell
+        };
+        check_cell(&name, cell, min);
+    }
+}
+
+/// A lossless 50 ms path with the given transmissions dropped, WAN mode on.
+fn drops(segments: &'static [(u64, u32)]) -> Outcome {
+    let cell = Cell {
+        wan: true,
+        send_buffer: 1 << 20,
+        drop_segments: segments,
+        // No faster than the client drains: its queue never overflows.
+        bottleneck: 60e6,
+        ..Cell::wan(50.0, 0.0)
+    };
+    let out = fetch_1mib(cell);
+    assert_eq!(out.corrupt, 0);
+    assert!(out.completion_us.is_some(), "1 MiB not delivered: {out:?}");
+    out
+}
+
+const SEG: u64 = MSS as u64;
+
+#[test]
+fn no_loss_no_retransmission() {
+    let out = drops(&[]);
+    assert_eq!((out.retransmits, out.rtos, out.stats.tail_loss_probes), (0, 0, 0));
+}
+
+#[test]
+fn one_loss_one_retransmission() {
+    let out = drops(&[(100 * SEG, 1)]);
+    assert_eq!(out.retransmits, 1, "{out:?}");
+    assert_eq!(out.duplicates, 0, "{out:?}");
+    assert_eq!(out.rtos, 0, "{out:?}");
+}
+
+#[test]
+fn two_losses_in_one_window_no_rto() {
+    let out = drops(&[(100 * SEG, 1), (105 * SEG, 1)]);
+    assert_eq!(out.retransmits, 2, "{out:?}");
+    assert_eq!(out.duplicates, 0, "{out:?}");
+    assert_eq!(out.rtos, 0, "{out:?}");
+}
+
+#[test]
+fn lost_retransmission_recovered_without_rto() {
+    // RACK notices a lost resend once data sent after it is delivered.
+    let out = drops(&[(100 * SEG, 1), (100 * SEG, 2)]);
+    assert_eq!(out.retransmits, 2, "{out:?}");
+    assert_eq!(out.duplicates, 0, "{out:?}");
+    assert_eq!(out.rtos, 0, "{out:?}");
+}
+
+#[test]
+fn tail_loss_probe_recovers_the_last_segment() {
+    // 1 MiB is 759 full segments and a 1096-byte runt; drop the runt.
+    let out = drops(&[(759 * SEG, 1)]);
+    assert_eq!(out.rtos, 0, "{out:?}");
+    assert_eq!(out.stats.tail_loss_probes, 1, "{out:?}");
+    assert_eq!(out.retransmits, 1, "{out:?}");
+}
+
+#[test]
+fn debug_cell() {
+    let Ok(spec) = std::env::var("WAN_SIM_CELL") else { return };
+    let v: Vec<f64> = spec.split(',').map(|x| x.parse().unwrap()).collect();
+    let cell = Cell { wan: v[2] != 0.0, send_buffer: v[3] as usize, ..Cell::wan(v[0], v[1]) };
+    println!("{:?}", bulk(cell, duration_for(&cell)));
 }

@@ -743,6 +743,15 @@ impl<'a> Socket<'a> {
         return false;
     }
 
+    /// WAN mode is on and owns retransmission: the handshake is over.
+    fn wan_active(&self) -> bool {
+        self.wan_mode()
+            && !matches!(
+                self.state,
+                State::Closed | State::Listen | State::SynSent | State::SynReceived
+            )
+    }
+
     /// Return the loss-recovery counters of the current connection.
     pub fn recovery_stats(&self) -> RecoveryStats {
         self.stats
@@ -1525,6 +1534,12 @@ impl<'a> Socket<'a> {
     }
 
     fn cwnd_remaining(&self) -> usize {
+        // promgate patch: WAN mode checks cwnd against the pipe (RFC 6675), which
+        // leaves out SACKed and lost data.
+        #[cfg(feature = "alloc")]
+        if self.wan_active() {
+            return self.wan_cwnd_remaining();
+        }
         self.congestion_controller
             .inner()
             .window()
@@ -2222,8 +2237,10 @@ impl<'a> Socket<'a> {
                 // Duplicate ACK if payload empty and ACK doesn't move send window ->
                 // Increment duplicate ACK count, notify congestion controller and
                 // set for retransmit if we just received the third duplicate ACK
+                // promgate patch: WAN mode reads SACK blocks on every ACK instead.
                 Some(last_rx_ack)
-                    if repr.payload.is_empty()
+                    if !self.wan_active()
+                        && repr.payload.is_empty()
                         && last_rx_ack == ack_number
                         && ack_number < self.remote_last_seq
                         && !is_window_update =>
@@ -2265,15 +2282,27 @@ impl<'a> Socket<'a> {
                     }
                     self.local_rx_last_ack = Some(ack_number);
 
-                    // Notify of fresh ACK
-                    self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
+                    // promgate patch: WAN mode takes RTT samples, delivered bytes and
+                    // losses from its transmit log and the SACK blocks.
+                    #[cfg(feature = "alloc")]
+                    let wan_done = self.wan_active() && {
+                        self.wan_on_ack(cx.now(), repr, ack_number);
+                        true
+                    };
+                    #[cfg(not(feature = "alloc"))]
+                    let wan_done = false;
+
+                    if !wan_done {
+                        // Notify of fresh ACK
+                        self.rtte.on_ack(cx.now(), ack_number);
+                        let new_flight_size = self.flight_size().saturating_sub(ack_len);
+                        self.congestion_controller.inner_mut().on_ack(
+                            cx.now(),
+                            ack_len,
+                            new_flight_size,
+                            &self.rtte,
+                        );
+                    }
                 }
             };
 
@@ -2425,6 +2454,12 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+
+        // promgate patch: a WAN-mode resend or tail loss probe is due.
+        #[cfg(feature = "alloc")]
+        if self.wan_active() && self.wan_wants_to_send() {
             return true;
         }
 
@@ -2597,6 +2632,14 @@ impl<'a> Socket<'a> {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
+        } else if self.wan_active() {
+            // promgate patch: WAN mode keeps its own RTO, RACK and TLP deadlines;
+            // the handshake's retransmit timer has no business here any more.
+            if self.timer.is_retransmit() {
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
+            }
+            #[cfg(feature = "alloc")]
+            self.wan_on_timers(cx.now());
         } else if self.timer.should_retransmit(cx.now()) {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
@@ -2759,7 +2802,30 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
+                // promgate patch: WAN mode resends from its scoreboard first.
+                #[cfg(feature = "alloc")]
+                let wan_resend = if self.wan_active() {
+                    self.wan_resend()
+                } else {
+                    None
+                };
+                #[cfg(not(feature = "alloc"))]
+                let wan_resend: Option<()> = None;
+
+                #[allow(clippy::if_same_then_else)]
+                let offset = if let Some(_resend) = wan_resend {
+                    #[cfg(feature = "alloc")]
+                    let wan::WanSend::Resend { seq, len, fin } = _resend else {
+                        unreachable!("wan_resend only returns resends")
+                    };
+                    #[cfg(not(feature = "alloc"))]
+                    let (seq, len, fin) = (self.local_seq_no, 0, false);
+                    let offset = seq - self.local_seq_no;
+                    let data_len = len - usize::from(fin);
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, data_len.min(effective_mss));
+                    offset
+                } else if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
@@ -2946,6 +3012,15 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // promgate patch: what WAN mode logs once `repr` has been used up.
+        #[cfg(feature = "alloc")]
+        let wan_sent = (
+            repr.seq_number,
+            repr.segment_len(),
+            repr.control == TcpControl::Fin,
+            repr.seq_number < self.remote_last_seq,
+        );
+
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
@@ -2963,12 +3038,18 @@ impl<'a> Socket<'a> {
                 .post_transmit(cx.now(), repr.segment_len());
         }
 
-        if repr.segment_len() > 0 && !self.timer.is_retransmit() {
+        if repr.segment_len() > 0 && !self.timer.is_retransmit() && !self.wan_active() {
             // RFC 6298 (5.1) Every time a packet containing data is sent (including a
             // retransmission), if the timer is not running, start it running
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        #[cfg(feature = "alloc")]
+        if self.wan_active() {
+            let (seq, len, fin, is_resend) = wan_sent;
+            self.wan_on_transmit(cx.now(), seq, len, fin, is_resend);
         }
 
         if self.state == State::Closed {
@@ -3020,11 +3101,26 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // promgate patch: and for WAN mode's RTO, RACK and TLP deadlines.
+            #[cfg(feature = "alloc")]
+            let wan_poll_at = if self.wan_active() {
+                self.wan_poll_at()
+            } else {
+                PollAt::Ingress
+            };
+            #[cfg(not(feature = "alloc"))]
+            let wan_poll_at = PollAt::Ingress;
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                wan_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
