@@ -122,7 +122,7 @@ async fn viewer_and_admin() -> (Lab, TestPeer, TestPeer) {
 /// of V's and A's snapshot requests.
 async fn batch_then_snapshot(stray: &[Seg]) -> (u16, u16) {
     let (mut lab, mut viewer, mut admin) = viewer_and_admin().await;
-    let now = Instant::now();
+    let now = lab.now();
     let mut out = Vec::new();
     for s in stray {
         let d = seal(&mut viewer.tunn, &segment(*s));
@@ -158,7 +158,7 @@ async fn batch_then_snapshot(stray: &[Seg]) -> (u16, u16) {
     (status_of(&r[0]), status_of(&r[1]))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_syn_fin_leftover_listener_cannot_swap_identities() {
     let mut s = raw(V_IP, 45000, TcpControl::Syn, 1000);
     s.fin_too = true;
@@ -167,7 +167,7 @@ async fn a_syn_fin_leftover_listener_cannot_swap_identities() {
     assert_eq!(admin, 200, "the admin was served as the viewer");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_syn_then_rst_leftover_listener_cannot_swap_identities() {
     let syn = raw(V_IP, 45001, TcpControl::Syn, 1000);
     let rst = raw(V_IP, 45001, TcpControl::Rst, 1001);
@@ -238,7 +238,7 @@ impl XorShift {
 /// each SYN-ACK it received; every accepted connection must carry the
 /// identity of the peer that owns its source address, and each completed
 /// handshake must be accepted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn random_batches_never_give_a_connection_another_peer_s_identity() {
     let secrets: Vec<StaticSecret> = (0..3).map(|_| StaticSecret::random()).collect();
     let names = ["p0", "p1", "p2"];
@@ -265,11 +265,11 @@ async fn random_batches_never_give_a_connection_another_peer_s_identity() {
             promgate_core::gateway::Clock {
                 poll_request: std::task::Waker::noop().clone(),
                 seed,
-                now: Instant::now(),
+                now: now(),
                 unix_now: unix_now(),
             },
         );
-        let now = Instant::now();
+        let now = now();
         let mut peers: Vec<RawPeer> = secrets
             .iter()
             .enumerate()
@@ -377,7 +377,7 @@ async fn random_batches_never_give_a_connection_another_peer_s_identity() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_reader_that_never_reads_is_reset_after_the_idle_timeout() {
     let a = StaticSecret::random();
     let mut lab = Lab::with(&[peer_config("alice", &a, V_IP, Role::Viewer)], |c| {
@@ -395,7 +395,7 @@ async fn a_reader_that_never_reads_is_reset_after_the_idle_timeout() {
         .unwrap();
     let h = alice.sockets.add(s);
     alice.pending.insert(h, get("/big").into_bytes());
-    let started = Instant::now();
+    let started = lab.now();
     assert!(
         lab.run_until(&mut [&mut alice], Duration::from_secs(3), |p| {
             p[0].sockets.get::<tcp::Socket>(h).recv_queue() > 0
@@ -412,12 +412,12 @@ async fn a_reader_that_never_reads_is_reset_after_the_idle_timeout() {
         lab.gateway.open_connections(),
         0,
         "a stalled connection outlived the 2 s idle timeout by {:?}",
-        started.elapsed()
+        lab.now().saturating_duration_since(started)
     );
     assert_eq!(lab.stats.tcp_connections_open.load(Relaxed), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_demoted_admin_loses_admin_rights_on_its_open_keep_alive_connection() {
     let a = StaticSecret::random();
     let admin_cfg = peer_config("alice", &a, A_IP, Role::Admin);
@@ -441,9 +441,7 @@ async fn a_demoted_admin_loses_admin_rights_on_its_open_keep_alive_connection() 
     let mut demoted = admin_cfg.clone();
     demoted.role = Role::Viewer;
     let mut out = Vec::new();
-    let diff = lab
-        .gateway
-        .apply_peers(Instant::now(), &[demoted], &mut out);
+    let diff = lab.gateway.apply_peers(lab.now(), &[demoted], &mut out);
     assert_eq!(diff.kept, 1, "the session should be kept");
     assert_eq!(diff.changed, vec!["alice".to_string()]);
 
@@ -506,7 +504,7 @@ async fn unknown_keys_get_the_handshake_budget_once() {
     assert_eq!(stats.cookie_replies.load(Relaxed), 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn error_pages_do_not_reveal_the_upstream() {
     let a = StaticSecret::random();
     // A port nothing listens on.

@@ -1,5 +1,6 @@
 //! The tokio shell around the gateway core: one task that owns the UDP
-//! socket and the [`Gateway`], and serves every tunnel connection's HTTP.
+//! socket and the [`Gateway`], and polls every tunnel connection's future
+//! ([`Connections`]; what a connection does is its handler's business).
 //!
 //! The loop waits on one of: datagrams, a stream asking for a poll, a
 //! connection's HTTP future, the next timer deadline (boringtun tick or
@@ -14,19 +15,16 @@
 
 use crate::config::PeerConfig;
 use crate::ops::telemetry::PeerView;
-use crate::shell::stream::TunnelStream;
-use crate::web::proxy::Proxy;
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt as _, StreamExt as _};
-use promgate_core::gateway::{Gateway, MAX_DATAGRAM, PeerSnapshot, Transmit};
+use crate::shell::connections::{ConnectionHandler, Connections};
+use crate::shell::stream::poll_request_waker;
+use promgate_core::gateway::{Clock, Gateway, MAX_DATAGRAM, PeerSnapshot, Settings, Transmit};
 use promgate_core::peer::PeerDiff;
 use promgate_core::stats::{DropReason, Stats};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -221,19 +219,56 @@ impl<S: SendDatagrams> UdpSink<'_, S> {
     }
 }
 
-/// One tunnel connection's HTTP side, polled by the driver.
-type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Why the driver could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot register the UDP socket with the runtime: {0}")]
+    Register(#[source] std::io::Error),
+    #[error("cannot set up the UDP socket for segmented sends: {0}")]
+    SocketState(#[source] std::io::Error),
+}
 
+/// The gateway core, the connections it accepted, and how to reach the
+/// rest of the process.
 pub struct Driver {
-    pub gateway: Gateway,
-    pub notify: Arc<Notify>,
-    pub proxy: Arc<Proxy>,
-    pub peer_view: PeerView,
+    gateway: Gateway,
+    /// Signalled through the core's poll-request waker.
+    notify: Arc<Notify>,
+    conns: Connections,
+    peer_view: PeerView,
     /// How long open connections may take to finish after shutdown.
-    pub grace: Duration,
+    grace: Duration,
 }
 
 impl Driver {
+    /// Builds the gateway core with its poll-request waker wired to this
+    /// driver, seeded and clocked from this machine.
+    pub fn new(
+        settings: &Settings,
+        peers: &[PeerConfig],
+        stats: Arc<Stats>,
+        handler: Arc<dyn ConnectionHandler>,
+        peer_view: PeerView,
+        grace: Duration,
+    ) -> Self {
+        let notify = Arc::new(Notify::new());
+        let clock = Clock {
+            poll_request: poll_request_waker(notify.clone()),
+            seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+            now: Instant::now(),
+            unix_now: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        };
+        Driver {
+            gateway: Gateway::new(settings, peers, stats, clock),
+            notify,
+            conns: Connections::new(handler),
+            peer_view,
+            grace,
+        }
+    }
+
     /// Serves until `shutdown` and the drain after it. `socket` is the
     /// gateway's UDP socket, non-blocking; it is registered with the
     /// runtime this future runs on.
@@ -242,126 +277,95 @@ impl Driver {
         socket: std::net::UdpSocket,
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
-    ) {
-        let udp = match UdpSocket::from_std(socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot register the UDP socket");
-                return;
-            }
-        };
-        let conn_shutdown = CancellationToken::new();
-        // Receive buffers, allocated once: each holds one datagram, or a GRO
-        // train of same-sized datagrams from one source.
-        let mut rx_bufs: [Vec<u8>; RECV_BUFS] = std::array::from_fn(|_| vec![0u8; 64 * 1024]);
-        let mut rx_meta = [quinn_udp::RecvMeta::default(); RECV_BUFS];
-        let state = match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&udp)) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set up the UDP socket for sending");
-                return;
-            }
-        };
-        let mut out = UdpOut::new(state.max_gso_segments(), self.gateway.stats().clone());
-        let socket = &udp;
-        let tx = || QuinnSend {
-            socket,
-            state: &state,
-        };
+    ) -> Result<(), DriverError> {
+        let mut io = UdpIo::new(socket, self.gateway.stats().clone())?;
         self.publish_peers();
+        let mut timer = Timer::new();
         let mut drain_deadline: Option<Instant> = None;
-        let mut conns: FuturesUnordered<ConnFuture> = FuturesUnordered::new();
-        let mut timer = Box::pin(tokio::time::sleep_until(Instant::now().into()));
-        let mut timer_at = Instant::now();
         loop {
-            let blocked = out.is_blocked();
-            let now = Instant::now();
-            let deadline = self.gateway.poll_at(now).max(now);
-            // Re-arm the timer only when the deadline moved earlier or it
-            // fired; a later deadline just costs one early, empty turn.
-            // Moving a tokio timer earlier writes to the reactor's eventfd
-            // (one more syscall and epoll_wait), and each request arms a
-            // delayed ACK, so re-arming on every turn cost that per request.
-            if deadline < timer_at || timer.is_elapsed() {
-                timer.as_mut().reset(deadline.into());
-                timer_at = deadline;
-            }
+            timer.arm(self.gateway.poll_at(Instant::now()));
             tokio::select! {
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                    tracing::info!(open = self.gateway.open_connections(), grace = ?self.grace, "shutting down: draining tunnel connections");
-                    conn_shutdown.cancel();
-                    drain_deadline = Some(Instant::now() + self.grace);
+                    drain_deadline = Some(self.start_drain());
                 }
-                r = udp.writable(), if blocked => {
+                r = io.udp.writable(), if io.out.is_blocked() => {
                     if r.is_ok() {
-                        out.sink(tx()).flush();
+                        io.sink().flush();
                     }
                 }
-                r = udp.readable() => {
+                r = io.udp.readable() => {
                     if r.is_ok() {
-                        let now = Instant::now();
-                        for _ in 0..RECV_ROUNDS {
-                            // recvmmsg (and GRO where the kernel coalesces):
-                            // up to RECV_BUFS syscall-free datagrams per call.
-                            let mut slices = rx_bufs.each_mut().map(|b| std::io::IoSliceMut::new(&mut b[..]));
-                            let got = socket.try_io(tokio::io::Interest::READABLE, || {
-                                state.recv(quinn_udp::UdpSockRef::from(socket), &mut slices, &mut rx_meta)
-                            });
-                            let Ok(n) = got else { break };
-                            let mut sink = out.sink(tx());
-                            for (buf, meta) in rx_bufs.iter().zip(rx_meta.iter()).take(n) {
-                                let data = &buf[..meta.len.min(buf.len())];
-                                for datagram in data.chunks(meta.stride.max(1)) {
-                                    self.gateway.handle_datagram(now, meta.addr, datagram, &mut sink);
-                                }
-                            }
-                        }
+                        io.receive(&mut self.gateway);
                     }
                 }
                 _ = self.notify.notified() => {}
-                // Polls every connection that was woken; returns at the
-                // first that ends, or when none is left to run.
-                Some(()) = conns.next(), if !conns.is_empty() => {}
-                _ = &mut timer => {}
-                Some(cmd) = commands.recv() => match cmd {
-                    Command::ApplyPeers(peers, reply) => {
-                        let mut sink = out.sink(tx());
-                        let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
-                        sink.flush();
-                        self.publish_peers();
-                        let _ = reply.send(diff);
-                    }
-                },
+                _ = self.conns.next_finished() => {}
+                _ = timer.fired() => {}
+                Some(cmd) = commands.recv() => self.command(cmd, &mut io),
             }
-            // Run the connections the datagrams just woke, so that what
-            // they write goes out in this iteration's netstack poll.
-            while let Some(Some(())) = conns.next().now_or_never() {}
             let now = Instant::now();
-            let mut sink = out.sink(tx());
-            // Pull more from the netstack only once the socket has taken
-            // everything queued; its TCP sees the delay as a slower link.
-            if sink.flush() {
-                self.gateway.poll(now, &mut sink);
-                sink.flush();
-            }
-            for conn in accepted(
-                &mut self.gateway,
-                &self.proxy,
-                drain_deadline.is_some(),
-                &conn_shutdown,
-            ) {
-                conns.push(conn);
-            }
-            if let Some(d) = drain_deadline {
-                if self.gateway.open_connections() == 0 {
-                    break;
-                }
-                if now >= d {
-                    abort_remaining(&mut self.gateway, now, &mut out.sink(tx()));
-                    break;
-                }
+            self.poll_gateway(now, &mut io);
+            if let Some(deadline) = drain_deadline
+                && self.drained(now, deadline, &mut io)
+            {
+                return Ok(());
             }
         }
+    }
+
+    /// Runs what the wake-up made ready: the connections it woke (so that
+    /// what they write goes out in this poll), the netstack, then the
+    /// connections it accepted.
+    fn poll_gateway(&mut self, now: Instant, io: &mut UdpIo) {
+        self.conns.run_ready();
+        let mut sink = io.sink();
+        // Pull more from the netstack only once the socket has taken
+        // everything queued; its TCP sees the delay as a slower link.
+        if sink.flush() {
+            self.gateway.poll(now, &mut sink);
+            sink.flush();
+        }
+        self.conns.accept(&mut self.gateway);
+    }
+
+    fn command(&mut self, cmd: Command, io: &mut UdpIo) {
+        match cmd {
+            Command::ApplyPeers(peers, reply) => {
+                let mut sink = io.sink();
+                let diff = self.gateway.apply_peers(Instant::now(), &peers, &mut sink);
+                sink.flush();
+                self.publish_peers();
+                let _ = reply.send(diff);
+            }
+        }
+    }
+
+    /// Shutdown: connections finish what is in flight; new ones are closed.
+    /// Returns when the grace period ends.
+    fn start_drain(&mut self) -> Instant {
+        tracing::info!(open = self.gateway.open_connections(), grace = ?self.grace, "shutting down: draining tunnel connections");
+        self.conns.start_drain();
+        Instant::now() + self.grace
+    }
+
+    /// True when the drain is over: every connection closed, or the grace
+    /// period ended and what remained was reset.
+    fn drained(&mut self, now: Instant, deadline: Instant, io: &mut UdpIo) -> bool {
+        if self.gateway.open_connections() == 0 {
+            return true;
+        }
+        if now < deadline {
+            return false;
+        }
+        tracing::warn!(
+            open = self.gateway.open_connections(),
+            "grace period over: resetting remaining connections"
+        );
+        self.gateway.abort_connections();
+        let mut sink = io.sink();
+        self.gateway.poll(now, &mut sink);
+        sink.flush();
+        true
     }
 
     fn publish_peers(&self) {
@@ -372,43 +376,99 @@ impl Driver {
     }
 }
 
-/// The proxy's future for each new tunnel connection; while draining,
-/// closes them instead.
-fn accepted(
-    gateway: &mut Gateway,
-    proxy: &Arc<Proxy>,
-    draining: bool,
-    conn_shutdown: &CancellationToken,
-) -> Vec<ConnFuture> {
-    let mut out = Vec::new();
-    for (info, pipe) in gateway.take_accepted() {
-        let stream = TunnelStream::new(pipe);
-        if draining {
-            continue; // dropping the stream closes it
-        }
-        out.push(Box::pin(
-            proxy
-                .clone()
-                .serve_connection(info, stream, conn_shutdown.clone()),
-        ) as ConnFuture);
-    }
-    out
+/// The core's next deadline as a tokio timer.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    at: Instant,
 }
 
-/// The end of the grace period: resets what is still open and sends
-/// the resets.
-fn abort_remaining(
-    gateway: &mut Gateway,
-    now: Instant,
-    sink: &mut UdpSink<'_, impl SendDatagrams>,
-) {
-    tracing::warn!(
-        open = gateway.open_connections(),
-        "grace period over: resetting remaining connections"
-    );
-    gateway.abort_connections();
-    gateway.poll(now, sink);
-    sink.flush();
+impl Timer {
+    fn new() -> Self {
+        let now = Instant::now();
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(now.into())),
+            at: now,
+        }
+    }
+
+    /// Re-arms only when the deadline moved earlier or the timer fired; a
+    /// later deadline just costs one early, empty turn. Moving a tokio
+    /// timer earlier writes to the reactor's eventfd (one more syscall and
+    /// epoll_wait), and each request arms a delayed ACK, so re-arming on
+    /// every turn cost that per request.
+    fn arm(&mut self, deadline: Instant) {
+        let deadline = deadline.max(Instant::now());
+        if deadline < self.at || self.sleep.is_elapsed() {
+            self.sleep.as_mut().reset(deadline.into());
+            self.at = deadline;
+        }
+    }
+
+    async fn fired(&mut self) {
+        (&mut self.sleep).await;
+    }
+}
+
+/// The UDP socket with its receive buffers and its send path.
+struct UdpIo {
+    udp: UdpSocket,
+    state: quinn_udp::UdpSocketState,
+    /// Allocated once: each holds one datagram, or a GRO train of
+    /// same-sized datagrams from one source.
+    rx_bufs: [Vec<u8>; RECV_BUFS],
+    rx_meta: [quinn_udp::RecvMeta; RECV_BUFS],
+    out: UdpOut,
+}
+
+impl UdpIo {
+    fn new(socket: std::net::UdpSocket, stats: Arc<Stats>) -> Result<Self, DriverError> {
+        let udp = UdpSocket::from_std(socket).map_err(DriverError::Register)?;
+        let state = quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(&udp))
+            .map_err(DriverError::SocketState)?;
+        let out = UdpOut::new(state.max_gso_segments(), stats);
+        Ok(UdpIo {
+            udp,
+            state,
+            rx_bufs: std::array::from_fn(|_| vec![0u8; 64 * 1024]),
+            rx_meta: [quinn_udp::RecvMeta::default(); RECV_BUFS],
+            out,
+        })
+    }
+
+    fn sink(&mut self) -> UdpSink<'_, QuinnSend<'_>> {
+        self.out.sink(QuinnSend {
+            socket: &self.udp,
+            state: &self.state,
+        })
+    }
+
+    /// Hands what the socket holds to the gateway: up to RECV_ROUNDS
+    /// recvmmsg calls (GRO where the kernel coalesces), all under one
+    /// timestamp.
+    fn receive(&mut self, gateway: &mut Gateway) {
+        let now = Instant::now();
+        for _ in 0..RECV_ROUNDS {
+            let mut slices = self
+                .rx_bufs
+                .each_mut()
+                .map(|b| std::io::IoSliceMut::new(&mut b[..]));
+            let (udp, state, meta) = (&self.udp, &self.state, &mut self.rx_meta);
+            let got = udp.try_io(tokio::io::Interest::READABLE, || {
+                state.recv(quinn_udp::UdpSockRef::from(udp), &mut slices, meta)
+            });
+            let Ok(n) = got else { break };
+            let mut sink = self.out.sink(QuinnSend {
+                socket: &self.udp,
+                state: &self.state,
+            });
+            for (buf, meta) in self.rx_bufs.iter().zip(self.rx_meta.iter()).take(n) {
+                let data = &buf[..meta.len.min(buf.len())];
+                for datagram in data.chunks(meta.stride.max(1)) {
+                    gateway.handle_datagram(now, meta.addr, datagram, &mut sink);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,16 +11,15 @@ use crate::ops::health::Health;
 use crate::ops::telemetry::{PeerView, Telemetry};
 use crate::shell::driver::{Command, Driver};
 use crate::web::proxy::Proxy;
-use promgate_core::gateway::Gateway;
 use promgate_core::keys::encode_key;
 use promgate_core::stats::Stats;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How often the config file and peers directory are checked for changes.
@@ -122,21 +121,6 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let notify = Arc::new(Notify::new());
-    let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
-    let gateway = Gateway::new(
-        &config.gateway.core_settings(),
-        &config.peers,
-        stats.clone(),
-        promgate_core::gateway::Clock {
-            poll_request: crate::shell::stream::poll_request_waker(notify.clone()),
-            seed,
-            now: Instant::now(),
-            unix_now: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default(),
-        },
-    );
     let proxy = Arc::new(
         Proxy::new(
             config.gateway.upstream.clone(),
@@ -155,13 +139,14 @@ pub async fn run(
         addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.gateway.listen_port)),
         source,
     })?;
-    let driver = Driver {
-        gateway,
-        notify,
+    let driver = Driver::new(
+        &config.gateway.core_settings(),
+        &config.peers,
+        stats.clone(),
         proxy,
         peer_view,
         grace,
-    };
+    );
     tracing::info!(
         public_key = %encode_key(&config.gateway.private_key.public_key().to_bytes()),
         port = config.gateway.listen_port,
@@ -177,9 +162,10 @@ pub async fn run(
     tokio::select! {
         _ = shutdown_signal => {}
         _ = &mut driver_done => {
-            // Only a bug ends the driver early; exit so that the
-            // orchestrator restarts the gateway rather than keep a process
-            // that no longer serves the tunnel.
+            // The driver ended before shutdown: it could not use the UDP
+            // socket, or it panicked (both logged by its thread). Exit so
+            // that the orchestrator restarts the gateway rather than keep a
+            // process that no longer serves the tunnel.
             tracing::error!("the tunnel driver stopped unexpectedly");
             shutdown.cancel();
             return Err(ServeError::DriverStopped);
@@ -216,9 +202,11 @@ fn spawn_driver_thread(
                 // from its own thread is queued in memory, while block_on's
                 // future is woken through the reactor (a write and one more
                 // epoll_wait per wake-up).
-                Ok(rt) => {
-                    let _ = rt.block_on(rt.spawn(driver.run(socket, commands, shutdown)));
-                }
+                Ok(rt) => match rt.block_on(rt.spawn(driver.run(socket, commands, shutdown))) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "the tunnel driver failed"),
+                    Err(e) => tracing::error!(error = %e, "the tunnel driver panicked"),
+                },
                 Err(e) => tracing::error!(error = %e, "cannot start the driver's runtime"),
             }
             let _ = done.send(());

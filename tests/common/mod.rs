@@ -1,6 +1,16 @@
 //! The in-process lab shared by the integration tests: a test peer built on
 //! boringtun plus a client-side smoltcp stack, the gateway core stepped by
 //! hand, and the real proxy in front of a real HTTP server on loopback.
+//!
+//! Time is virtual: tests run on tokio's paused clock
+//! (`#[tokio::test(start_paused = true)]`), the lab reads its `now` from
+//! that clock and, when nothing in the tunnel moves, sleeps until the
+//! gateway's or a peer's next deadline, which tokio reaches at once when
+//! nothing else is ready. A 60 s idle timeout takes milliseconds. The HTTP
+//! side (proxy and upstream) runs through the driver's own
+//! [`Connections`] on the same clock. One clock the lab does not steer:
+//! boringtun's timers read the wall clock (see crates/core/src/lib.rs), so no
+//! test waits for a WireGuard timer.
 #![allow(dead_code, unreachable_pub)]
 
 use boringtun::noise::{Tunn, TunnResult};
@@ -8,7 +18,8 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use promgate::config::{GatewayConfig, Origin, PeerConfig, Role};
 use promgate::ops::health::Health;
 use promgate::ops::telemetry::Telemetry;
-use promgate::shell::stream::TunnelStream;
+use promgate::shell::connections::Connections;
+use promgate::shell::stream::poll_request_waker;
 use promgate::web::proxy::Proxy;
 use promgate_core::gateway::Gateway;
 use promgate_core::keys::PrivateKey;
@@ -24,7 +35,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 pub const GW: Ipv4Addr = Ipv4Addr::new(10, 13, 13, 1);
 pub const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd13, 0, 0, 0, 0, 0, 0, 1);
@@ -139,6 +149,8 @@ pub struct TestPeer {
     pub received: usize,
     pub responses: std::collections::HashMap<SocketHandle, Vec<u8>>,
     pub pending: std::collections::HashMap<SocketHandle, Vec<u8>>,
+    /// Handshake initiations started by hand, sent first.
+    pub handshakes: Vec<Vec<u8>>,
 }
 
 impl TestPeer {
@@ -170,16 +182,29 @@ impl TestPeer {
             sockets: SocketSet::new(Vec::new()),
             dev,
             endpoint: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), endpoint_port),
-            epoch: Instant::now(),
+            epoch: now(),
             next_port: 40000,
             received: 0,
             responses: Default::default(),
             pending: Default::default(),
+            handshakes: Vec::new(),
         }
     }
 
+    /// The peer's smoltcp time: the lab's clock since the peer was made.
     pub fn ts(&self) -> smoltcp::time::Instant {
-        smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+        smoltcp::time::Instant::from_micros(
+            now().saturating_duration_since(self.epoch).as_micros() as i64
+        )
+    }
+
+    /// When this peer's TCP next wants to run (a retransmission, a delayed
+    /// ACK), as a lab instant.
+    pub fn poll_at(&mut self) -> Option<Instant> {
+        let ts = self.ts();
+        self.iface
+            .poll_at(ts, &self.sockets)
+            .map(|t| self.epoch + Duration::from_micros(t.total_micros().max(0) as u64))
     }
 
     /// Opens a TCP connection to `dst:port` and queues `request` to send.
@@ -222,7 +247,7 @@ impl TestPeer {
             }
         }
         self.iface.poll(ts, &mut self.dev, &mut self.sockets);
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.handshakes);
         let mut buf = vec![0u8; 65536];
         while let Some(p) = self.dev.tx.pop_front() {
             if let TunnResult::WriteToNetwork(d) = self.tunn.encapsulate(&p, &mut buf) {
@@ -233,6 +258,17 @@ impl TestPeer {
             out.push(d.to_vec());
         }
         out
+    }
+
+    /// Starts a new handshake now, as the peer's timers would after a lost
+    /// session (see the module doc: the lab does not steer boringtun's
+    /// clock). The initiation goes out with the next [`Self::outgoing`].
+    pub fn start_handshake(&mut self) {
+        let mut buf = vec![0u8; 256];
+        if let TunnResult::WriteToNetwork(d) = self.tunn.format_handshake_initiation(&mut buf, true)
+        {
+            self.handshakes.push(d.to_vec());
+        }
     }
 
     /// Handles a datagram from the gateway; returns datagrams to send back.
@@ -313,10 +349,20 @@ pub struct Lab {
     pub gateway_key: PrivateKey,
     pub stats: Arc<Stats>,
     pub proxy: Arc<Proxy>,
-    pub shutdown: CancellationToken,
+    /// The HTTP side of every open connection, run as the driver runs it.
+    pub conns: Connections,
+    /// Signalled when a connection asks for a netstack poll.
     pub notify: Arc<Notify>,
     pub config: GatewayConfig,
 }
+
+/// The lab's clock: tokio's, which the tests pause.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Bounds every wait loop in the lab, whatever the clock does.
+const MAX_TURNS: usize = 200_000;
 
 /// Unix time now, for the core, which reads no clock of its own.
 pub fn unix_now() -> Duration {
@@ -374,9 +420,9 @@ impl Lab {
             peers,
             stats.clone(),
             promgate_core::gateway::Clock {
-                poll_request: std::task::Waker::noop().clone(),
+                poll_request: poll_request_waker(notify.clone()),
                 seed: 7,
-                now: Instant::now(),
+                now: now(),
                 unix_now: unix_now(),
             },
         );
@@ -392,8 +438,8 @@ impl Lab {
             gateway,
             gateway_key: key,
             stats,
+            conns: Connections::new(proxy.clone()),
             proxy,
-            shutdown: CancellationToken::new(),
             notify,
             config,
         }
@@ -410,17 +456,24 @@ impl Lab {
             peers,
             self.stats.clone(),
             promgate_core::gateway::Clock {
-                poll_request: std::task::Waker::noop().clone(),
+                poll_request: poll_request_waker(self.notify.clone()),
                 seed: 8,
-                now: Instant::now(),
+                now: now(),
                 unix_now: unix_now(),
             },
         );
     }
 
-    /// One round trip of traffic between all peers and the gateway.
+    /// The lab's clock.
+    pub fn now(&self) -> Instant {
+        now()
+    }
+
+    /// One round trip of traffic between all peers and the gateway, with
+    /// the connections' HTTP side run where the driver runs it. Returns how
+    /// many datagrams moved.
     pub fn step(&mut self, peers: &mut [&mut TestPeer]) -> usize {
-        let now = Instant::now();
+        let now = self.now();
         let mut to_gateway: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, p) in peers.iter_mut().enumerate() {
             for d in p.outgoing() {
@@ -433,14 +486,10 @@ impl Lab {
             self.gateway
                 .handle_datagram(now, peers[i].endpoint, &d, &mut out);
         }
+        self.conns.run_ready();
         self.gateway.poll(now, &mut out);
-        for (info, pipe) in self.gateway.take_accepted() {
-            tokio::spawn(self.proxy.clone().serve_connection(
-                info,
-                TunnelStream::new(pipe),
-                self.shutdown.clone(),
-            ));
-        }
+        self.conns.accept(&mut self.gateway);
+        self.conns.run_ready();
         let moved = moved + out.len();
         for (dst, d) in out {
             if let Some(p) = peers.iter_mut().find(|p| p.endpoint == dst) {
@@ -459,27 +508,47 @@ impl Lab {
         moved
     }
 
-    /// Steps until `done` or the deadline; yields to tokio between steps so
-    /// the proxy tasks run.
+    /// The earliest of the gateway's and the peers' next deadlines.
+    fn next_deadline(&mut self, peers: &mut [&mut TestPeer]) -> Instant {
+        let now = self.now();
+        peers
+            .iter_mut()
+            .filter_map(|p| p.poll_at())
+            .fold(self.gateway.poll_at(now), Instant::min)
+    }
+
+    /// Steps until `done` or until `timeout` of lab time has passed. When
+    /// nothing moved, waits for the HTTP side (a connection asking for a
+    /// poll, or ending) or for the next deadline; on the paused clock that
+    /// wait takes no real time unless real I/O (the upstream) is pending.
     pub async fn run_until(
         &mut self,
         peers: &mut [&mut TestPeer],
         timeout: Duration,
         mut done: impl FnMut(&mut [&mut TestPeer]) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        let deadline = self.now() + timeout;
+        for _ in 0..MAX_TURNS {
             let moved = self.step(peers);
             if done(peers) {
                 return true;
             }
-            if moved == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            } else {
+            if self.now() >= deadline {
+                return false;
+            }
+            if moved > 0 {
+                // Let the upstream and the proxy's I/O run.
                 tokio::task::yield_now().await;
+                continue;
+            }
+            let next = self.next_deadline(peers).min(deadline);
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                _ = self.conns.next_finished() => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
             }
         }
-        false
+        panic!("the lab took {MAX_TURNS} turns without reaching its deadline");
     }
 }
 

@@ -618,6 +618,18 @@ impl Drop for AuditedBody {
     }
 }
 
+/// The driver's connections are served by the proxy.
+impl crate::shell::connections::ConnectionHandler for Proxy {
+    fn serve(
+        self: Arc<Self>,
+        info: ConnInfo,
+        stream: crate::shell::stream::TunnelStream,
+        shutdown: CancellationToken,
+    ) -> crate::shell::connections::ConnFuture {
+        Box::pin(self.serve_connection(info, stream, shutdown))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
