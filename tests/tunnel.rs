@@ -126,6 +126,63 @@ async fn large_download_streams_intact() {
     assert!(body_of(&resp).bytes().all(|b| b == b'x'));
 }
 
+/// A 4 MiB download over a link that loses 2% of datagrams each way
+/// arrives intact with either sender, and the WAN sender's resends are
+/// counted once the connection closes.
+#[tokio::test(start_paused = true)]
+async fn a_download_over_a_lossy_link_arrives_intact_with_either_sender() {
+    use promgate_core::gateway::TcpSender;
+    for sender in [TcpSender::Classic, TcpSender::Wan] {
+        let alice_key = StaticSecret::random();
+        let ip = Ipv4Addr::new(10, 13, 13, 2);
+        let mut lab = Lab::with(&[peer_config("alice", &alice_key, ip, Role::Viewer)], |c| {
+            c.tcp_sender = sender;
+        })
+        .await;
+        let mut alice = TestPeer::new(&alice_key, lab.public(), ip, 50013);
+        // The handshake and the request go through before the loss starts.
+        let warm = alice.connect(GW, 80, &get("/hello"));
+        lab.response_of(
+            &mut [&mut alice],
+            0,
+            warm,
+            Duration::from_secs(10),
+            "warm-up",
+        )
+        .await;
+        lab.loss_per_mille = 20;
+        let h = alice.connect(GW, 80, &get("/big"));
+        let resp = lab
+            .response_of(
+                &mut [&mut alice],
+                0,
+                h,
+                Duration::from_secs(600),
+                &format!("4 MiB download at 2% loss, {sender:?} sender"),
+            )
+            .await;
+        assert_eq!(status_of(&resp), 200, "{sender:?}");
+        assert_eq!(body_of(&resp).len(), 4 << 20, "{sender:?}");
+        assert!(body_of(&resp).bytes().all(|b| b == b'x'), "{sender:?}");
+        assert!(
+            lab.lost > 50,
+            "{sender:?}: only {} datagrams lost",
+            lab.lost
+        );
+        lab.loss_per_mille = 0;
+        lab.run_until(&mut [&mut alice], Duration::from_secs(5), |_| false)
+            .await;
+        assert_eq!(lab.gateway.open_connections(), 0, "{sender:?}");
+        let resent = lab.stats.tcp_retransmitted_segments.load(Relaxed);
+        let recoveries =
+            lab.stats.tcp_fast_recoveries.load(Relaxed) + lab.stats.tcp_rtos.load(Relaxed);
+        assert!(recoveries > 0, "{sender:?}: no loss recovery counted");
+        if sender == TcpSender::Wan {
+            assert!(resent > 0, "the WAN sender counted no resent segment");
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn roles_decide_admin_endpoints() {
     let v = StaticSecret::random();

@@ -65,6 +65,10 @@ pub const DEFAULT_MAX_UPSTREAM_REQUESTS: usize = 16;
 /// an internet path either (4 MiB: 0.89 MB/s at RTT 50 ms, 64 KiB: 0.93),
 /// for the same reason: bursts, drops, and recovery without SACK.
 pub const DEFAULT_TCP_SEND_BUFFER: usize = 64 * 1024;
+/// smoltcp's own sender until the WAN sender (SACK, RACK-TLP, pacing, BBR)
+/// is measured ahead of it on every path (docs/wan.md).
+pub const DEFAULT_TCP_SENDER: promgate_core::gateway::TcpSender =
+    promgate_core::gateway::TcpSender::Classic;
 
 /// The send buffers accepted: below 16 KiB a connection crawls; above
 /// 16 MiB a thousand connections would hold gigabytes.

@@ -9,14 +9,15 @@ use super::defaults::{
     DEFAULT_HANDSHAKE_RATE_LIMIT, DEFAULT_HTTP_PORTS, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_PORT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_UPSTREAM_REQUESTS,
     DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER, DEFAULT_MTU, DEFAULT_TCP_IDLE_TIMEOUT,
-    DEFAULT_TCP_SEND_BUFFER, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT, MTU_RANGE,
-    TCP_SEND_BUFFER_RANGE,
+    DEFAULT_TCP_SEND_BUFFER, DEFAULT_TCP_SENDER, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT,
+    MTU_RANGE, TCP_SEND_BUFFER_RANGE,
 };
 use super::endpoint::check_endpoint;
 use super::private_key::resolve_private_key;
 use super::raw::{OneOrMany, RawGateway};
 use super::sink::{Sink, parse_duration};
 use ipnet::IpNet;
+use promgate_core::gateway::TcpSender;
 use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use toml::Spanned;
@@ -93,6 +94,21 @@ pub(super) fn validate_gateway(
         " bytes",
         DEFAULT_TCP_SEND_BUFFER,
     );
+    let tcp_sender = match raw.tcp_sender {
+        None => DEFAULT_TCP_SENDER,
+        Some(s) => match s.get_ref().as_str() {
+            "classic" => TcpSender::Classic,
+            "wan" => TcpSender::Wan,
+            other => {
+                sink.push(
+                    s.span(),
+                    "gateway.tcp_sender",
+                    format!("`{other}` is not a TCP sender: use \"classic\" or \"wan\""),
+                );
+                DEFAULT_TCP_SENDER
+            }
+        },
+    };
     let upstream_per_peer_span = raw
         .max_upstream_requests_per_peer
         .as_ref()
@@ -147,6 +163,7 @@ pub(super) fn validate_gateway(
         max_upstream_requests,
         tcp_idle_timeout,
         tcp_send_buffer,
+        tcp_sender,
         handshake_rate_limit,
         allowed_hosts,
     })

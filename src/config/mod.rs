@@ -111,6 +111,8 @@ pub struct GatewayConfig {
     pub tcp_idle_timeout: Duration,
     /// Send buffer per tunnel TCP connection in bytes: the most it has in flight.
     pub tcp_send_buffer: usize,
+    /// `tcp_sender`: which TCP sender tunnel connections use.
+    pub tcp_sender: promgate_core::gateway::TcpSender,
     /// Handshakes per second, all peers together, before cookies are demanded.
     pub handshake_rate_limit: u64,
     /// Host names (or IP literals) the tunnel proxy answers to besides its
@@ -131,6 +133,7 @@ impl GatewayConfig {
                 per_peer: self.max_connections_per_peer,
                 total: self.max_connections,
                 idle_timeout: self.tcp_idle_timeout,
+                sender: self.tcp_sender,
             },
             handshake_rate_limit: self.handshake_rate_limit,
             max_upstream_requests_per_peer: self.max_upstream_requests_per_peer,
@@ -158,6 +161,7 @@ impl GatewayConfig {
             max_upstream_requests: defaults::DEFAULT_MAX_UPSTREAM_REQUESTS,
             tcp_idle_timeout: defaults::DEFAULT_TCP_IDLE_TIMEOUT,
             tcp_send_buffer: defaults::DEFAULT_TCP_SEND_BUFFER,
+            tcp_sender: defaults::DEFAULT_TCP_SENDER,
             handshake_rate_limit: defaults::DEFAULT_HANDSHAKE_RATE_LIMIT,
             allowed_hosts: Vec::new(),
         }

@@ -169,6 +169,29 @@ fn a_per_peer_connection_cap_above_the_total_is_refused() {
 }
 
 #[test]
+fn the_tcp_sender_is_classic_or_wan_and_anything_else_is_named() {
+    use promgate_core::gateway::TcpSender;
+    let dir = tempdir("sender");
+    write_key(&dir);
+    let cfg = parse(&dir.join("p.toml"), &base(&dir)).unwrap();
+    assert_eq!(cfg.gateway.tcp_sender, TcpSender::Classic);
+    let text = format!("{}tcp_sender = \"wan\"\n", base(&dir));
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+    assert_eq!(cfg.gateway.tcp_sender, TcpSender::Wan);
+    assert_eq!(cfg.gateway.core_settings().limits.sender, TcpSender::Wan);
+    let text = format!("{}tcp_sender = \"bbr\"\n", base(&dir));
+    let errs: Vec<String> = errors_of(&text, &dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("gateway.tcp_sender: `bbr` is not a TCP sender"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn allowed_hosts_take_names_and_ip_literals_and_name_a_bad_entry() {
     let dir = tempdir("hosts");
     write_key(&dir);

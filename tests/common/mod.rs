@@ -354,6 +354,11 @@ pub struct Lab {
     /// Signalled when a connection asks for a netstack poll.
     pub notify: Arc<Notify>,
     pub config: GatewayConfig,
+    /// Datagrams lost on the way, each direction (per mille), decided by a
+    /// seeded generator so that a failure replays.
+    pub loss_per_mille: u32,
+    pub loss_rng: u64,
+    pub lost: usize,
 }
 
 /// The lab's clock: tokio's, which the tests pause.
@@ -442,6 +447,9 @@ impl Lab {
             proxy,
             notify,
             config,
+            loss_per_mille: 0,
+            loss_rng: 0x9E37_79B9_7F4A_7C15,
+            lost: 0,
         }
     }
 
@@ -469,6 +477,22 @@ impl Lab {
         now()
     }
 
+    /// Whether the next datagram is lost (xorshift64*).
+    fn lose(&mut self) -> bool {
+        if self.loss_per_mille == 0 {
+            return false;
+        }
+        let mut x = self.loss_rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.loss_rng = x;
+        let lost =
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % 1000 < u64::from(self.loss_per_mille);
+        self.lost += usize::from(lost);
+        lost
+    }
+
     /// One round trip of traffic between all peers and the gateway, with
     /// the connections' HTTP side run where the driver runs it. Returns how
     /// many datagrams moved.
@@ -483,6 +507,9 @@ impl Lab {
         let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
         let moved = to_gateway.len();
         for (i, d) in to_gateway {
+            if self.lose() {
+                continue;
+            }
             self.gateway
                 .handle_datagram(now, peers[i].endpoint, &d, &mut out);
         }
@@ -492,6 +519,9 @@ impl Lab {
         self.conns.run_ready();
         let moved = moved + out.len();
         for (dst, d) in out {
+            if self.lose() {
+                continue;
+            }
             if let Some(p) = peers.iter_mut().find(|p| p.endpoint == dst) {
                 for back in p.incoming(&d) {
                     let mut more = Vec::new();

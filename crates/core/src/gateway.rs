@@ -12,7 +12,7 @@
 
 use crate::access::PeerAccess;
 use crate::keys::PrivateKey;
-use crate::netstack::{Netstack, NewConnection};
+use crate::netstack::{Netstack, NewConnection, RecoveryTotals};
 use crate::peer::{Decapsulated, Encapsulated, PeerDiff, PeerTable};
 use crate::peer_config::PeerConfig;
 use crate::pipe::Pipe;
@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-pub use crate::netstack::Limits;
+pub use crate::netstack::{Limits, TcpSender};
 
 /// How often boringtun's timers run and the rate limiter is reset.
 /// 250 ms is what boringtun's own device uses.
@@ -205,6 +205,16 @@ impl Gateway {
                 .tick(now, &mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
         }
         self.netstack.poll(now);
+        let r = self.netstack.take_recovery();
+        if r != RecoveryTotals::default() {
+            let s = &self.stats;
+            s.tcp_retransmitted_segments
+                .fetch_add(r.retransmitted_segments, Relaxed);
+            s.tcp_rtos.fetch_add(r.rtos, Relaxed);
+            s.tcp_fast_recoveries.fetch_add(r.fast_recoveries, Relaxed);
+            s.tcp_tail_loss_probes
+                .fetch_add(r.tail_loss_probes, Relaxed);
+        }
         let peers = &mut self.peers;
         let stats = &self.stats;
         let tx_buf = &mut self.tx_buf;

@@ -79,6 +79,31 @@ pub struct Limits {
     pub per_peer: usize,
     pub total: usize,
     pub idle_timeout: Duration,
+    /// Which TCP sender the connections use.
+    pub sender: TcpSender,
+}
+
+/// The TCP sender of tunnel connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcpSender {
+    /// smoltcp's own sender: CUBIC, duplicate-ACK fast retransmit, a 1 s
+    /// minimum RTO and go-back-N after it.
+    #[default]
+    Classic,
+    /// The vendored smoltcp's WAN mode (PATCHES.md): µs RTT and a 200 ms
+    /// minimum RTO, an initial window of 10, a SACK scoreboard, RACK-TLP,
+    /// and an RTO that resends only what was lost.
+    Wan,
+}
+
+/// Loss recovery of the connections that closed since the last
+/// [`Netstack::take_recovery`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryTotals {
+    pub retransmitted_segments: u64,
+    pub rtos: u64,
+    pub fast_recoveries: u64,
+    pub tail_loss_probes: u64,
 }
 
 /// A connection that completed its handshake, for the HTTP side to serve.
@@ -197,6 +222,8 @@ pub struct Netstack {
     half_open: HashMap<PeerId, usize>,
     accepted: Vec<NewConnection>,
     removals: Vec<SocketHandle>,
+    /// Loss recovery of closed connections, not yet taken.
+    recovery: RecoveryTotals,
     limits: Limits,
     poll_request: std::task::Waker,
     epoch: Instant,
@@ -253,6 +280,7 @@ impl Netstack {
             half_open: HashMap::new(),
             accepted: Vec::new(),
             removals: Vec::new(),
+            recovery: RecoveryTotals::default(),
             limits,
             poll_request,
             epoch: now,
@@ -360,6 +388,7 @@ impl Netstack {
             tcp::SocketBuffer::new(vec![0u8; self.limits.send_buffer]),
         );
         socket.set_congestion_control(CongestionControl::Cubic);
+        socket.set_wan_mode(self.limits.sender == TcpSender::Wan);
         // Delayed ACKs, as kernel TCP does: the answer to a request nearly
         // always leaves within the delay and carries the ACK, which saves a
         // datagram (an encryption and a send here, a wake-up and a
@@ -435,8 +464,18 @@ impl Netstack {
                     decrement(&mut self.half_open, conn.peer);
                 }
             }
+            let r = self.sockets.get::<tcp::Socket>(h).recovery_stats();
+            self.recovery.retransmitted_segments += u64::from(r.retransmitted_segments);
+            self.recovery.rtos += u64::from(r.rtos);
+            self.recovery.fast_recoveries += u64::from(r.fast_recoveries);
+            self.recovery.tail_loss_probes += u64::from(r.tail_loss_probes);
             self.sockets.remove(h);
         }
+    }
+
+    /// The loss recovery of connections that closed since the last call.
+    pub fn take_recovery(&mut self) -> RecoveryTotals {
+        std::mem::take(&mut self.recovery)
     }
 
     /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
@@ -641,6 +680,7 @@ mod tests {
     fn stack(per_peer: usize, total: usize, idle: Duration, now: Instant) -> Netstack {
         let limits = Limits {
             send_buffer: 64 * 1024,
+            sender: TcpSender::Classic,
             per_peer,
             total,
             idle_timeout: idle,

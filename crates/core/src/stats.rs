@@ -105,6 +105,11 @@ pub struct Stats {
     pub upstream_queue_timeouts: AtomicU64,
     pub tcp_connections_accepted: AtomicU64,
     pub tcp_connections_open: AtomicU64,
+    /// Loss recovery of tunnel TCP connections, added when each closes.
+    pub tcp_retransmitted_segments: AtomicU64,
+    pub tcp_rtos: AtomicU64,
+    pub tcp_fast_recoveries: AtomicU64,
+    pub tcp_tail_loss_probes: AtomicU64,
 }
 
 impl Stats {

@@ -189,7 +189,34 @@ fn encode_gateway_counters(enc: &mut DescriptorEncoder, s: &Stats) -> Result<(),
         "promgate_tunnel_tcp_connections",
         "TCP connections open inside the tunnel.",
         s.tcp_connections_open.load(Relaxed) as f64,
-    )
+    )?;
+    // Loss recovery, added when each connection closes. The classic sender
+    // counts only RTOs and fast retransmits.
+    for (name, help, v) in [
+        (
+            "promgate_tunnel_tcp_retransmitted_segments",
+            "Data segments sent again by tunnel TCP connections (WAN sender; counted when a connection closes).",
+            &s.tcp_retransmitted_segments,
+        ),
+        (
+            "promgate_tunnel_tcp_rtos",
+            "Retransmission timeouts of tunnel TCP connections (counted when a connection closes).",
+            &s.tcp_rtos,
+        ),
+        (
+            "promgate_tunnel_tcp_fast_recoveries",
+            "Loss recoveries entered without a timeout: fast retransmits, or RACK/SACK loss detection (counted when a connection closes).",
+            &s.tcp_fast_recoveries,
+        ),
+        (
+            "promgate_tunnel_tcp_tail_loss_probes",
+            "Tail loss probes sent (WAN sender; counted when a connection closes).",
+            &s.tcp_tail_loss_probes,
+        ),
+    ] {
+        counter(enc, name, help, v.load(Relaxed))?;
+    }
+    Ok(())
 }
 
 /// Peers configured, and peers with a recent handshake.
