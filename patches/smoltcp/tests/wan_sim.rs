@@ -25,8 +25,8 @@ use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Mediu
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl,
+    TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
 const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
@@ -238,7 +238,7 @@ impl Device for SimDevice {
     }
 
     fn transmit(&mut self, _: Instant) -> Option<SimTxToken<'_>> {
-        (self.tx.len() < DEVICE_QUEUE).then(|| SimTxToken(&mut self.tx))
+        (self.tx.len() < DEVICE_QUEUE).then_some(SimTxToken(&mut self.tx))
     }
 }
 
@@ -487,8 +487,8 @@ impl Sim {
     /// The forward path: bottleneck, delay, loss, reordering.
     fn gateway_send(&mut self, seg: Segment) {
         let wire_len = seg.len as f64 + 40.0;
-        self.link_free_at = self.link_free_at.max(self.now)
-            + (wire_len / self.cell.bottleneck * 1e6).ceil() as u64;
+        self.link_free_at =
+            self.link_free_at.max(self.now) + (wire_len / self.cell.bottleneck * 1e6).ceil() as u64;
         let mut dropped = false;
         for (i, &(offset, nth)) in self.cell.drop_segments.iter().enumerate() {
             if seg.len > 0 && seg.offset == offset {
@@ -567,9 +567,7 @@ impl Sim {
             } else {
                 TcpControl::None
             },
-            seq_number: TcpSeqNumber(
-                self.receiver.isn.wrapping_add(u32::from(!ack.syn)) as i32
-            ),
+            seq_number: TcpSeqNumber(self.receiver.isn.wrapping_add(u32::from(!ack.syn)) as i32),
             ack_number: ack.ack.map(|a| TcpSeqNumber(a as i32)),
             window_len: ack.window,
             window_scale: ack.syn.then_some(CLIENT_WSCALE),
@@ -799,8 +797,22 @@ fn print_table(send_buffer: usize) {
     );
     println!(
         "{:<15} {:>7} | {:>7} {:>6} {:>5} {:>4} {:>4} {:>6} {:>7} | {:>7} {:>6} {:>5} {:>4} {:>4} {:>6} {:>7}",
-        "cell", "ideal", "off", "retx", "spur", "tlp", "rto", "drops", "1MiB", "on", "retx", "spur",
-        "tlp", "rto", "drops", "1MiB"
+        "cell",
+        "ideal",
+        "off",
+        "retx",
+        "spur",
+        "tlp",
+        "rto",
+        "drops",
+        "1MiB",
+        "on",
+        "retx",
+        "spur",
+        "tlp",
+        "rto",
+        "drops",
+        "1MiB"
     );
     for (name, cell) in cells() {
         let secs = duration_for(&cell);
@@ -914,7 +926,10 @@ const SEG: u64 = MSS as u64;
 #[test]
 fn no_loss_no_retransmission() {
     let out = drops(&[]);
-    assert_eq!((out.retransmits, out.rtos, out.stats.tail_loss_probes), (0, 0, 0));
+    assert_eq!(
+        (out.retransmits, out.rtos, out.stats.tail_loss_probes),
+        (0, 0, 0)
+    );
 }
 
 #[test]
@@ -953,8 +968,14 @@ fn tail_loss_probe_recovers_the_last_segment() {
 
 #[test]
 fn debug_cell() {
-    let Ok(spec) = std::env::var("WAN_SIM_CELL") else { return };
+    let Ok(spec) = std::env::var("WAN_SIM_CELL") else {
+        return;
+    };
     let v: Vec<f64> = spec.split(',').map(|x| x.parse().unwrap()).collect();
-    let cell = Cell { wan: v[2] != 0.0, send_buffer: v[3] as usize, ..Cell::wan(v[0], v[1]) };
+    let cell = Cell {
+        wan: v[2] != 0.0,
+        send_buffer: v[3] as usize,
+        ..Cell::wan(v[0], v[1])
+    };
     println!("{:?}", bulk(cell, duration_for(&cell)));
 }

@@ -253,7 +253,8 @@ impl RttEstimator {
         }
         self.srtt = self.srtt_us.div_ceil(1000);
         self.rttvar = self.rttvar_us.div_ceil(1000);
-        let rto_us = self.srtt_us as u64 + (4 * self.rttvar_us as u64).max(RTTE_WAN_MIN_RTO_US as u64);
+        let rto_us =
+            self.srtt_us as u64 + (4 * self.rttvar_us as u64).max(RTTE_WAN_MIN_RTO_US as u64);
         self.rto = (rto_us.div_ceil(1000) as u32).clamp(RTTE_WAN_MIN_RTO_US / 1000, RTTE_MAX_RTO);
         self.rto_count = 0;
         match self.min_rtt {
@@ -801,7 +802,9 @@ impl<'a> Socket<'a> {
         };
         // promgate patch: a new controller must keep the socket's mode.
         let wan_mode = self.wan_mode();
-        self.congestion_controller.inner_mut().set_wan_mode(wan_mode);
+        self.congestion_controller
+            .inner_mut()
+            .set_wan_mode(wan_mode);
     }
 
     /// Return the current congestion control algorithm.
@@ -2802,6 +2805,11 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+                #[cfg(feature = "alloc")]
+                if self.wan_active() {
+                    self.wan_set_mss(effective_mss);
+                }
+
                 // promgate patch: WAN mode resends from its scoreboard first.
                 #[cfg(feature = "alloc")]
                 let wan_resend = if self.wan_active() {
@@ -2823,7 +2831,9 @@ impl<'a> Socket<'a> {
                     let offset = seq - self.local_seq_no;
                     let data_len = len - usize::from(fin);
                     repr.seq_number = seq;
-                    repr.payload = self.tx_buffer.get_allocated(offset, data_len.min(effective_mss));
+                    repr.payload = self
+                        .tx_buffer
+                        .get_allocated(offset, data_len.min(effective_mss));
                     offset
                 } else if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
@@ -10095,5 +10105,219 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // promgate patch: WAN mode
+    // =========================================================================================//
+
+    /// One segment the socket emitted: sequence number, payload length, control.
+    type Sent = (TcpSeqNumber, usize, TcpControl);
+
+    /// Dispatch until the socket has nothing more to send at `time` (ms).
+    fn wan_flush(s: &mut TestSocket, time: u64) -> Vec<Sent> {
+        s.cx.set_now(Instant::from_millis(time as i64));
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            let mut got = None;
+            let result: Result<(), ()> = s.socket.dispatch(&mut s.cx, |_, _, (_, repr)| {
+                got = Some((
+                    repr.seq_number,
+                    repr.payload.len(),
+                    repr.control.quash_psh(),
+                ));
+                Ok(())
+            });
+            assert_eq!(result, Ok(()));
+            match got {
+                Some(seg) => sent.push(seg),
+                None => return sent,
+            }
+        }
+        panic!("socket keeps sending: {sent:?}")
+    }
+
+    fn wan_poll_at(s: &mut TestSocket) -> PollAt {
+        let TestSocket { socket, cx } = s;
+        socket.poll_at(cx)
+    }
+
+    /// An ACK from the peer, with SACK blocks given as sequence numbers.
+    fn wan_ack(
+        s: &mut TestSocket,
+        time: u64,
+        ack: TcpSeqNumber,
+        window_len: u16,
+        sacks: &[(TcpSeqNumber, TcpSeqNumber)],
+    ) {
+        let mut sack_ranges = [None; 3];
+        for (slot, (l, r)) in sack_ranges.iter_mut().zip(sacks) {
+            *slot = Some((l.0 as u32, r.0 as u32));
+        }
+        let repr = TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(ack),
+            window_len,
+            sack_ranges,
+            ..SEND_TEMPL
+        };
+        let _ = send(s, Instant::from_millis(time as i64), &repr);
+    }
+
+    /// An established WAN-mode socket whose segments carry `mss` bytes, with no
+    /// congestion control so that the tests see the recovery logic alone.
+    fn wan_socket(local_seq: TcpSeqNumber, mss: usize) -> TestSocket {
+        let mut s = socket_established_with_buffer_sizes(256, 64);
+        s.set_congestion_control(CongestionControl::None);
+        s.set_wan_mode(true);
+        s.remote_mss = mss;
+        s.remote_has_sack = true;
+        s.local_seq_no = local_seq;
+        s.remote_last_seq = local_seq;
+        s
+    }
+
+    /// The log covers exactly [SND.UNA, SND.NXT) and its counters add up.
+    fn wan_check_log(s: &TestSocket) {
+        let wan = s.wan.as_deref().unwrap();
+        if let (Some(front), Some(back)) = (wan.log_front(), wan.log_back()) {
+            assert_eq!(front, s.local_seq_no, "log starts at SND.UNA");
+            assert_eq!(back, s.remote_last_seq, "log ends at SND.NXT");
+        }
+        wan.check_counters();
+    }
+
+    #[test]
+    fn test_wan_seq_wrap() {
+        // 2^32 - 20: sequence numbers wrap between the 2nd and 3rd of six segments.
+        let start = TcpSeqNumber(-20);
+        let mut s = wan_socket(start, 10);
+        s.send_slice(&[7; 60]).unwrap();
+        let sent = wan_flush(&mut s, 0);
+        let seqs: Vec<_> = sent.iter().map(|&(seq, len, _)| (seq, len)).collect();
+        assert_eq!(
+            seqs,
+            (0..6).map(|i| (start + 10 * i, 10)).collect::<Vec<_>>()
+        );
+        wan_check_log(&s);
+
+        // The 2nd segment is lost; the peer ACKs the 1st and SACKs the rest.
+        wan_ack(&mut s, 100, start + 10, 256, &[(start + 20, start + 60)]);
+        wan_check_log(&s);
+        assert_eq!(
+            wan_flush(&mut s, 100),
+            vec![(start + 10, 10, TcpControl::None)]
+        );
+        assert_eq!(s.recovery_stats().retransmitted_segments, 1);
+
+        wan_ack(&mut s, 200, start + 60, 256, &[]);
+        assert_eq!(s.local_seq_no, TcpSeqNumber(40));
+        wan_check_log(&s);
+        assert_eq!(s.wan.as_deref().unwrap().pipe(), 0);
+        assert_eq!(wan_poll_at(&mut s), PollAt::Ingress);
+        assert_eq!(s.recovery_stats().rtos, 0);
+    }
+
+    #[test]
+    fn test_wan_ignores_bad_sack_blocks() {
+        let mut s = wan_socket(LOCAL_SEQ + 1, 10);
+        s.send_slice(&[1; 40]).unwrap();
+        wan_flush(&mut s, 0);
+        let una = LOCAL_SEQ + 1;
+        // Below the ACK (D-SACK), past SND.NXT, inverted: none may mark anything.
+        wan_ack(
+            &mut s,
+            10,
+            una + 10,
+            256,
+            &[(una, una + 10), (una + 30, una + 50), (una + 30, una + 20)],
+        );
+        wan_check_log(&s);
+        assert_eq!(s.wan.as_deref().unwrap().pipe(), 30);
+        assert_eq!(wan_flush(&mut s, 10), vec![]);
+    }
+
+    #[test]
+    fn test_wan_zero_window() {
+        let una = LOCAL_SEQ + 1;
+        let mut s = wan_socket(una, 10);
+        s.send_slice(&[3; 60]).unwrap();
+        s.remote_win_len = 30;
+        assert_eq!(wan_flush(&mut s, 0).len(), 3);
+        // Everything sent is ACKed and the window closes with 30 bytes unsent.
+        wan_ack(&mut s, 50, una + 30, 0, &[]);
+        wan_check_log(&s);
+        assert_eq!(wan_flush(&mut s, 50), vec![]);
+        assert!(s.timer.is_zero_window_probe());
+        // A zero-window probe, not a retransmission, goes out when its timer fires.
+        let PollAt::Time(at) = wan_poll_at(&mut s) else {
+            panic!("no deadline with data waiting");
+        };
+        let sent = wan_flush(&mut s, at.total_millis() as u64);
+        assert_eq!(sent, vec![(una + 30, 1, TcpControl::None)]);
+        assert_eq!(s.remote_last_seq, una + 30);
+        wan_check_log(&s);
+        // The window opens: new data flows again, and no RTO fired meanwhile.
+        wan_ack(&mut s, 2000, una + 30, 30, &[]);
+        assert_eq!(wan_flush(&mut s, 2000).len(), 3);
+        wan_check_log(&s);
+        assert_eq!(s.recovery_stats().rtos, 0);
+    }
+
+    #[test]
+    fn test_wan_reneging() {
+        let una = LOCAL_SEQ + 1;
+        let mut s = wan_socket(una, 10);
+        s.send_slice(&[5; 50]).unwrap();
+        assert_eq!(wan_flush(&mut s, 0).len(), 5);
+        // The 1st segment is lost; the rest is SACKed, so RACK resends only it.
+        wan_ack(&mut s, 50, una, 256, &[(una + 10, una + 50)]);
+        assert_eq!(wan_flush(&mut s, 50), vec![(una, 10, TcpControl::None)]);
+        // The peer ACKs the resend but reneges: the SACKed data is never ACKed.
+        wan_ack(&mut s, 100, una + 10, 256, &[]);
+        wan_check_log(&s);
+        // The first RTO trusts the SACKs, so there is nothing to resend...
+        let mut now = 100;
+        let mut resent = Vec::new();
+        for _ in 0..2 {
+            let PollAt::Time(at) = wan_poll_at(&mut s) else {
+                panic!("no RTO armed with data outstanding");
+            };
+            now = at.total_millis() as u64;
+            resent = wan_flush(&mut s, now);
+            if !resent.is_empty() {
+                break;
+            }
+        }
+        // ...the second forgets them and resends the data they covered.
+        assert_eq!(s.recovery_stats().rtos, 2);
+        assert_eq!(resent.first(), Some(&(una + 10, 10, TcpControl::None)));
+        wan_check_log(&s);
+        wan_ack(&mut s, now + 50, una + 50, 256, &[]);
+        wan_check_log(&s);
+        assert_eq!(s.wan.as_deref().unwrap().pipe(), 0);
+    }
+
+    #[test]
+    fn test_wan_fin_resent() {
+        let una = LOCAL_SEQ + 1;
+        let mut s = wan_socket(una, 10);
+        s.send_slice(&[9; 15]).unwrap();
+        s.close();
+        let sent = wan_flush(&mut s, 0);
+        assert_eq!(
+            sent,
+            vec![(una, 10, TcpControl::None), (una + 10, 5, TcpControl::Fin)]
+        );
+        wan_check_log(&s);
+        // The tail (data and FIN) is lost: the probe or RTO resends it with the FIN.
+        wan_ack(&mut s, 50, una + 10, 256, &[]);
+        let PollAt::Time(at) = wan_poll_at(&mut s) else {
+            panic!("no deadline with a FIN outstanding");
+        };
+        let sent = wan_flush(&mut s, at.total_millis() as u64);
+        assert_eq!(sent, vec![(una + 10, 5, TcpControl::Fin)]);
+        wan_ack(&mut s, 2000, una + 16, 256, &[]);
+        assert_eq!(s.state, State::FinWait2);
     }
 }

@@ -84,6 +84,8 @@ pub(super) struct Recovery {
     /// Highest SACKed sequence number, to notice reordering.
     fack: Option<TcpSeqNumber>,
     reordering_seen: bool,
+    /// The MSS the congestion controller was last told.
+    cc_mss: usize,
 }
 
 impl Recovery {
@@ -103,6 +105,7 @@ impl Recovery {
             rack_rtt_us: 0,
             fack: None,
             reordering_seen: false,
+            cc_mss: 0,
         }
     }
 
@@ -266,6 +269,34 @@ impl Recovery {
     }
 }
 
+#[cfg(test)]
+impl Recovery {
+    pub(super) fn log_front(&self) -> Option<TcpSeqNumber> {
+        self.log.front().map(|r| r.start)
+    }
+
+    pub(super) fn log_back(&self) -> Option<TcpSeqNumber> {
+        self.log.back().map(|r| r.end)
+    }
+
+    /// The records are contiguous and the byte counters match their marks.
+    pub(super) fn check_counters(&self) {
+        let (mut sacked, mut lost) = (0, 0);
+        for (i, r) in self.log.iter().enumerate() {
+            assert!(r.start < r.end, "empty record {r:?}");
+            if i > 0 {
+                assert_eq!(self.log[i - 1].end, r.start, "gap before {r:?}");
+            }
+            match r.mark {
+                Mark::Sacked => sacked += r.len(),
+                Mark::Lost => lost += r.len(),
+                Mark::InFlight => {}
+            }
+        }
+        assert_eq!((sacked, lost), (self.sacked, self.lost));
+    }
+}
+
 impl fmt::Debug for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recovery")
@@ -304,6 +335,17 @@ impl<'a> Socket<'a> {
         self.wan.as_deref_mut().expect("WAN mode state")
     }
 
+    /// Tell the congestion controller the effective MSS (local and remote limits,
+    /// less TCP options) rather than the peer's MSS option.
+    pub(super) fn wan_set_mss(&mut self, effective_mss: usize) {
+        if self.wan().cc_mss != effective_mss {
+            self.wan_mut().cc_mss = effective_mss;
+            self.congestion_controller
+                .inner_mut()
+                .set_mss(effective_mss);
+        }
+    }
+
     /// The congestion window room in WAN mode: cwnd − pipe, unbounded for a probe.
     pub(super) fn wan_cwnd_remaining(&self) -> usize {
         let wan = self.wan();
@@ -337,7 +379,12 @@ impl<'a> Socket<'a> {
             return None;
         }
         if wan.probe_due && !self.wan_has_new_data() {
-            return wan.log.iter().rev().find(|r| r.mark != Mark::Sacked).map(resend);
+            return wan
+                .log
+                .iter()
+                .rev()
+                .find(|r| r.mark != Mark::Sacked)
+                .map(resend);
         }
         None
     }
@@ -372,7 +419,10 @@ impl<'a> Socket<'a> {
     /// segment out; 1 s before the first sample. A PTO past the RTO is cut to it:
     /// the probe then goes out instead of the timeout, which would collapse cwnd.
     fn wan_arm_tlp(&mut self, now: Instant) {
-        let srtt = self.rtte.srtt_us().map(|us| Duration::from_micros(us as u64));
+        let srtt = self
+            .rtte
+            .srtt_us()
+            .map(|us| Duration::from_micros(us as u64));
         let rto_at = self.wan().rto_at;
         let wan = self.wan_mut();
         if wan.recovery_point.is_some() || wan.probe_out || wan.lost > 0 || wan.log.is_empty() {
@@ -410,9 +460,7 @@ impl<'a> Socket<'a> {
             let nxt = self.remote_last_seq;
             self.wan_mut().recovery_point = Some(nxt);
             self.stats.fast_recoveries = self.stats.fast_recoveries.saturating_add(1);
-            self.congestion_controller
-                .inner_mut()
-                .on_loss(now, flight);
+            self.congestion_controller.inner_mut().on_loss(now, flight);
         }
         if newly_lost > 0 {
             self.wan_mut().tlp_at = None;
@@ -574,6 +622,7 @@ impl<'a> Socket<'a> {
         let flight = self.wan().flight();
         self.congestion_controller.inner_mut().on_rto(now, flight);
         self.rtte.on_rto();
+        let rto = self.wan_rto();
         let reo_wnd = self.wan_reo_wnd();
         let srtt_us = self.rtte.srtt_us().unwrap_or(0);
         let nxt = self.remote_last_seq;
@@ -601,9 +650,11 @@ impl<'a> Socket<'a> {
             wan.fack = None;
         }
         wan.recovery_point = Some(nxt);
-        wan.rto_at = None;
         wan.tlp_at = None;
         wan.probe_due = false;
+        // RFC 6298 (5.5), (5.6): the timer restarts with the backed-off RTO, also
+        // when nothing could be marked lost (all of it SACKed).
+        wan.rto_at = (!wan.log.is_empty()).then(|| now + rto);
     }
 
     /// Log a segment that was just emitted; `is_resend` if it started below SND.NXT.
