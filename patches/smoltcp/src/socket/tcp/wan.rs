@@ -68,6 +68,8 @@ pub(super) struct Recovery {
     lost: usize,
     /// Loss recovery ends when the cumulative ACK reaches this.
     recovery_point: Option<TcpSeqNumber>,
+    /// The recovery was entered by an RTO, so cwnd slow-starts through it.
+    rto_recovery: bool,
     consecutive_rtos: u8,
     rto_at: Option<Instant>,
     /// RACK reorder timer: the earliest time a record sent before the most
@@ -95,6 +97,7 @@ impl Recovery {
             sacked: 0,
             lost: 0,
             recovery_point: None,
+            rto_recovery: false,
             consecutive_rtos: 0,
             rto_at: None,
             rack_at: None,
@@ -554,6 +557,7 @@ impl<'a> Socket<'a> {
             wan.consecutive_rtos = 0;
             if wan.recovery_point.is_some_and(|point| ack >= point) {
                 wan.recovery_point = None;
+                wan.rto_recovery = false;
             }
         }
         let empty = wan.log.is_empty();
@@ -575,10 +579,15 @@ impl<'a> Socket<'a> {
         if !empty {
             self.wan_detect_loss(now);
         }
-        let pipe = self.wan().pipe();
-        self.congestion_controller
-            .inner_mut()
-            .on_ack(now, delivered, pipe, &self.rtte);
+        // cwnd holds during fast recovery (as Linux: no growth in Recovery), but
+        // slow-starts again after an RTO.
+        let wan = self.wan();
+        let (pipe, grow) = (wan.pipe(), wan.recovery_point.is_none() || wan.rto_recovery);
+        if grow {
+            self.congestion_controller
+                .inner_mut()
+                .on_ack(now, delivered, pipe, &self.rtte);
+        }
         if delivered > 0 {
             self.wan_arm_tlp(now);
         }
@@ -650,6 +659,7 @@ impl<'a> Socket<'a> {
             wan.fack = None;
         }
         wan.recovery_point = Some(nxt);
+        wan.rto_recovery = true;
         wan.tlp_at = None;
         wan.probe_due = false;
         // RFC 6298 (5.5), (5.6): the timer restarts with the backed-off RTO, also
