@@ -13,9 +13,12 @@
 //! overflows are counted. Nothing sleeps: one run of many seconds takes a fraction
 //! of a second.
 //!
-//! `WAN_SIM_PRINT=1 cargo test --release --test wan_sim -- --nocapture` prints the
-//! table of all cells with WAN mode off and on; `wan_sim_regression` asserts each
-//! cell reaches a fraction of the link's ideal goodput.
+//! `WAN_SIM_PRINT=1 cargo test --release --test wan_sim print -- --nocapture`
+//! prints the table of all cells with WAN mode off and on (`WAN_SIM_BUFFERS=65536,4194304`
+//! for several send buffers); `WAN_SIM_CELL=rtt_ms,loss,wan,buffer` prints one run
+//! in full (`debug_cell`). The `wan_sim_regression_*` tests assert that each cell
+//! reaches a fraction of the link's ideal goodput; they take about 3 s in release
+//! and are skipped in debug builds, where they take minutes.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -891,6 +894,7 @@ fn check_cell(name: &str, cell: Cell, min_fraction: f64) {
 }
 
 #[test]
+#[cfg_attr(debug_assertions, ignore = "about 50 s in debug: run with --release")]
 fn wan_sim_regression_64k() {
     for ((name, cell), min) in cells().into_iter().zip(MIN_FRACTION_64K) {
         check_cell(&name, Cell { wan: true, ..cell }, min);
@@ -898,6 +902,7 @@ fn wan_sim_regression_64k() {
 }
 
 #[test]
+#[cfg_attr(debug_assertions, ignore = "about 50 s in debug: run with --release")]
 fn wan_sim_regression_4m() {
     for ((name, cell), min) in cells().into_iter().zip(MIN_FRACTION_4M) {
         let cell = Cell {
@@ -970,6 +975,8 @@ fn tail_loss_probe_recovers_the_last_segment() {
     assert_eq!(out.retransmits, 1, "{out:?}");
 }
 
+/// `WAN_SIM_CELL=200,0.01,1,65536`: one bulk run (RTT ms, loss, WAN mode 0/1,
+/// send buffer), printed in full.
 #[test]
 fn debug_cell() {
     let Ok(spec) = std::env::var("WAN_SIM_CELL") else {

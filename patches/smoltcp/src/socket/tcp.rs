@@ -727,10 +727,19 @@ impl<'a> Socket<'a> {
     /// paths: microsecond RTT samples and a 200 ms minimum RTO, an initial window
     /// of 10 segments with byte counting in slow start, a SACK scoreboard, RACK-TLP
     /// loss detection, and an RTO that resends only what was lost instead of
-    /// rewinding to go-back-N. Set it before the connection starts; changing it on
-    /// an open connection resets the recovery state.
+    /// rewinding to go-back-N.
+    ///
+    /// It only takes effect while the socket is closed, listening or in the
+    /// handshake: the transmit log must see every data segment of a connection.
     #[cfg(feature = "alloc")]
     pub fn set_wan_mode(&mut self, enabled: bool) {
+        if !matches!(
+            self.state,
+            State::Closed | State::Listen | State::SynSent | State::SynReceived
+        ) {
+            net_debug!("set_wan_mode ignored on a synchronized connection");
+            return;
+        }
         self.wan = enabled.then(|| alloc::boxed::Box::new(wan::Recovery::new()));
         self.congestion_controller.inner_mut().set_wan_mode(enabled);
         self.rtte.set_wan_mode(enabled);
@@ -1062,6 +1071,9 @@ impl<'a> Socket<'a> {
         #[cfg(feature = "alloc")]
         if let Some(wan) = self.wan.as_mut() {
             **wan = wan::Recovery::new();
+            // Upstream keeps the controller, and so its cwnd, across connections
+            // of one socket; WAN mode starts each one from the initial window.
+            self.set_congestion_control(self.congestion_control());
         }
         self.rtte.set_wan_mode(self.wan_mode());
 
@@ -10167,13 +10179,19 @@ mod test {
     /// An established WAN-mode socket whose segments carry `mss` bytes, with no
     /// congestion control so that the tests see the recovery logic alone.
     fn wan_socket(local_seq: TcpSeqNumber, mss: usize) -> TestSocket {
-        let mut s = socket_established_with_buffer_sizes(256, 64);
+        let mut s = socket_with_buffer_sizes(256, 64);
         s.set_congestion_control(CongestionControl::None);
         s.set_wan_mode(true);
-        s.remote_mss = mss;
-        s.remote_has_sack = true;
+        s.state = State::Established;
+        s.tuple = Some(TUPLE);
         s.local_seq_no = local_seq;
         s.remote_last_seq = local_seq;
+        s.remote_seq_no = REMOTE_SEQ + 1;
+        s.remote_last_ack = Some(REMOTE_SEQ + 1);
+        s.remote_last_win = s.scaled_window();
+        s.remote_win_len = 256;
+        s.remote_mss = mss;
+        s.remote_has_sack = true;
         s
     }
 
@@ -10296,6 +10314,13 @@ mod test {
         wan_ack(&mut s, now + 50, una + 50, 256, &[]);
         wan_check_log(&s);
         assert_eq!(s.wan.as_deref().unwrap().pipe(), 0);
+    }
+
+    #[test]
+    fn test_wan_mode_not_switched_mid_connection() {
+        let mut s = socket_established();
+        s.set_wan_mode(true);
+        assert!(!s.wan_mode());
     }
 
     #[test]

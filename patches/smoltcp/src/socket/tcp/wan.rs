@@ -475,6 +475,9 @@ impl<'a> Socket<'a> {
     pub(super) fn wan_on_ack(&mut self, now: Instant, repr: &TcpRepr, ack: TcpSeqNumber) {
         let min_rtt = self.rtte.min_rtt_us();
         let nxt = self.remote_last_seq;
+        // SACK blocks that split records could grow the log to one record per
+        // byte; past twice the records that full segments need, they are ignored.
+        let max_records = 2 * (self.tx_buffer.capacity() / self.remote_mss.max(1)) + 64;
         let mut delivered = 0;
         // Karn: the RTT sample comes from the most recently sent record that was
         // sent once and is newly delivered.
@@ -519,6 +522,9 @@ impl<'a> Socket<'a> {
             let right = TcpSeqNumber(*right as i32);
             if right <= left || right <= ack || right > nxt {
                 continue;
+            }
+            if wan.log.len() >= max_records {
+                break;
             }
             let left = left.max(ack);
             let first = wan.split_at(left);
