@@ -1379,6 +1379,33 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
+    /// Replace the transmit buffer, keeping what it holds (promgate patch).
+    ///
+    /// The bytes in flight and the bytes not yet sent move to `buffer` in
+    /// order, so the connection carries on as if nothing happened: a buffer
+    /// may grow while a long fat path needs more in flight, and shrink again
+    /// when it idles. Returns the old buffer, or gives `buffer` back when it
+    /// cannot hold what is queued.
+    pub fn replace_send_buffer(
+        &mut self,
+        mut buffer: SocketBuffer<'a>,
+    ) -> Result<SocketBuffer<'a>, SocketBuffer<'a>> {
+        let queued = self.tx_buffer.len();
+        if buffer.capacity() < queued {
+            return Err(buffer);
+        }
+        buffer.clear();
+        let mut offset = 0;
+        while offset < queued {
+            let chunk = self.tx_buffer.get_allocated(offset, queued - offset);
+            if chunk.is_empty() {
+                break;
+            }
+            offset += buffer.enqueue_slice(chunk);
+        }
+        Ok(core::mem::replace(&mut self.tx_buffer, buffer))
+    }
+
     /// Check whether the receive buffer is not empty.
     #[inline]
     pub fn can_recv(&self) -> bool {
@@ -4997,6 +5024,59 @@ mod test {
                 ..RECV_TEMPL
             }]
         );
+    }
+
+    // promgate patch: replace_send_buffer keeps what is in flight and what is
+    // not yet sent, in order, across a wrap of the old ring.
+    #[test]
+    fn test_replace_send_buffer_keeps_queued_bytes() {
+        let mut s = socket_established();
+        s.set_nagle_enabled(false);
+        s.tx_buffer = SocketBuffer::new(vec![0; 8]);
+        s.send_slice(b"abcdef").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        // Four bytes acknowledged; "ef" stays in flight and "ghij" wraps the ring.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 4),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.send_slice(b"ghij"), Ok(4));
+        let too_small = SocketBuffer::new(vec![0; 5]);
+        assert!(s.replace_send_buffer(too_small).is_err());
+        let old = s.replace_send_buffer(SocketBuffer::new(vec![0; 64])).unwrap();
+        assert_eq!(old.capacity(), 8);
+        assert_eq!(s.send_capacity(), 64);
+        assert_eq!(s.send_queue(), 6);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 6,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"ghij"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 10),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.send_queue(), 0);
     }
 
     #[test]
