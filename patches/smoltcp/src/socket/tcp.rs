@@ -5055,7 +5055,9 @@ mod test {
         assert_eq!(s.send_slice(b"ghij"), Ok(4));
         let too_small = SocketBuffer::new(vec![0; 5]);
         assert!(s.replace_send_buffer(too_small).is_err());
-        let old = s.replace_send_buffer(SocketBuffer::new(vec![0; 64])).unwrap();
+        let old = s
+            .replace_send_buffer(SocketBuffer::new(vec![0; 64]))
+            .unwrap();
         assert_eq!(old.capacity(), 8);
         assert_eq!(s.send_capacity(), 64);
         assert_eq!(s.send_queue(), 6);

@@ -218,12 +218,18 @@ impl Recovery {
     }
 
     /// RACK (RFC 8985 6.2): remember the most recently sent delivered record. A
-    /// resent record whose ACK came back faster than the minimum RTT was most
-    /// likely delivered by its first transmission, so it says nothing.
+    /// resent record whose ACK came back faster than the minimum RTT was delivered
+    /// by its first transmission: the resend was spurious, so the path reorders
+    /// (or delays) segments, and the record says nothing about the RTT.
     fn rack_update(&mut self, now: Instant, rec: &Record, min_rtt_us: Option<u32>) {
         let rtt_us = (now - rec.sent_at).total_micros() as u32;
         if rec.sends > 1 && min_rtt_us.is_some_and(|min| rtt_us < min) {
+            self.reordering_seen = true;
             return;
+        }
+        // An original delivered below the highest SACK: the network reordered it.
+        if rec.sends == 1 && self.fack.is_some_and(|fack| rec.end < fack) {
+            self.reordering_seen = true;
         }
         let newer = match self.rack_sent {
             None => true,
@@ -454,12 +460,21 @@ impl<'a> Socket<'a> {
         Duration::from_micros(quarter.min(srtt) as u64)
     }
 
+    /// The flight the controller bases ssthresh on: SND.NXT − SND.UNA, but no more
+    /// than cwnd. During a long recovery SND.NXT − SND.UNA also counts megabytes of
+    /// SACKed data behind one hole; 0.7 of that would raise the window on a loss
+    /// (Linux's CUBIC takes β·cwnd for the same reason).
+    fn wan_loss_flight(&self) -> usize {
+        let cwnd = self.congestion_controller.inner().window();
+        self.wan().flight().min(cwnd)
+    }
+
     /// Run RACK and enter recovery on new losses.
     fn wan_detect_loss(&mut self, now: Instant) {
         let reo_wnd = self.wan_reo_wnd();
         let newly_lost = self.wan_mut().rack_detect(now, reo_wnd);
         if newly_lost > 0 && self.wan().recovery_point.is_none() {
-            let flight = self.wan().flight();
+            let flight = self.wan_loss_flight();
             let nxt = self.remote_last_seq;
             self.wan_mut().recovery_point = Some(nxt);
             self.stats.fast_recoveries = self.stats.fast_recoveries.saturating_add(1);
@@ -515,11 +530,16 @@ impl<'a> Socket<'a> {
             }
         }
 
-        // SACK blocks (RFC 2018): ignore those at or below the ACK (D-SACK) and
-        // those reaching past SND.NXT; clip the rest to the log.
+        // SACK blocks (RFC 2018): ignore those at or below the ACK and those
+        // reaching past SND.NXT; clip the rest to the log. A block below the ACK is
+        // a D-SACK (RFC 2883): a segment arrived twice, so a resend was spurious,
+        // which is the evidence of reordering that opens RACK's reordering window.
         for (left, right) in repr.sack_ranges.iter().flatten() {
             let left = TcpSeqNumber(*left as i32);
             let right = TcpSeqNumber(*right as i32);
+            if left < right && right <= ack {
+                wan.reordering_seen = true;
+            }
             if right <= left || right <= ack || right > nxt {
                 continue;
             }
@@ -536,15 +556,8 @@ impl<'a> Socket<'a> {
                 }
                 delivered += rec.len();
                 wan.set_mark(i, Mark::Sacked);
-                if rec.sends == 1 {
-                    if sample.is_none_or(|t| rec.sent_at > t) {
-                        sample = Some(rec.sent_at);
-                    }
-                    // An original delivered below the highest SACK: the network
-                    // reordered it.
-                    if wan.fack.is_some_and(|fack| rec.end < fack) {
-                        wan.reordering_seen = true;
-                    }
+                if rec.sends == 1 && sample.is_none_or(|t| rec.sent_at > t) {
+                    sample = Some(rec.sent_at);
                 }
                 wan.rack_update(now, &rec, min_rtt);
             }
@@ -634,7 +647,7 @@ impl<'a> Socket<'a> {
     /// receiver reneged on it (RFC 2018 section 8).
     fn wan_on_rto(&mut self, now: Instant) {
         self.stats.rtos = self.stats.rtos.saturating_add(1);
-        let flight = self.wan().flight();
+        let flight = self.wan_loss_flight();
         self.congestion_controller.inner_mut().on_rto(now, flight);
         self.rtte.on_rto();
         let rto = self.wan_rto();
