@@ -183,6 +183,48 @@ async fn a_download_over_a_lossy_link_arrives_intact_with_either_sender() {
     }
 }
 
+/// The WAN sender's send buffer grows while it limits the flight, within
+/// the budget, and gives the growth back when the connection closes.
+#[tokio::test(start_paused = true)]
+async fn a_wan_send_buffer_grows_within_the_budget_and_is_given_back() {
+    use promgate_core::gateway::TcpSender;
+    let alice_key = StaticSecret::random();
+    let ip = Ipv4Addr::new(10, 13, 13, 2);
+    let mut lab = Lab::with(&[peer_config("alice", &alice_key, ip, Role::Viewer)], |c| {
+        c.tcp_sender = TcpSender::Wan;
+    })
+    .await;
+    let budget = lab.config.tcp_memory_budget as u64;
+    let mut alice = TestPeer::new(&alice_key, lab.public(), ip, 50014);
+    let h = alice.connect(GW, 80, &get("/big"));
+    let mut peak_growth = 0;
+    let mut resp = None;
+    for _ in 0..2000 {
+        lab.run_until(&mut [&mut alice], Duration::from_millis(5), |p| {
+            resp = p[0].response(h);
+            resp.is_some()
+        })
+        .await;
+        let s = lab.gateway.stats();
+        peak_growth = peak_growth.max(s.tcp_buffer_growth_bytes.load(Relaxed));
+        assert!(s.tcp_buffer_bytes.load(Relaxed) <= budget);
+        if resp.is_some() {
+            break;
+        }
+    }
+    let resp = resp.expect("the 4 MiB download did not finish");
+    assert_eq!(body_of(&resp).len(), 4 << 20);
+    assert!(peak_growth > 0, "the send buffer never grew");
+    assert!(peak_growth <= budget / 2);
+    lab.run_until(&mut [&mut alice], Duration::from_secs(3), |_| false)
+        .await;
+    assert_eq!(lab.gateway.open_connections(), 0);
+    let s = lab.gateway.stats();
+    assert_eq!(s.tcp_buffer_bytes.load(Relaxed), 0, "budget not given back");
+    assert_eq!(s.tcp_buffer_growth_bytes.load(Relaxed), 0);
+    assert_eq!(s.tcp_buffer_budget_bytes.load(Relaxed), budget);
+}
+
 #[tokio::test(start_paused = true)]
 async fn roles_decide_admin_endpoints() {
     let v = StaticSecret::random();

@@ -39,13 +39,26 @@ pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// clients that vanish without a FIN do not hold connection slots forever.
 pub(crate) const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// TCP connections one peer may hold inside the tunnel: an eighth of the
-/// total, so one peer cannot take the whole budget from the others.
-pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
+/// TCP connections one peer may hold inside the tunnel: a quarter of the
+/// total, so one peer cannot take the whole budget from the others. A
+/// browser opens about six to a host; 32 leaves room for several tabs.
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 32;
 
-/// TCP connections inside the tunnel, all peers together; each holds its
-/// socket buffers, so this bounds the gateway's memory.
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// TCP connections inside the tunnel, all peers together. Each holds 256 KiB
+/// of minimum buffers, so 128 of them fill half of the default memory
+/// budget (`check` refuses a total whose minimums need more than half).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+/// Bytes all tunnel TCP buffers may take together: connections' minimum
+/// buffers, and the send buffers that grow toward a long path's
+/// bandwidth-delay product (at most half of it). 64 MiB leaves the rest
+/// of the shipped 128 Mi pod limit to the process.
+pub const DEFAULT_TCP_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// The budgets accepted: at least one connection's minimum buffers twice.
+pub(crate) const TCP_MEMORY_BUDGET_RANGE: RangeInclusive<usize> =
+    1024 * 1024..=16 * 1024 * 1024 * 1024;
+/// Largest send buffer one connection may grow to (the WAN sender).
+pub const MAX_SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// Requests one peer may have waiting on the upstream at once: a browser's
 /// dashboard sends a handful together; one peer cannot take the upstream's
 /// whole query concurrency.

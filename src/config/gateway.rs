@@ -9,8 +9,8 @@ use super::defaults::{
     DEFAULT_HANDSHAKE_RATE_LIMIT, DEFAULT_HTTP_PORTS, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_PORT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_UPSTREAM_REQUESTS,
     DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER, DEFAULT_MTU, DEFAULT_TCP_IDLE_TIMEOUT,
-    DEFAULT_TCP_SEND_BUFFER, DEFAULT_TCP_SENDER, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT,
-    MTU_RANGE, TCP_SEND_BUFFER_RANGE,
+    DEFAULT_TCP_MEMORY_BUDGET, DEFAULT_TCP_SEND_BUFFER, DEFAULT_TCP_SENDER, DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT, MTU_RANGE, TCP_MEMORY_BUDGET_RANGE, TCP_SEND_BUFFER_RANGE,
 };
 use super::endpoint::check_endpoint;
 use super::private_key::resolve_private_key;
@@ -63,6 +63,7 @@ pub(super) fn validate_gateway(
         DEFAULT_TCP_IDLE_TIMEOUT,
     );
     let per_peer_span = raw.max_connections_per_peer.as_ref().map(|n| n.span());
+    let total_span = raw.max_connections.as_ref().map(|n| n.span());
     let max_connections_per_peer = at_least_one(
         sink,
         "gateway.max_connections_per_peer",
@@ -94,6 +95,29 @@ pub(super) fn validate_gateway(
         " bytes",
         DEFAULT_TCP_SEND_BUFFER,
     );
+    let tcp_memory_budget = within(
+        sink,
+        "gateway.tcp_memory_budget",
+        raw.tcp_memory_budget,
+        TCP_MEMORY_BUDGET_RANGE,
+        " bytes",
+        DEFAULT_TCP_MEMORY_BUDGET,
+    );
+    // Half the budget must hold every connection's minimum buffers; the
+    // other half is for send buffers that grow.
+    let minimums = max_connections.saturating_mul(connection_buffers(tcp_send_buffer));
+    if minimums > tcp_memory_budget / 2 {
+        sink.push(
+            total_span.unwrap_or_else(|| span.clone()),
+            "gateway.max_connections",
+            format!(
+                "{max_connections} connections hold {} MiB of minimum buffers ({} KiB each), more than half of gateway.tcp_memory_budget ({} MiB); lower the cap or raise the budget",
+                minimums >> 20,
+                connection_buffers(tcp_send_buffer) >> 10,
+                tcp_memory_budget >> 20
+            ),
+        );
+    }
     let tcp_sender = match raw.tcp_sender {
         None => DEFAULT_TCP_SENDER,
         Some(s) => match s.get_ref().as_str() {
@@ -164,6 +188,7 @@ pub(super) fn validate_gateway(
         tcp_idle_timeout,
         tcp_send_buffer,
         tcp_sender,
+        tcp_memory_budget,
         handshake_rate_limit,
         allowed_hosts,
     })
@@ -334,4 +359,19 @@ fn validate_allowed_hosts(sink: &mut Sink<'_>, raw: Option<Vec<Spanned<String>>>
         }
     }
     hosts
+}
+
+/// One connection's minimum buffers with this send buffer (see
+/// `promgate_core::netstack::Limits::connection_buffers`).
+fn connection_buffers(send_buffer: usize) -> usize {
+    let limits = promgate_core::gateway::Limits {
+        send_buffer,
+        per_peer: 1,
+        total: 1,
+        idle_timeout: std::time::Duration::ZERO,
+        sender: TcpSender::Classic,
+        memory_budget: 0,
+        max_send_buffer: send_buffer,
+    };
+    limits.connection_buffers()
 }

@@ -113,6 +113,8 @@ pub struct GatewayConfig {
     pub tcp_send_buffer: usize,
     /// `tcp_sender`: which TCP sender tunnel connections use.
     pub tcp_sender: promgate_core::gateway::TcpSender,
+    /// `tcp_memory_budget`: bytes all tunnel TCP buffers may take together.
+    pub tcp_memory_budget: usize,
     /// Handshakes per second, all peers together, before cookies are demanded.
     pub handshake_rate_limit: u64,
     /// Host names (or IP literals) the tunnel proxy answers to besides its
@@ -134,6 +136,8 @@ impl GatewayConfig {
                 total: self.max_connections,
                 idle_timeout: self.tcp_idle_timeout,
                 sender: self.tcp_sender,
+                memory_budget: self.tcp_memory_budget,
+                max_send_buffer: defaults::MAX_SEND_BUFFER.max(self.tcp_send_buffer),
             },
             handshake_rate_limit: self.handshake_rate_limit,
             max_upstream_requests_per_peer: self.max_upstream_requests_per_peer,
@@ -162,6 +166,7 @@ impl GatewayConfig {
             tcp_idle_timeout: defaults::DEFAULT_TCP_IDLE_TIMEOUT,
             tcp_send_buffer: defaults::DEFAULT_TCP_SEND_BUFFER,
             tcp_sender: defaults::DEFAULT_TCP_SENDER,
+            tcp_memory_budget: defaults::DEFAULT_TCP_MEMORY_BUDGET,
             handshake_rate_limit: defaults::DEFAULT_HANDSHAKE_RATE_LIMIT,
             allowed_hosts: Vec::new(),
         }

@@ -65,6 +65,7 @@ pub(super) struct RawGateway {
     pub(super) tcp_idle_timeout: Option<Spanned<String>>,
     pub(super) tcp_send_buffer: Option<Spanned<usize>>,
     pub(super) tcp_sender: Option<Spanned<String>>,
+    pub(super) tcp_memory_budget: Option<Spanned<usize>>,
     pub(super) handshake_rate_limit: Option<Spanned<u64>>,
     pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
 }

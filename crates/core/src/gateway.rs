@@ -113,6 +113,9 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(settings: &Settings, peers: &[PeerConfig], stats: Arc<Stats>, clock: Clock) -> Self {
+        stats
+            .tcp_buffer_budget_bytes
+            .store(settings.limits.memory_budget as u64, Relaxed);
         Gateway {
             peers: PeerTable::new(
                 settings.private_key.clone(),
@@ -205,6 +208,11 @@ impl Gateway {
                 .tick(now, &mut self.tx_buf, |dst, d| out.send_datagram(dst, d));
         }
         self.netstack.poll(now);
+        let (in_use, grown) = self.netstack.buffer_use();
+        self.stats.tcp_buffer_bytes.store(in_use as u64, Relaxed);
+        self.stats
+            .tcp_buffer_growth_bytes
+            .store(grown as u64, Relaxed);
         let r = self.netstack.take_recovery();
         if r != RecoveryTotals::default() {
             let s = &self.stats;

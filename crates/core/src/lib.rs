@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod allowed_ips;
+pub mod budget;
 pub mod gateway;
 pub mod keys;
 pub mod netstack;

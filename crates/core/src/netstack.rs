@@ -28,6 +28,7 @@
 //! peer's acknowledgment of new data counts as progress, so a reader that
 //! never reads cannot pin buffers by trickling bytes the other way.
 
+use crate::budget::BufferBudget;
 use crate::peer::PeerId;
 use crate::pipe::Pipe;
 use crate::route::Accepted;
@@ -52,6 +53,9 @@ const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
 pub const MAX_TX_QUEUE: usize = 1024;
+/// A send buffer counts as full of data in flight (so it, not the
+/// congestion window, limits the flight) when less than this is unsent.
+const BUFFER_LIMITED_SLACK: usize = 2 * 1460;
 /// How long a connection may stay half-open (SYN received, handshake not
 /// completed). smoltcp has no such timeout, so without it one SYN that the
 /// peer never follows up held a slot for the whole idle timeout.
@@ -81,7 +85,30 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Which TCP sender the connections use.
     pub sender: TcpSender,
+    /// Bytes all connections' buffers may take together (see [`crate::budget`]).
+    pub memory_budget: usize,
+    /// Largest send buffer one connection may grow to (WAN sender).
+    pub max_send_buffer: usize,
 }
+
+impl Limits {
+    /// A connection's minimum buffers: smoltcp's receive and send buffers
+    /// and the pipe's two.
+    pub fn connection_buffers(&self) -> usize {
+        TCP_RX_BUFFER + self.send_buffer + 2 * crate::pipe::PIPE_BUFFER
+    }
+
+    /// Connections whose minimum buffers fit in half the budget (the other
+    /// half is for growth), at most `total`: the effective total cap.
+    pub fn budgeted_total(&self) -> usize {
+        let fit = (self.memory_budget / 2) / self.connection_buffers().max(1);
+        self.total.min(fit)
+    }
+}
+
+/// How long a grown send buffer stays grown with nothing to send: a
+/// keep-alive connection between two large responses keeps its window.
+pub const SEND_BUFFER_IDLE_SHRINK: Duration = Duration::from_secs(1);
 
 /// The TCP sender of tunnel connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,6 +157,12 @@ struct Conn {
     /// `send_queue()` after the last pump: a smaller value later means
     /// the peer acknowledged bytes in between.
     unacked_after_pump: usize,
+    /// Budget this connection holds: its minimum buffers, and its send
+    /// buffer's growth beyond the minimum.
+    reserved: usize,
+    grown: usize,
+    /// Since when a grown send buffer has had nothing to send.
+    drained_since: Option<Instant>,
 }
 
 /// Outgoing packets, in buffers that are reused.
@@ -224,6 +257,7 @@ pub struct Netstack {
     removals: Vec<SocketHandle>,
     /// Loss recovery of closed connections, not yet taken.
     recovery: RecoveryTotals,
+    budget: BufferBudget,
     limits: Limits,
     poll_request: std::task::Waker,
     epoch: Instant,
@@ -281,6 +315,7 @@ impl Netstack {
             accepted: Vec::new(),
             removals: Vec::new(),
             recovery: RecoveryTotals::default(),
+            budget: BufferBudget::new(limits.memory_budget),
             limits,
             poll_request,
             epoch: now,
@@ -319,7 +354,7 @@ impl Netstack {
         {
             let tuple = (src, src_port, dst_port);
             if !self.by_tuple.contains_key(&tuple) {
-                if self.conns.len() >= self.limits.total
+                if self.conns.len() >= self.limits.budgeted_total()
                     || self.connections_of(peer) >= self.limits.per_peer
                 {
                     // Dropping (not resetting) lets the client's SYN retry
@@ -333,6 +368,10 @@ impl Netstack {
                 }
                 if self.over_fair_share(peer) {
                     return Err(DropReason::FairShare);
+                }
+                // A backstop: within the budgeted total, minimums always fit.
+                if !self.budget.reserve(self.limits.connection_buffers()) {
+                    return Err(DropReason::MemoryBudget);
                 }
                 self.open_listener(now, peer, tuple);
             }
@@ -365,7 +404,7 @@ impl Netstack {
     /// equal share of it (the total over the peers holding connections)
     /// gets no new one: the last slots go to the others.
     fn over_fair_share(&self, peer: PeerId) -> bool {
-        let total = self.limits.total;
+        let total = self.limits.budgeted_total();
         if self.conns.len() * 10 < total * 9 {
             return false;
         }
@@ -400,6 +439,7 @@ impl Netstack {
         // Clients that vanish without FIN are found by keep-alive probes.
         socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
         if socket.listen(tuple.2).is_err() {
+            self.budget.release(self.limits.connection_buffers());
             return;
         }
         let handle = self.sockets.add(socket);
@@ -414,6 +454,9 @@ impl Netstack {
                 last_progress: now,
                 waiting_for_ack: None,
                 unacked_after_pump: 0,
+                reserved: self.limits.connection_buffers(),
+                grown: 0,
+                drained_since: None,
             },
         );
         self.by_tuple.insert(tuple, handle);
@@ -437,6 +480,11 @@ impl Netstack {
         while self.iface.poll_egress(ts, &mut device, &mut self.sockets)
             == smoltcp::iface::PollResult::SocketStateChanged
         {}
+        // After egress: what is in flight now shows whether the buffer
+        // limited it.
+        if self.limits.sender == TcpSender::Wan {
+            self.tune_send_buffers(now);
+        }
         self.reap();
     }
 
@@ -463,6 +511,8 @@ impl Netstack {
                 if !conn.accepted {
                     decrement(&mut self.half_open, conn.peer);
                 }
+                self.budget.release(conn.reserved);
+                self.budget.shrink(conn.grown);
             }
             let r = self.sockets.get::<tcp::Socket>(h).recovery_stats();
             self.recovery.retransmitted_segments += u64::from(r.retransmitted_segments);
@@ -471,6 +521,58 @@ impl Netstack {
             self.recovery.tail_loss_probes += u64::from(r.tail_loss_probes);
             self.sockets.remove(h);
         }
+    }
+
+    /// Grows a send buffer that limits what is in flight, toward what the
+    /// path holds, and shrinks it back once it has been idle a while. Only
+    /// the WAN sender grows: with SACK and RACK it recovers from the losses
+    /// a larger flight brings. Growth doubles the buffer, up to
+    /// `max_send_buffer`, while the budget allows; a buffer that cannot grow
+    /// keeps what it has.
+    fn tune_send_buffers(&mut self, now: Instant) {
+        let min = self.limits.send_buffer;
+        for (h, conn) in self.conns.iter_mut() {
+            if !conn.accepted {
+                continue;
+            }
+            let sock = self.sockets.get_mut::<tcp::Socket>(*h);
+            let cap = sock.send_capacity();
+            let app_waiting = !conn.pipe.lock().tx.is_empty();
+            let limited = sock.send_in_flight() + BUFFER_LIMITED_SLACK >= cap;
+            if limited && app_waiting && cap < self.limits.max_send_buffer {
+                let new_cap = (cap * 2).min(self.limits.max_send_buffer);
+                if self.budget.grow(new_cap - cap) {
+                    match sock.replace_send_buffer(tcp::SocketBuffer::new(vec![0u8; new_cap])) {
+                        Ok(_) => conn.grown += new_cap - cap,
+                        Err(_) => self.budget.shrink(new_cap - cap),
+                    }
+                }
+                conn.drained_since = None;
+                continue;
+            }
+            if conn.grown == 0 {
+                continue;
+            }
+            if sock.send_queue() > 0 || app_waiting {
+                conn.drained_since = None;
+                continue;
+            }
+            let since = *conn.drained_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= SEND_BUFFER_IDLE_SHRINK
+                && sock
+                    .replace_send_buffer(tcp::SocketBuffer::new(vec![0u8; min]))
+                    .is_ok()
+            {
+                self.budget.shrink(conn.grown);
+                conn.grown = 0;
+                conn.drained_since = None;
+            }
+        }
+    }
+
+    /// Buffer bytes in use (minimums and growth) and growth alone.
+    pub fn buffer_use(&self) -> (usize, usize) {
+        (self.budget.in_use(), self.budget.grown())
     }
 
     /// The loss recovery of connections that closed since the last call.
@@ -681,6 +783,8 @@ mod tests {
         let limits = Limits {
             send_buffer: 64 * 1024,
             sender: TcpSender::Classic,
+            memory_budget: usize::MAX,
+            max_send_buffer: 64 * 1024,
             per_peer,
             total,
             idle_timeout: idle,
@@ -768,6 +872,43 @@ mod tests {
         let (p, k) = segment_from(other, 40002, TcpControl::Syn, 1000, None);
         assert_eq!(ns.receive(now, 2, &p, k), Err(DropReason::ConnectionLimit));
         assert_eq!(ns.connection_count(), 3);
+    }
+
+    /// Issue 24/27: with 1,000 SYNs from 100 peers, the connections held
+    /// never take more than the memory budget, and closing them gives all
+    /// of it back.
+    #[test]
+    fn the_memory_budget_holds_with_a_thousand_connection_attempts() {
+        let now = Instant::now();
+        let mut ns = stack(1000, 1000, Duration::from_secs(60), now);
+        let per_conn = ns.limits.connection_buffers();
+        ns.limits.memory_budget = 20 * per_conn;
+        ns.budget = BufferBudget::new(ns.limits.memory_budget);
+        assert_eq!(ns.limits.budgeted_total(), 10);
+        let mut accepted = 0;
+        for i in 0..1000u32 {
+            let peer = i % 100;
+            let src = Ipv4Address::new(10, 13, 14, peer as u8);
+            let (p, k) = segment_from(src, 40000 + (i / 100) as u16, TcpControl::Syn, 1000, None);
+            match ns.receive(now, peer, &p, k) {
+                Ok(()) => accepted += 1,
+                Err(r) => assert!(
+                    matches!(r, DropReason::ConnectionLimit | DropReason::FairShare),
+                    "{r:?}"
+                ),
+            }
+            assert!(ns.buffer_use().0 <= ns.limits.memory_budget);
+        }
+        assert_eq!(accepted, 10);
+        assert_eq!(ns.buffer_use(), (10 * per_conn, 0));
+        ns.abort_all();
+        ns.poll(now);
+        assert_eq!(ns.connection_count(), 0);
+        assert_eq!(
+            ns.buffer_use(),
+            (0, 0),
+            "closed connections gave back their budget"
+        );
     }
 
     #[test]

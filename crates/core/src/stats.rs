@@ -39,6 +39,9 @@ pub enum DropReason {
     /// A new connection refused because 90% of the total is in use and the
     /// peer holds more than an equal share of it.
     FairShare,
+    /// A new connection whose minimum buffers do not fit in the memory
+    /// budget (`gateway.tcp_memory_budget`).
+    MemoryBudget,
     /// A SYN announcing an MSS below 536 bytes: served, it would cost up to
     /// 30 times the datagrams (and CPU) per byte.
     TinyMss,
@@ -51,7 +54,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::Unauthenticated,
@@ -64,6 +67,7 @@ impl DropReason {
         DropReason::ConnectionLimit,
         DropReason::HalfOpenLimit,
         DropReason::FairShare,
+        DropReason::MemoryBudget,
         DropReason::TinyMss,
         DropReason::MalformedInner,
         DropReason::NoRoute,
@@ -84,6 +88,7 @@ impl DropReason {
             DropReason::ConnectionLimit => "connection_limit",
             DropReason::HalfOpenLimit => "half_open_limit",
             DropReason::FairShare => "fair_share",
+            DropReason::MemoryBudget => "memory_budget",
             DropReason::TinyMss => "tiny_mss",
             DropReason::MalformedInner => "malformed_inner",
             DropReason::NoRoute => "no_route",
@@ -110,6 +115,11 @@ pub struct Stats {
     pub tcp_rtos: AtomicU64,
     pub tcp_fast_recoveries: AtomicU64,
     pub tcp_tail_loss_probes: AtomicU64,
+    /// Bytes of tunnel TCP buffers in use (minimums and growth), growth
+    /// alone, and the budget (a gauge each).
+    pub tcp_buffer_bytes: AtomicU64,
+    pub tcp_buffer_growth_bytes: AtomicU64,
+    pub tcp_buffer_budget_bytes: AtomicU64,
 }
 
 impl Stats {

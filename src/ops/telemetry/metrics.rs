@@ -216,6 +216,25 @@ fn encode_gateway_counters(enc: &mut DescriptorEncoder, s: &Stats) -> Result<(),
     ] {
         counter(enc, name, help, v.load(Relaxed))?;
     }
+    for (name, help, v) in [
+        (
+            "promgate_tunnel_tcp_buffer_bytes",
+            "Bytes of tunnel TCP buffers in use: every connection's minimum buffers plus grown send buffers.",
+            &s.tcp_buffer_bytes,
+        ),
+        (
+            "promgate_tunnel_tcp_buffer_growth_bytes",
+            "Bytes of send-buffer growth beyond the minimums (at most half the budget).",
+            &s.tcp_buffer_growth_bytes,
+        ),
+        (
+            "promgate_tunnel_tcp_buffer_budget_bytes",
+            "The configured budget of tunnel TCP buffers (gateway.tcp_memory_budget).",
+            &s.tcp_buffer_budget_bytes,
+        ),
+    ] {
+        gauge(enc, name, help, v.load(Relaxed) as f64)?;
+    }
     Ok(())
 }
 

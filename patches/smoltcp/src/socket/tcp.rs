@@ -1379,6 +1379,19 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
+    /// Return the number of bytes sent and not yet acknowledged (promgate
+    /// patch). When it stays near [`send_capacity`](Self::send_capacity), the
+    /// buffer, not the congestion window, limits what is in flight.
+    pub fn send_in_flight(&self) -> usize {
+        let in_flight = if self.remote_last_seq > self.local_seq_no {
+            self.remote_last_seq - self.local_seq_no
+        } else {
+            0
+        };
+        // SYN and FIN take sequence space but no buffer.
+        in_flight.min(self.tx_buffer.len())
+    }
+
     /// Replace the transmit buffer, keeping what it holds (promgate patch).
     ///
     /// The bytes in flight and the bytes not yet sent move to `buffer` in
