@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod scoped;
-mod upstream;
+pub(crate) mod upstream;
 
-use upstream::{Connector, Upstream, UpstreamBody, WithUpstream};
+use upstream::{Connector, Upstream, UpstreamBody, UpstreamError, WithUpstream};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -278,7 +278,7 @@ impl Proxy {
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
         let req = self
             .upstream_request(info, peer_name, req)
-            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e))?;
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e.to_string()))?;
         // A place among the requests in flight: the peer's own share first,
         // so that a peer with many waiting holds at most its share of the
         // total's queue (tokio's semaphores are first come, first served).
@@ -298,51 +298,37 @@ impl Proxy {
             ));
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout(self.timeout, upstream.send(req)).await;
+        let result = upstream.send(req, self.timeout).await;
         audit.upstream_latency = Some(sent.elapsed());
         // Request outcomes never touch readiness: a peer can abort its own
         // body or reset its connection, and that is not the upstream's
         // health. Readiness follows the active probe (`upstream_probe`).
-        match result {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.upstream_failed(Some(&e))),
-            Err(_) => {
-                // Its state is unknown once a request was given up on.
-                upstream.discard();
-                Err(self.upstream_failed(None))
-            }
-        }
+        result.map_err(|e| self.upstream_failed(&e))
     }
 
     /// Counts and logs a failed upstream request and gives the page for it:
-    /// 502 when the upstream could not be reached or broke off (`error`),
-    /// 504 when it did not answer within `upstream_timeout` (`None`). The
-    /// two differ for the peer: a 504 says retrying may work once
-    /// Prometheus is less busy, a 502 that it is not there. The pages say
-    /// what failed, never where the upstream lives; the log keeps that.
-    pub(crate) fn upstream_failed(
-        &self,
-        error: Option<&dyn std::fmt::Display>,
-    ) -> Response<ProxyBody> {
+    /// 504 when the upstream did not answer within `upstream_timeout`, 502
+    /// when it could not be reached or broke off. The two differ for the
+    /// peer: a 504 says retrying may work once Prometheus is less busy, a
+    /// 502 that it is not there. The pages say what failed, never where
+    /// the upstream lives; the log keeps that.
+    fn upstream_failed(&self, error: &UpstreamError) -> Response<ProxyBody> {
         self.stats.upstream_errors.fetch_add(1, Relaxed);
         match error {
-            Some(e) => {
+            UpstreamError::TimedOut(timeout) => {
+                tracing::warn!(upstream = %self.upstream, ?timeout, "upstream timed out");
+                error_page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway timeout",
+                    &format!("Prometheus did not answer within {}s.", timeout.as_secs()),
+                )
+            }
+            e => {
                 tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
                 error_page(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway",
                     "promgate could not get an answer from Prometheus.",
-                )
-            }
-            None => {
-                tracing::warn!(upstream = %self.upstream, timeout = ?self.timeout, "upstream timed out");
-                error_page(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "Gateway timeout",
-                    &format!(
-                        "Prometheus did not answer within {}s.",
-                        self.timeout.as_secs()
-                    ),
                 )
             }
         }
@@ -353,7 +339,7 @@ impl Proxy {
         info: &ConnInfo,
         peer_name: &str,
         req: Request<B>,
-    ) -> Result<Request<B>, String> {
+    ) -> Result<Request<B>, TargetError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
@@ -369,11 +355,7 @@ impl Proxy {
             h.remove(name);
         }
         h.remove(&self.identity_header);
-        if let Some(host) = self
-            .upstream
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(host) = upstream_host(&self.upstream) {
             h.insert(header::HOST, host);
         }
         if let Ok(v) = HeaderValue::from_str(&info.remote.ip().to_string()) {
@@ -390,7 +372,7 @@ impl Proxy {
 /// authority goes in Host): the upstream's base path, then the request's
 /// path and query unchanged (byte for byte: the path the policy decided on
 /// is the path forwarded).
-pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
+pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, TargetError> {
     let base = upstream.path().trim_end_matches('/');
     // `path()`, not the raw path-and-query: an absolute-form target with an
     // empty path ("http://h?q") has path "/" and raw text "?q", and the
@@ -400,7 +382,17 @@ pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
         Some(q) => format!("{base}{path}?{q}"),
         None => format!("{base}{path}"),
     };
-    Uri::try_from(pq).map_err(|e| format!("cannot build the upstream request target: {e}"))
+    Ok(Uri::try_from(pq)?)
+}
+
+/// The request target for the upstream could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the upstream request target: {0}")]
+pub struct TargetError(#[from] http::uri::InvalidUri);
+
+/// The Host header sent upstream: the upstream URL's authority as written.
+pub(crate) fn upstream_host(upstream: &Uri) -> Option<HeaderValue> {
+    HeaderValue::from_str(upstream.authority()?.as_str()).ok()
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
