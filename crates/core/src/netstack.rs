@@ -583,8 +583,9 @@ impl Netstack {
             // A connection whose peer neither sends nor acknowledges anything
             // for the idle timeout, whose handshake does not complete in
             // time, or whose outstanding data sees no new acknowledgment for
-            // the stall timeout is reset; that also ends its HTTP task and
-            // cancels its upstream request.
+            // the stall timeout is reset. Its stream then fails with
+            // ConnectionReset, which ends the HTTP side's connection future
+            // and drops its upstream request with it.
             if progress {
                 conn.last_progress = now;
             }

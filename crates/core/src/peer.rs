@@ -68,8 +68,9 @@ pub struct Peer {
 /// What an incoming datagram turned into.
 #[derive(Debug)]
 pub enum Decapsulated<'a> {
-    /// Send these bytes back to the datagram's source (handshake response,
-    /// cookie reply, keepalive). Then call [`PeerTable::flush_queued`].
+    /// Send these bytes back to the datagram's source: the handshake
+    /// response to an initiation, or the keepalive that confirms a
+    /// handshake the gateway started. Then call [`PeerTable::flush_queued`].
     Reply(PeerId, &'a [u8]),
     /// An authenticated inner IP packet from `PeerId`, not yet checked
     /// against AllowedIPs.
@@ -85,10 +86,12 @@ pub enum Decapsulated<'a> {
 /// What became of an outgoing inner packet.
 #[derive(Debug)]
 pub enum Encapsulated<'a> {
-    /// Send these bytes to this endpoint.
+    /// Send these bytes to this endpoint, counted as the peer's tx bytes:
+    /// the encrypted packet or, when there is no session, the handshake
+    /// initiation boringtun starts instead (the packet waits in its queue).
     Datagram(SocketAddr, &'a [u8]),
-    /// The session has expired: boringtun queued the packet and sends it
-    /// once the peer handshakes again. Not a drop.
+    /// No session and a handshake already under way: boringtun queued the
+    /// packet and sends it once a handshake completes. Not a drop.
     Queued,
     /// The peer never completed a handshake, or is gone.
     NoSession,
@@ -433,15 +436,15 @@ impl PeerTable {
         };
         match tunn.decapsulate(Some(src.ip()), datagram, buf) {
             TunnResult::Done => {
-                // Only a cookie reply, or a handshake response to an
-                // initiation the gateway never sends, ends here. Neither
-                // proves who sent it: the endpoint stays where it is.
+                // A cookie reply (boringtun stored the cookie), which proves
+                // nothing about who sent it, or an empty data packet (a
+                // keepalive): the endpoint stays where it is.
                 Decapsulated::Nothing(id)
             }
             TunnResult::Err(_) => Decapsulated::Dropped(DropReason::Unauthenticated),
             TunnResult::WriteToNetwork(out) => {
-                // A handshake response completed (keys confirmed) or a data
-                // packet decrypted and boringtun answers it.
+                // A handshake response completed a handshake the gateway
+                // started; boringtun answers with a keepalive.
                 peer.authenticated_from(src);
                 if matches!(packet, Packet::HandshakeResponse(_)) {
                     peer.count_handshake(unix_now);

@@ -1,11 +1,13 @@
 //! The HTTP reverse proxy that serves tunnel connections from the upstream.
 //!
-//! Each accepted tunnel TCP connection gets its own task running hyper's
-//! HTTP/1.1 server. Requests are checked against [`crate::web::policy`], get
-//! their identity headers (client copies stripped first), and go to the one
-//! upstream through a pooled client. Bodies stream in both directions; a
-//! large response is never buffered whole. An unreachable upstream gives a
-//! 502 page, a slow one a 504 page, never a hang.
+//! Each tunnel TCP connection is one future running hyper's HTTP/1.1
+//! server, polled by the driver's task together with its own upstream
+//! connection (`upstream.rs`; no task of its own). Requests are checked
+//! against [`crate::web::policy`], get their identity headers (client copies
+//! stripped first), and go to the one upstream on that connection, which
+//! comes from a small idle list when one is free. Bodies stream in both
+//! directions; a large response is never buffered whole. An unreachable
+//! upstream gives a 502 page, a slow one a 504 page, never a hang.
 
 use crate::ops::telemetry::HttpMetrics;
 use crate::web::host_check::{HostCheck, Refusal};
@@ -54,7 +56,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Shared by every connection's task.
+/// Shared by every tunnel connection's future.
 pub struct Proxy {
     connector: Arc<Connector>,
     upstream: Uri,
