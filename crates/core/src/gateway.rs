@@ -30,7 +30,7 @@ pub use crate::netstack::Limits;
 
 /// How often boringtun's timers run and the rate limiter is reset.
 /// 250 ms is what boringtun's own device uses.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 
 /// Largest datagram we handle: a jumbo inner packet plus WireGuard overhead.
 pub const MAX_DATAGRAM: usize = 65535;
@@ -167,7 +167,7 @@ impl Gateway {
                 self.stats.drop_packet(DropReason::UnderLoad);
                 out.send_datagram(src, reply);
             }
-            Decapsulated::Nothing(_) => {}
+            Decapsulated::Nothing => {}
             Decapsulated::Reply(id, reply) => {
                 out.send_datagram(src, reply);
                 while let Some((dst, queued)) = self.peers.flush_queued(id, &mut self.rx_buf) {

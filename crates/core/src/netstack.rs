@@ -51,25 +51,25 @@ const TCP_RX_BUFFER: usize = 64 * 1024;
 const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(5);
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
-pub const MAX_TX_QUEUE: usize = 1024;
+pub(crate) const MAX_TX_QUEUE: usize = 1024;
 /// How long a connection may stay half-open (SYN received, handshake not
 /// completed). smoltcp has no such timeout, so without it one SYN that the
 /// peer never follows up held a slot for the whole idle timeout.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unfinished handshakes one peer may have at once. A browser opens six or
 /// so connections to a host at a time; a SYN flood is stopped here, before
 /// it fills the peer's share of the connection limits.
-pub const MAX_HALF_OPEN_PER_PEER: usize = 16;
+pub(crate) const MAX_HALF_OPEN_PER_PEER: usize = 16;
 /// Unfinished handshakes all peers together may have. Each holds its
 /// smoltcp socket buffers (128 KiB at the defaults; its pipe buffers come
 /// only with the completed handshake), so many peers' floods together stop
 /// here: 128 of them hold 16 MiB at most.
-pub const MAX_HALF_OPEN: usize = 128;
+pub(crate) const MAX_HALF_OPEN: usize = 128;
 /// How long data the gateway sent may wait for the peer's acknowledgment of
 /// anything new before the connection is reset. A slow download keeps
 /// acknowledging and is never cut; a reader that stopped reading (a zero
 /// window) is, whatever else it sends.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Limits on tunnel TCP state.
 #[derive(Debug, Clone, Copy)]
@@ -82,12 +82,12 @@ pub struct Limits {
 }
 
 /// A connection that completed its handshake, for the HTTP side to serve.
-pub struct NewConnection {
-    pub peer: PeerId,
-    pub remote: SocketAddr,
-    pub local_port: u16,
+pub(crate) struct NewConnection {
+    pub(crate) peer: PeerId,
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_port: u16,
     /// The connection's buffers; the shell wraps them in a stream.
-    pub pipe: Arc<Pipe>,
+    pub(crate) pipe: Arc<Pipe>,
 }
 
 struct Conn {
@@ -185,7 +185,7 @@ impl Device for TunnelDevice<'_> {
     }
 }
 
-pub struct Netstack {
+pub(crate) struct Netstack {
     iface: Interface,
     sockets: SocketSet<'static>,
     tx: TxQueue,
@@ -205,7 +205,7 @@ pub struct Netstack {
 impl Netstack {
     /// `poll_request` is woken by a connection's application side when it
     /// needs the netstack polled (data to send, room freed).
-    pub fn new(
+    pub(crate) fn new(
         addresses: &[ipnet::IpNet],
         mtu: usize,
         limits: Limits,
@@ -266,16 +266,16 @@ impl Netstack {
     }
 
     /// Open connections, including ones still in their handshake.
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.conns.len()
     }
 
-    pub fn connections_of(&self, peer: PeerId) -> usize {
+    pub(crate) fn connections_of(&self, peer: PeerId) -> usize {
         self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
     /// Processes one inner packet that passed the route check.
-    pub fn receive(
+    pub(crate) fn receive(
         &mut self,
         now: Instant,
         peer: PeerId,
@@ -393,7 +393,7 @@ impl Netstack {
     }
 
     /// Moves bytes between sockets and pipes, then lets smoltcp transmit.
-    pub fn poll(&mut self, now: Instant) {
+    pub(crate) fn poll(&mut self, now: Instant) {
         self.pump(now);
         let ts = self.timestamp(now);
         let mut device = TunnelDevice {
@@ -440,7 +440,7 @@ impl Netstack {
     }
 
     /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
-    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+    pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let ts = self.timestamp(now);
         self.iface
             .poll_delay(ts, &self.sockets)
@@ -448,12 +448,12 @@ impl Netstack {
     }
 
     /// Connections that completed their handshake since the last call.
-    pub fn take_accepted(&mut self) -> std::vec::Drain<'_, NewConnection> {
+    pub(crate) fn take_accepted(&mut self) -> std::vec::Drain<'_, NewConnection> {
         self.accepted.drain(..)
     }
 
     /// Hands each queued outgoing packet to `send`, and recycles its buffer.
-    pub fn drain_transmit(&mut self, mut send: impl FnMut(&[u8])) {
+    pub(crate) fn drain_transmit(&mut self, mut send: impl FnMut(&[u8])) {
         while let Some(buf) = self.tx.ready.pop_front() {
             send(&buf);
             if self.tx.spare.len() < MAX_TX_QUEUE {
@@ -463,18 +463,18 @@ impl Netstack {
     }
 
     /// Resets every connection of a removed peer at once.
-    pub fn abort_peer(&mut self, peer: PeerId) {
+    pub(crate) fn abort_peer(&mut self, peer: PeerId) {
         self.abort_where(|c| c.peer == peer);
     }
 
     /// Resets one connection, by its remote endpoint and local port.
-    pub fn abort_connection(&mut self, remote: SocketAddr, local_port: u16) {
+    pub(crate) fn abort_connection(&mut self, remote: SocketAddr, local_port: u16) {
         let tuple = (remote.ip(), remote.port(), local_port);
         self.abort_where(|c| c.tuple == tuple);
     }
 
     /// Resets every connection (shutdown after the grace period).
-    pub fn abort_all(&mut self) {
+    pub(crate) fn abort_all(&mut self) {
         self.abort_where(|_| true);
     }
 

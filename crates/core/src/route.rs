@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 /// What an accepted inner packet is, for the netstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accepted {
+pub(crate) enum Accepted {
     /// TCP to a served port; `syn` is set for a connection-opening segment
     /// (SYN without ACK), so the netstack can prepare a listening socket.
     Tcp {
@@ -29,9 +29,9 @@ pub enum Accepted {
 }
 
 /// The facts the check needs, borrowed from the gateway.
-pub struct Policy<'a> {
-    pub gateway_addrs: &'a [IpAddr],
-    pub http_ports: &'a [u16],
+pub(crate) struct Policy<'a> {
+    pub(crate) gateway_addrs: &'a [IpAddr],
+    pub(crate) http_ports: &'a [u16],
 }
 
 /// Checks one decrypted packet from `peer`. `owner_of` is the AllowedIPs
@@ -39,7 +39,7 @@ pub struct Policy<'a> {
 /// The smallest MSS a connection may announce: IPv4's minimum datagram
 /// (576) less the headers. Smaller segments only multiply the datagrams,
 /// encryptions and wake-ups per byte sent.
-pub const MIN_MSS: u16 = 536;
+pub(crate) const MIN_MSS: u16 = 536;
 
 /// The MSS option of a SYN's options, if it has a well-formed one.
 fn announced_mss(mut options: &[u8]) -> Option<u16> {
@@ -55,7 +55,7 @@ fn announced_mss(mut options: &[u8]) -> Option<u16> {
     None
 }
 
-pub fn check_inbound(
+pub(crate) fn check_inbound(
     policy: &Policy<'_>,
     peer: PeerId,
     packet: &[u8],
