@@ -30,7 +30,7 @@
 
 use crate::peer::PeerId;
 use crate::pipe::Pipe;
-use crate::route::Accepted;
+use crate::route::Admitted;
 use crate::stats::DropReason;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
@@ -94,7 +94,9 @@ struct Conn {
     peer: PeerId,
     tuple: (IpAddr, u16, u16),
     pipe: Arc<Pipe>,
-    accepted: bool,
+    /// The handshake completed and the connection went to `established`,
+    /// the list the gateway takes, checks and hands out as accepted.
+    established: bool,
     /// When the SYN arrived.
     opened: Instant,
     /// Last time the peer sent data or acknowledged new data.
@@ -195,7 +197,7 @@ pub(crate) struct Netstack {
     per_peer: HashMap<PeerId, usize>,
     /// Connections per peer whose handshake has not completed.
     half_open: HashMap<PeerId, usize>,
-    accepted: Vec<NewConnection>,
+    established: Vec<NewConnection>,
     removals: Vec<SocketHandle>,
     limits: Limits,
     poll_request: std::task::Waker,
@@ -251,7 +253,7 @@ impl Netstack {
             by_tuple: HashMap::new(),
             per_peer: HashMap::new(),
             half_open: HashMap::new(),
-            accepted: Vec::new(),
+            established: Vec::new(),
             removals: Vec::new(),
             limits,
             poll_request,
@@ -280,9 +282,9 @@ impl Netstack {
         now: Instant,
         peer: PeerId,
         packet: &[u8],
-        kind: Accepted,
+        kind: Admitted,
     ) -> Result<(), DropReason> {
-        if let Accepted::Tcp {
+        if let Admitted::Tcp {
             src,
             src_port,
             dst_port,
@@ -317,7 +319,7 @@ impl Netstack {
         };
         self.iface
             .poll_ingress_single(ts, &mut device, &mut self.sockets);
-        if let Accepted::Tcp {
+        if let Admitted::Tcp {
             src,
             src_port,
             dst_port,
@@ -380,7 +382,7 @@ impl Netstack {
                 peer,
                 tuple,
                 pipe: Pipe::new(self.poll_request.clone()),
-                accepted: false,
+                established: false,
                 opened: now,
                 last_progress: now,
                 waiting_for_ack: None,
@@ -418,7 +420,7 @@ impl Netstack {
         for (h, conn) in self.conns.iter() {
             let sock = self.sockets.get::<tcp::Socket>(*h);
             if matches!(sock.state(), State::Closed | State::TimeWait)
-                && (!conn.accepted || conn.pipe.lock().app_dropped)
+                && (!conn.established || conn.pipe.lock().app_dropped)
             {
                 self.removals.push(*h);
             }
@@ -431,7 +433,7 @@ impl Netstack {
             if let Some(conn) = self.conns.remove(&h) {
                 self.by_tuple.remove(&conn.tuple);
                 decrement(&mut self.per_peer, conn.peer);
-                if !conn.accepted {
+                if !conn.established {
                     decrement(&mut self.half_open, conn.peer);
                 }
             }
@@ -448,8 +450,8 @@ impl Netstack {
     }
 
     /// Connections that completed their handshake since the last call.
-    pub(crate) fn take_accepted(&mut self) -> std::vec::Drain<'_, NewConnection> {
-        self.accepted.drain(..)
+    pub(crate) fn take_established(&mut self) -> std::vec::Drain<'_, NewConnection> {
+        self.established.drain(..)
     }
 
     /// Hands each queued outgoing packet to `send`, and recycles its buffer.
@@ -500,7 +502,7 @@ impl Netstack {
                 continue;
             }
             let mut s = conn.pipe.lock();
-            if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
+            if !conn.established && matches!(state, State::Established | State::CloseWait) {
                 // Buffers only once the handshake completed (see `Pipe::new`).
                 s.allocate();
             }
@@ -531,8 +533,8 @@ impl Netstack {
                 progress = true;
                 s.wake_reader();
             }
-            if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
-                conn.accepted = true;
+            if !conn.established && matches!(state, State::Established | State::CloseWait) {
+                conn.established = true;
                 decrement(half_open, conn.peer);
                 progress = true;
                 let remote = sock
@@ -541,7 +543,7 @@ impl Netstack {
                 let local_port = sock.local_endpoint().map(|l| l.port);
                 let (src, src_port, dst_port) = conn.tuple;
                 if remote == Some(SocketAddr::new(src, src_port)) && local_port == Some(dst_port) {
-                    self.accepted.push(NewConnection {
+                    self.established.push(NewConnection {
                         peer: conn.peer,
                         remote: SocketAddr::new(src, src_port),
                         local_port: dst_port,
@@ -554,7 +556,7 @@ impl Netstack {
                     s.reset = true;
                 }
             }
-            if conn.accepted && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
+            if conn.established && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
                 s.rx_eof = true;
                 s.wake_reader();
             }
@@ -596,7 +598,7 @@ impl Netstack {
             };
             let idle = now.saturating_duration_since(conn.last_progress) > self.limits.idle_timeout;
             let handshake_late =
-                !conn.accepted && now.saturating_duration_since(conn.opened) > HANDSHAKE_TIMEOUT;
+                !conn.established && now.saturating_duration_since(conn.opened) > HANDSHAKE_TIMEOUT;
             let stalled = conn
                 .waiting_for_ack
                 .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
@@ -658,7 +660,7 @@ mod tests {
     }
 
     /// A segment from PEER:`port` to GW:80, and what the route check says of it.
-    fn segment(port: u16, control: TcpControl, seq: u32, ack: Option<u32>) -> (Vec<u8>, Accepted) {
+    fn segment(port: u16, control: TcpControl, seq: u32, ack: Option<u32>) -> (Vec<u8>, Admitted) {
         segment_from(PEER, port, control, seq, ack)
     }
 
@@ -668,7 +670,7 @@ mod tests {
         control: TcpControl,
         seq: u32,
         ack: Option<u32>,
-    ) -> (Vec<u8>, Accepted) {
+    ) -> (Vec<u8>, Admitted) {
         let tcp = TcpRepr {
             src_port: port,
             dst_port: 80,
@@ -684,7 +686,7 @@ mod tests {
             payload: &[],
         };
         let buf = crate::test_packets::ipv4_tcp(src, GW, &tcp);
-        let kind = Accepted::Tcp {
+        let kind = Admitted::Tcp {
             src: IpAddr::V4(src),
             src_port: port,
             dst_port: 80,
@@ -794,7 +796,7 @@ mod tests {
         out
     }
 
-    fn data(port: u16, seq: u32, ack: u32, payload: &[u8]) -> (Vec<u8>, Accepted) {
+    fn data(port: u16, seq: u32, ack: u32, payload: &[u8]) -> (Vec<u8>, Admitted) {
         let tcp = TcpRepr {
             src_port: port,
             dst_port: 80,
@@ -810,7 +812,7 @@ mod tests {
             payload,
         };
         let buf = crate::test_packets::ipv4_tcp(PEER, GW, &tcp);
-        let kind = Accepted::Tcp {
+        let kind = Admitted::Tcp {
             src: IpAddr::V4(PEER),
             src_port: port,
             dst_port: 80,
@@ -828,7 +830,7 @@ mod tests {
         let (ack, k) = segment(port, TcpControl::None, 1001, Some(synack.0.wrapping_add(1)));
         ns.receive(now, 1, &ack, k).unwrap();
         ns.poll(now);
-        let conn = ns.take_accepted().next().expect("accepted");
+        let conn = ns.take_established().next().expect("established");
         (synack.0.wrapping_add(1), conn.pipe)
     }
 
