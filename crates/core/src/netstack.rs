@@ -29,7 +29,7 @@
 //! never reads cannot pin buffers by trickling bytes the other way.
 
 use crate::peer::PeerId;
-use crate::pipe::Pipe;
+use crate::pipe::{Pipe, PipeState};
 use crate::route::Admitted;
 use crate::stats::DropReason;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -97,6 +97,11 @@ struct Conn {
     /// The handshake completed and the connection went to `established`,
     /// the list the gateway takes, checks and hands out as accepted.
     established: bool,
+    progress: Progress,
+}
+
+/// What a connection's handshake, idle and stall timeouts count from.
+struct Progress {
     /// When the SYN arrived.
     opened: Instant,
     /// Last time the peer sent data or acknowledged new data.
@@ -383,10 +388,12 @@ impl Netstack {
                 tuple,
                 pipe: Pipe::new(self.poll_request.clone()),
                 established: false,
-                opened: now,
-                last_progress: now,
-                waiting_for_ack: None,
-                unacked_after_pump: 0,
+                progress: Progress {
+                    opened: now,
+                    last_progress: now,
+                    waiting_for_ack: None,
+                    unacked_after_pump: 0,
+                },
             },
         );
         self.by_tuple.insert(tuple, handle);
@@ -490,6 +497,9 @@ impl Netstack {
         }
     }
 
+    /// Moves bytes between every connection's socket and pipe, hands out
+    /// the connections that completed their handshake, and resets the ones
+    /// that are idle, late or stalled.
     fn pump(&mut self, now: Instant) {
         let mut removals = std::mem::take(&mut self.removals);
         let half_open = &mut self.half_open;
@@ -502,116 +512,38 @@ impl Netstack {
                 continue;
             }
             let mut s = conn.pipe.lock();
-            if !conn.established && matches!(state, State::Established | State::CloseWait) {
+            let handshake_done =
+                !conn.established && matches!(state, State::Established | State::CloseWait);
+            if handshake_done {
                 // Buffers only once the handshake completed (see `Pipe::new`).
                 s.allocate();
             }
             // Progress: the peer sent bytes or acknowledged new ones.
-            let acked = sock.send_queue() < conn.unacked_after_pump;
-            let mut progress = acked;
-            let mut received = false;
-
-            // Socket -> application (or the void, if the application is gone).
-            while sock.can_recv() {
-                let discard = s.app_dropped;
-                let n = sock
-                    .recv(|buf| {
-                        let n = if discard {
-                            buf.len()
-                        } else {
-                            s.rx.enqueue_slice(buf)
-                        };
-                        (n, n)
-                    })
-                    .unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                received = true;
-            }
-            if received {
-                progress = true;
-                s.wake_reader();
-            }
-            if !conn.established && matches!(state, State::Established | State::CloseWait) {
+            let acked = sock.send_queue() < conn.progress.unacked_after_pump;
+            let received = socket_to_pipe(sock, &mut s);
+            if handshake_done {
                 conn.established = true;
                 decrement(half_open, conn.peer);
-                progress = true;
-                let remote = sock
-                    .remote_endpoint()
-                    .map(|r| SocketAddr::new(r.addr.into(), r.port));
-                let local_port = sock.local_endpoint().map(|l| l.port);
-                let (src, src_port, dst_port) = conn.tuple;
-                if remote == Some(SocketAddr::new(src, src_port)) && local_port == Some(dst_port) {
-                    self.established.push(NewConnection {
-                        peer: conn.peer,
-                        remote: SocketAddr::new(src, src_port),
-                        local_port: dst_port,
-                        pipe: conn.pipe.clone(),
-                    });
-                } else {
-                    // A socket serving another tuple than it was made for:
-                    // never hand it out.
-                    sock.abort();
-                    s.reset = true;
-                }
+                self.established.extend(conn.hand_out(sock, &mut s));
             }
             if conn.established && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
                 s.rx_eof = true;
                 s.wake_reader();
             }
-
-            // Application -> socket.
-            let mut sent = false;
-            while sock.can_send() && !s.tx.is_empty() {
-                let n = sock
-                    .send(|buf| {
-                        let n = s.tx.dequeue_slice(buf);
-                        (n, n)
-                    })
-                    .unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                sent = true;
-            }
-            if sent {
-                s.wake_writer();
-            }
-            if (s.tx_shutdown || s.app_dropped) && s.tx.is_empty() && sock.may_send() {
-                sock.close();
-            }
-
-            // A connection whose peer neither sends nor acknowledges anything
-            // for the idle timeout, whose handshake does not complete in
-            // time, or whose outstanding data sees no new acknowledgment for
-            // the stall timeout is reset. Its stream then fails with
-            // ConnectionReset, which ends the HTTP side's connection future
-            // and drops its upstream request with it.
-            if progress {
-                conn.last_progress = now;
-            }
-            conn.waiting_for_ack = match (sock.send_queue(), conn.waiting_for_ack) {
-                (0, _) => None,
-                (_, Some(since)) if !acked => Some(since),
-                _ => Some(now),
-            };
-            let idle = now.saturating_duration_since(conn.last_progress) > self.limits.idle_timeout;
-            let handshake_late =
-                !conn.established && now.saturating_duration_since(conn.opened) > HANDSHAKE_TIMEOUT;
-            let stalled = conn
-                .waiting_for_ack
-                .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
-            if idle || handshake_late || stalled {
+            pipe_to_socket(sock, &mut s);
+            let progressed = acked || received || handshake_done;
+            conn.progress
+                .update(now, progressed, acked, sock.send_queue());
+            if conn
+                .progress
+                .timed_out(now, conn.established, self.limits.idle_timeout)
+            {
                 sock.abort();
                 s.reset = true;
                 s.wake_reader();
                 s.wake_writer();
             }
-            conn.unacked_after_pump = sock.send_queue();
-
-            let state = sock.state();
-            if matches!(state, State::Closed | State::TimeWait) {
+            if matches!(sock.state(), State::Closed | State::TimeWait) {
                 if !s.rx_eof && !s.reset {
                     s.reset = true;
                 }
@@ -621,6 +553,115 @@ impl Netstack {
         }
         self.removals = removals;
         self.remove_pending();
+    }
+}
+
+impl Conn {
+    /// The connection to hand out now that its handshake completed, if its
+    /// socket serves the tuple it was made for; else it is reset.
+    fn hand_out(&self, sock: &mut tcp::Socket<'_>, s: &mut PipeState) -> Option<NewConnection> {
+        let remote = sock
+            .remote_endpoint()
+            .map(|r| SocketAddr::new(r.addr.into(), r.port));
+        let local_port = sock.local_endpoint().map(|l| l.port);
+        let (src, src_port, dst_port) = self.tuple;
+        if remote == Some(SocketAddr::new(src, src_port)) && local_port == Some(dst_port) {
+            Some(NewConnection {
+                peer: self.peer,
+                remote: SocketAddr::new(src, src_port),
+                local_port: dst_port,
+                pipe: self.pipe.clone(),
+            })
+        } else {
+            // A socket serving another tuple than it was made for:
+            // never hand it out.
+            sock.abort();
+            s.reset = true;
+            None
+        }
+    }
+}
+
+impl Progress {
+    /// Records this pump's progress (bytes received, new data
+    /// acknowledged, the handshake completed) and the data outstanding.
+    fn update(&mut self, now: Instant, progressed: bool, acked: bool, unacked: usize) {
+        if progressed {
+            self.last_progress = now;
+        }
+        self.waiting_for_ack = match (unacked, self.waiting_for_ack) {
+            (0, _) => None,
+            (_, Some(since)) if !acked => Some(since),
+            _ => Some(now),
+        };
+        self.unacked_after_pump = unacked;
+    }
+
+    /// A connection whose peer neither sends nor acknowledges anything for
+    /// the idle timeout, whose handshake does not complete in time, or
+    /// whose outstanding data sees no new acknowledgment for the stall
+    /// timeout is reset. Its stream then fails with ConnectionReset, which
+    /// ends the HTTP side's connection future and drops its upstream
+    /// request with it.
+    fn timed_out(&self, now: Instant, established: bool, idle_timeout: Duration) -> bool {
+        let idle = now.saturating_duration_since(self.last_progress) > idle_timeout;
+        let handshake_late =
+            !established && now.saturating_duration_since(self.opened) > HANDSHAKE_TIMEOUT;
+        let stalled = self
+            .waiting_for_ack
+            .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
+        idle || handshake_late || stalled
+    }
+}
+
+/// Socket -> application (or the void, if the application is gone).
+/// True if any bytes arrived.
+fn socket_to_pipe(sock: &mut tcp::Socket<'_>, s: &mut PipeState) -> bool {
+    let mut received = false;
+    while sock.can_recv() {
+        let discard = s.app_dropped;
+        let n = sock
+            .recv(|buf| {
+                let n = if discard {
+                    buf.len()
+                } else {
+                    s.rx.enqueue_slice(buf)
+                };
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received = true;
+    }
+    if received {
+        s.wake_reader();
+    }
+    received
+}
+
+/// Application -> socket, and a FIN once the application is done and
+/// everything it wrote is in the socket.
+fn pipe_to_socket(sock: &mut tcp::Socket<'_>, s: &mut PipeState) {
+    let mut sent = false;
+    while sock.can_send() && !s.tx.is_empty() {
+        let n = sock
+            .send(|buf| {
+                let n = s.tx.dequeue_slice(buf);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        sent = true;
+    }
+    if sent {
+        s.wake_writer();
+    }
+    if (s.tx_shutdown || s.app_dropped) && s.tx.is_empty() && sock.may_send() {
+        sock.close();
     }
 }
 

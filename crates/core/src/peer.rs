@@ -428,6 +428,20 @@ impl PeerTable {
             Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
             Packet::PacketData(ref p) => p.receiver_idx >> 8,
         };
+        self.decapsulate_in_session(id, &packet, src, datagram, unix_now, buf)
+    }
+
+    /// Hands a handshake response, cookie reply or data packet to the
+    /// `Tunn` of the peer whose slot its receiver index names.
+    fn decapsulate_in_session<'a>(
+        &mut self,
+        id: PeerId,
+        packet: &Packet<'_>,
+        src: SocketAddr,
+        datagram: &[u8],
+        unix_now: Duration,
+        buf: &'a mut [u8],
+    ) -> Decapsulated<'a> {
         let Some(peer) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else {
             return Decapsulated::Dropped(DropReason::Unauthenticated);
         };

@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use promgate_core::access::AccessRules;
 use promgate_core::gateway::ConnInfo;
 use promgate_core::stats::Stats;
 use std::convert::Infallible;
@@ -210,35 +211,10 @@ impl Proxy {
             access: info.access.clone(),
         };
 
-        // Before anything else: a request a web page forged through the
-        // peer's browser must not reach the policy, let alone the upstream.
-        if let Err(refusal) = self
-            .hosts
-            .check(&method, req.version(), req.uri(), req.headers())
-        {
-            tracing::info!(peer = %rules.name, addr = %info.remote.ip(), %method, path = %raw_path, reason = ?refusal, "refused a request for another host or from another origin");
-            return audit.finish(refusal_page(&rules.name, &method, refusal));
-        }
-        let Some(normalized) = policy::decision_path(&raw_path) else {
-            return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes).")));
+        let normalized = match self.admit(info, &rules, &req) {
+            Ok(normalized) => normalized,
+            Err(page) => return audit.finish(*page),
         };
-        if let Decision::Deny(rule) = policy::decide(
-            rules.role,
-            &rules.allow_paths,
-            &rules.deny_paths,
-            &method,
-            &normalized,
-        ) {
-            let body = format!(
-                "Peer \"{}\" (role {}) may not {} {}: {}.",
-                rules.name,
-                rules.role.as_str(),
-                method,
-                raw_path,
-                rule
-            );
-            return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
-        }
         if let Some(scope) = &rules.scope {
             match self
                 .handle_scoped(info, scope, &normalized, upstream, req, &mut audit)
@@ -265,6 +241,59 @@ impl Proxy {
             }
             Err(page) => audit.finish(page),
         }
+    }
+
+    /// The gateway's own checks, in order: the host and origin, a path in
+    /// canonical form, then the peer's role and paths. Gives the path the
+    /// policy decided on, or the page that refuses the request.
+    fn admit(
+        &self,
+        info: &ConnInfo,
+        rules: &AccessRules,
+        req: &Request<Incoming>,
+    ) -> Result<String, Box<Response<ProxyBody>>> {
+        let method = req.method();
+        let raw_path = req.uri().path();
+        // Before anything else: a request a web page forged through the
+        // peer's browser must not reach the policy, let alone the upstream.
+        if let Err(refusal) = self
+            .hosts
+            .check(method, req.version(), req.uri(), req.headers())
+        {
+            tracing::info!(peer = %rules.name, addr = %info.remote.ip(), %method, path = %raw_path, reason = ?refusal, "refused a request for another host or from another origin");
+            return Err(Box::new(refusal_page(&rules.name, method, refusal)));
+        }
+        let Some(normalized) = policy::decision_path(raw_path) else {
+            return Err(Box::new(error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &format!(
+                    "The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes)."
+                ),
+            )));
+        };
+        if let Decision::Deny(rule) = policy::decide(
+            rules.role,
+            &rules.allow_paths,
+            &rules.deny_paths,
+            method,
+            &normalized,
+        ) {
+            let body = format!(
+                "Peer \"{}\" (role {}) may not {} {}: {}.",
+                rules.name,
+                rules.role.as_str(),
+                method,
+                raw_path,
+                rule
+            );
+            return Err(Box::new(error_page(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &body,
+            )));
+        }
+        Ok(normalized)
     }
 
     /// Sends a request upstream on the tunnel connection's own upstream
