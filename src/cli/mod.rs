@@ -125,83 +125,108 @@ pub fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
         }
-        Command::Pubkey => {
-            let mut input = String::new();
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .context("reading stdin")?;
-            let key = PrivateKey::from_base64(&input)
-                .map_err(|e| anyhow::anyhow!("stdin: the private key {e}"))?;
-            println!("{}", encode_key(key.public_key().as_bytes()));
-        }
-        Command::Check { config } => match config::load(&config) {
-            Ok(cfg) => {
-                println!("{}: OK ({} peers)", config.display(), cfg.peers.len());
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("{e}");
-                }
-                eprintln!("{}: {} problem(s)", config.display(), errors.0.len());
+        Command::Pubkey => print_public_key()?,
+        Command::Check { config } => {
+            if !check(&config) {
                 return Ok(std::process::ExitCode::FAILURE);
             }
-        },
-        Command::Status { config } => {
-            let addr = config::load(&config)
-                .ok()
-                .and_then(|c| c.admin.control_listen)
-                .unwrap_or(config::DEFAULT_CONTROL_LISTEN);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let peers = rt.block_on(crate::ops::control::fetch(addr))?;
-            print!("{}", format_status(&peers));
         }
+        Command::Status { config } => print_status(&config)?,
         Command::Serve {
             config,
             grace,
             data_dir,
             threads,
-        } => {
-            let path = match config {
-                Some(p) => p,
-                None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                    PathBuf::from(DEFAULT_CONFIG_PATH)
-                }
-                None => crate::cli::quickstart::prepare(&data_dir)?,
-            };
-            let cfg = match config::load(&path) {
-                Ok(c) => c,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{e}");
-                    }
-                    anyhow::bail!(
-                        "{}: {} problem(s); nothing was started",
-                        path.display(),
-                        errors.0.len()
-                    );
-                }
-            };
-            let rt = if threads <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .enable_all()
-                    .build()?
-            };
-            rt.block_on(crate::shell::serve::serve(cfg, grace))?;
-        }
+        } => serve(config, grace, &data_dir, threads)?,
     }
     std::io::stdout().flush().ok();
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `pubkey`: the public key of the private key on stdin.
+fn print_public_key() -> anyhow::Result<()> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading stdin")?;
+    let key = PrivateKey::from_base64(&input)
+        .map_err(|e| anyhow::anyhow!("stdin: the private key {e}"))?;
+    println!("{}", encode_key(key.public_key().as_bytes()));
+    Ok(())
+}
+
+/// `check`: validates a config and prints every problem; false if any.
+fn check(config: &Path) -> bool {
+    match config::load(config) {
+        Ok(cfg) => {
+            println!("{}: OK ({} peers)", config.display(), cfg.peers.len());
+            true
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} problem(s)", config.display(), errors.0.len());
+            false
+        }
+    }
+}
+
+/// `status`: what the running gateway's control endpoint reports.
+fn print_status(config: &Path) -> anyhow::Result<()> {
+    let addr = config::load(config)
+        .ok()
+        .and_then(|c| c.admin.control_listen)
+        .unwrap_or(config::DEFAULT_CONTROL_LISTEN);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let peers = rt.block_on(crate::ops::control::fetch(addr))?;
+    print!("{}", format_status(&peers));
+    Ok(())
+}
+
+/// `serve`: loads the config (or prepares the quick start's when there
+/// is none) and runs the gateway until it is told to stop.
+fn serve(
+    config: Option<PathBuf>,
+    grace: Duration,
+    data_dir: &Path,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let path = match config {
+        Some(p) => p,
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
+        None => crate::cli::quickstart::prepare(data_dir)?,
+    };
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "{}: {} problem(s); nothing was started",
+                path.display(),
+                errors.0.len()
+            );
+        }
+    };
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(crate::shell::serve::serve(cfg, grace))?;
+    Ok(())
+}
+
 fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
-    use crate::cli::onboarding;
     match cmd {
         PeerCommand::Add {
             name,
@@ -217,92 +242,116 @@ fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
                 RoleArg::Viewer => crate::config::Role::Viewer,
                 RoleArg::Admin => crate::config::Role::Admin,
             };
-            let added = onboarding::add_peer(
-                &config,
-                &onboarding::AddPeer {
-                    name: name.clone(),
-                    public_key,
-                    ip,
-                    endpoint,
-                    role,
-                },
-            )?;
-            print!("{}", added.client_config);
-            eprintln!(
-                "promgate: added peer \"{name}\" to {}; a running gateway picks it up within a second",
-                added.written.display()
-            );
-            if let Some(png) = qr_png {
-                onboarding::qr_png(&added.client_config, &png)?;
-                eprintln!("promgate: QR code written to {}", png.display());
-            } else if !no_qr && let Some(qr) = onboarding::qr_terminal(&added.client_config) {
-                eprintln!("{qr}");
-            }
+            let peer = onboarding::AddPeer {
+                name,
+                public_key,
+                ip,
+                endpoint,
+                role,
+            };
+            add_peer(&config, &peer, qr_png.as_deref(), no_qr)
         }
         PeerCommand::Remove { name, config } => {
             let file = onboarding::remove_peer(&config, &name)?;
             eprintln!("promgate: removed peer \"{name}\" from {}", file.display());
+            Ok(())
         }
-        PeerCommand::List { config } => {
-            let peers = onboarding::list_peers(&config)?;
-            let addr = config::load(&config)
-                .ok()
-                .and_then(|c| c.admin.control_listen);
-            let live = match addr {
-                Some(a) => tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(crate::ops::control::fetch(a))
-                    .ok(),
-                None => None,
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            println!(
-                "{:<24} {:<20} {:<7} {:>16} {:>12} {:>12}  SCOPE",
-                "NAME", "ADDRESS", "ROLE", "LAST HANDSHAKE", "RECEIVED", "SENT"
-            );
-            for (name, addrs, role, scope) in peers {
-                let status = live
-                    .as_ref()
-                    .and_then(|l| l.iter().find(|p| p.name == name));
-                let (hs, rx, tx) = match status {
-                    Some(s) if s.last_handshake_unix > 0 => (
-                        format!("{}s ago", now.saturating_sub(s.last_handshake_unix)),
-                        human_bytes(s.rx_bytes),
-                        human_bytes(s.tx_bytes),
-                    ),
-                    Some(s) => (
-                        "never".into(),
-                        human_bytes(s.rx_bytes),
-                        human_bytes(s.tx_bytes),
-                    ),
-                    None => ("-".into(), "-".into(), "-".into()),
-                };
-                println!(
-                    "{name:<24} {addrs:<20} {:<7} {hs:>16} {rx:>12} {tx:>12}  {}",
-                    role.as_str(),
-                    scope.as_deref().unwrap_or("-")
-                );
-            }
-            if live.is_none() {
-                eprintln!(
-                    "promgate: the gateway is not running here (or its control endpoint is off): no live figures"
-                );
-            }
-        }
+        PeerCommand::List { config } => list_peers(&config),
+    }
+}
+
+/// `peer add`: adds the peer, prints its client config, and shows the
+/// config as a QR code in the terminal or writes it to `qr_png`.
+fn add_peer(
+    config: &Path,
+    peer: &onboarding::AddPeer,
+    qr_png: Option<&Path>,
+    no_qr: bool,
+) -> anyhow::Result<()> {
+    let added = onboarding::add_peer(config, peer)?;
+    print!("{}", added.client_config);
+    eprintln!(
+        "promgate: added peer \"{}\" to {}; a running gateway picks it up within a second",
+        peer.name,
+        added.written.display()
+    );
+    if let Some(png) = qr_png {
+        onboarding::qr_png(&added.client_config, png)?;
+        eprintln!("promgate: QR code written to {}", png.display());
+    } else if !no_qr && let Some(qr) = onboarding::qr_terminal(&added.client_config) {
+        eprintln!("{qr}");
     }
     Ok(())
 }
 
-fn format_status(peers: &[crate::ops::control::PeerStatus]) -> String {
-    use std::fmt::Write as _;
-    let now = std::time::SystemTime::now()
+/// `peer list`: the config's peers, with the running gateway's figures
+/// when its control endpoint answers.
+fn list_peers(config: &Path) -> anyhow::Result<()> {
+    let peers = onboarding::list_peers(config)?;
+    let live = live_status(config)?;
+    let now = unix_now_secs();
+    println!(
+        "{:<24} {:<20} {:<7} {:>16} {:>12} {:>12}  SCOPE",
+        "NAME", "ADDRESS", "ROLE", "LAST HANDSHAKE", "RECEIVED", "SENT"
+    );
+    for (name, addrs, role, scope) in peers {
+        let status = live
+            .as_ref()
+            .and_then(|l| l.iter().find(|p| p.name == name));
+        let (hs, rx, tx) = match status {
+            Some(s) if s.last_handshake_unix > 0 => (
+                format!("{}s ago", now.saturating_sub(s.last_handshake_unix)),
+                human_bytes(s.rx_bytes),
+                human_bytes(s.tx_bytes),
+            ),
+            Some(s) => (
+                "never".into(),
+                human_bytes(s.rx_bytes),
+                human_bytes(s.tx_bytes),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{name:<24} {addrs:<20} {:<7} {hs:>16} {rx:>12} {tx:>12}  {}",
+            role.as_str(),
+            scope.as_deref().unwrap_or("-")
+        );
+    }
+    if live.is_none() {
+        eprintln!(
+            "promgate: the gateway is not running here (or its control endpoint is off): no live figures"
+        );
+    }
+    Ok(())
+}
+
+/// The running gateway's view of its peers, if its control endpoint is
+/// configured and answers.
+fn live_status(config: &Path) -> anyhow::Result<Option<Vec<crate::ops::control::PeerStatus>>> {
+    let addr = config::load(config)
+        .ok()
+        .and_then(|c| c.admin.control_listen);
+    Ok(match addr {
+        Some(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::ops::control::fetch(a))
+            .ok(),
+        None => None,
+    })
+}
+
+/// Seconds since the Unix epoch, for "handshake n s ago".
+fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn format_status(peers: &[crate::ops::control::PeerStatus]) -> String {
+    use std::fmt::Write as _;
+    let now = unix_now_secs();
     let mut out = String::new();
     for p in peers {
         let _ = writeln!(out, "peer: {} ({})", p.public_key, p.name);

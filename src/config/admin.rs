@@ -8,13 +8,13 @@ use super::AdminConfig;
 use super::defaults::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_CONTROL_LISTEN, DEFAULT_UPSTREAM_UNREADY_AFTER,
 };
+use super::problems::{Problems, parse_duration};
 use super::raw::RawAdmin;
-use super::sink::{Sink, parse_duration};
 use std::net::SocketAddr;
 use toml::Spanned;
 
 /// Validates `[admin]`; a missing table means every default.
-pub(super) fn validate_admin(sink: &mut Sink<'_>, raw: Option<RawAdmin>) -> AdminConfig {
+pub(super) fn validate_admin(problems: &mut Problems<'_>, raw: Option<RawAdmin>) -> AdminConfig {
     let mut admin = AdminConfig {
         listen: Some(DEFAULT_ADMIN_LISTEN),
         control_listen: Some(DEFAULT_CONTROL_LISTEN),
@@ -22,15 +22,15 @@ pub(super) fn validate_admin(sink: &mut Sink<'_>, raw: Option<RawAdmin>) -> Admi
     };
     let Some(raw) = raw else { return admin };
     if let Some(l) = raw.listen {
-        admin.listen = listen_address(sink, "admin.listen", l);
+        admin.listen = listen_address(problems, "admin.listen", l);
     }
     if let Some(l) = raw.control_listen {
         let span = l.span();
-        admin.control_listen = listen_address(sink, "admin.control_listen", l);
+        admin.control_listen = listen_address(problems, "admin.control_listen", l);
         if let Some(a) = admin.control_listen
             && !a.ip().is_loopback()
         {
-            sink.push(span, "admin.control_listen", "must be a loopback address: peer names and endpoints are not for the cluster network");
+            problems.push(span, "admin.control_listen", "must be a loopback address: peer names and endpoints are not for the cluster network");
         }
     }
     if let Some(d) = raw.upstream_unready_after {
@@ -38,7 +38,7 @@ pub(super) fn validate_admin(sink: &mut Sink<'_>, raw: Option<RawAdmin>) -> Admi
             admin.upstream_unready_after = None;
         } else {
             admin.upstream_unready_after = Some(parse_duration(
-                sink,
+                problems,
                 "admin.upstream_unready_after",
                 Some(d),
                 DEFAULT_UPSTREAM_UNREADY_AFTER,
@@ -49,14 +49,18 @@ pub(super) fn validate_admin(sink: &mut Sink<'_>, raw: Option<RawAdmin>) -> Admi
 }
 
 /// `ip:port`, or `None` for "off" (or empty), which disables the listener.
-fn listen_address(sink: &mut Sink<'_>, field: &str, v: Spanned<String>) -> Option<SocketAddr> {
+fn listen_address(
+    problems: &mut Problems<'_>,
+    field: &str,
+    v: Spanned<String>,
+) -> Option<SocketAddr> {
     if v.get_ref().is_empty() || v.get_ref() == "off" {
         return None;
     }
     match v.get_ref().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            sink.push(
+            problems.push(
                 v.span(),
                 field,
                 format!(

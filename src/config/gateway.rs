@@ -14,8 +14,8 @@ use super::defaults::{
 };
 use super::endpoint::check_endpoint;
 use super::private_key::resolve_private_key;
+use super::problems::{Problems, parse_duration};
 use super::raw::{OneOrMany, RawGateway};
-use super::sink::{Sink, parse_duration};
 use ipnet::IpNet;
 use promgate_core::gateway::TcpSender;
 use std::ops::{Range, RangeInclusive};
@@ -25,39 +25,39 @@ use toml::Spanned;
 /// Validates `[gateway]`; `span` is the table's, for fields that are missing.
 /// Relative paths (key file, `peers_dir`) are relative to the config file.
 pub(super) fn validate_gateway(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     path: &Path,
     span: Range<usize>,
     raw: RawGateway,
 ) -> Option<GatewayConfig> {
-    let before = sink.count();
+    let before = problems.count();
     let base_dir = path.parent().unwrap_or(Path::new("."));
 
-    let private_key = resolve_private_key(sink, base_dir, span.clone(), &raw);
+    let private_key = resolve_private_key(problems, base_dir, span.clone(), &raw);
     let listen_port = raw
         .listen_port
         .map(|p| *p.get_ref())
         .unwrap_or(DEFAULT_LISTEN_PORT);
-    let addresses = validate_addresses(sink, span.clone(), raw.address);
-    let mtu = within(sink, "gateway.mtu", raw.mtu, MTU_RANGE, "", DEFAULT_MTU);
-    let upstream = validate_upstream(sink, span.clone(), raw.upstream);
-    let http_ports = validate_http_ports(sink, raw.http_ports);
-    let identity_header = validate_identity_header(sink, raw.identity_header);
+    let addresses = validate_addresses(problems, span.clone(), raw.address);
+    let mtu = within(problems, "gateway.mtu", raw.mtu, MTU_RANGE, "", DEFAULT_MTU);
+    let upstream = validate_upstream(problems, span.clone(), raw.upstream);
+    let http_ports = validate_http_ports(problems, raw.http_ports);
+    let identity_header = validate_identity_header(problems, raw.identity_header);
     let endpoint = raw.endpoint.map(|e| {
         let text = e.get_ref().clone();
         if let Err(why) = check_endpoint(&text) {
-            sink.push(e.span(), "gateway.endpoint", why.to_string());
+            problems.push(e.span(), "gateway.endpoint", why.to_string());
         }
         text
     });
     let upstream_timeout = parse_duration(
-        sink,
+        problems,
         "gateway.upstream_timeout",
         raw.upstream_timeout,
         DEFAULT_UPSTREAM_TIMEOUT,
     );
     let tcp_idle_timeout = parse_duration(
-        sink,
+        problems,
         "gateway.tcp_idle_timeout",
         raw.tcp_idle_timeout,
         DEFAULT_TCP_IDLE_TIMEOUT,
@@ -65,13 +65,13 @@ pub(super) fn validate_gateway(
     let per_peer_span = raw.max_connections_per_peer.as_ref().map(|n| n.span());
     let total_span = raw.max_connections.as_ref().map(|n| n.span());
     let max_connections_per_peer = at_least_one(
-        sink,
+        problems,
         "gateway.max_connections_per_peer",
         raw.max_connections_per_peer,
         DEFAULT_MAX_CONNECTIONS_PER_PEER,
     );
     let max_connections = at_least_one(
-        sink,
+        problems,
         "gateway.max_connections",
         raw.max_connections,
         DEFAULT_MAX_CONNECTIONS,
@@ -79,7 +79,7 @@ pub(super) fn validate_gateway(
     if max_connections_per_peer > max_connections {
         // One peer could then fill the whole gateway, so it is a mistake
         // rather than a choice.
-        sink.push(
+        problems.push(
             per_peer_span.unwrap_or_else(|| span.clone()),
             "gateway.max_connections_per_peer",
             format!(
@@ -88,7 +88,7 @@ pub(super) fn validate_gateway(
         );
     }
     let tcp_send_buffer = within(
-        sink,
+        problems,
         "gateway.tcp_send_buffer",
         raw.tcp_send_buffer,
         TCP_SEND_BUFFER_RANGE,
@@ -96,7 +96,7 @@ pub(super) fn validate_gateway(
         DEFAULT_TCP_SEND_BUFFER,
     );
     let tcp_memory_budget = within(
-        sink,
+        problems,
         "gateway.tcp_memory_budget",
         raw.tcp_memory_budget,
         TCP_MEMORY_BUDGET_RANGE,
@@ -107,7 +107,7 @@ pub(super) fn validate_gateway(
     // other half is for send buffers that grow.
     let minimums = max_connections.saturating_mul(connection_buffers(tcp_send_buffer));
     if minimums > tcp_memory_budget / 2 {
-        sink.push(
+        problems.push(
             total_span.unwrap_or_else(|| span.clone()),
             "gateway.max_connections",
             format!(
@@ -124,7 +124,7 @@ pub(super) fn validate_gateway(
             "classic" => TcpSender::Classic,
             "wan" => TcpSender::Wan,
             other => {
-                sink.push(
+                problems.push(
                     s.span(),
                     "gateway.tcp_sender",
                     format!("`{other}` is not a TCP sender: use \"classic\" or \"wan\""),
@@ -138,19 +138,19 @@ pub(super) fn validate_gateway(
         .as_ref()
         .map(|n| n.span());
     let max_upstream_requests_per_peer = at_least_one(
-        sink,
+        problems,
         "gateway.max_upstream_requests_per_peer",
         raw.max_upstream_requests_per_peer,
         DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER,
     );
     let max_upstream_requests = at_least_one(
-        sink,
+        problems,
         "gateway.max_upstream_requests",
         raw.max_upstream_requests,
         DEFAULT_MAX_UPSTREAM_REQUESTS,
     );
     if max_upstream_requests_per_peer > max_upstream_requests {
-        sink.push(
+        problems.push(
             upstream_per_peer_span.unwrap_or_else(|| span.clone()),
             "gateway.max_upstream_requests_per_peer",
             format!(
@@ -159,15 +159,15 @@ pub(super) fn validate_gateway(
         );
     }
     let handshake_rate_limit = at_least_one(
-        sink,
+        problems,
         "gateway.handshake_rate_limit",
         raw.handshake_rate_limit,
         DEFAULT_HANDSHAKE_RATE_LIMIT,
     );
     let peers_dir = raw.peers_dir.map(|d| base_dir.join(d.get_ref()));
-    let allowed_hosts = validate_allowed_hosts(sink, raw.allowed_hosts);
+    let allowed_hosts = validate_allowed_hosts(problems, raw.allowed_hosts);
 
-    if sink.count() > before {
+    if problems.count() > before {
         return None;
     }
     Some(GatewayConfig {
@@ -196,13 +196,13 @@ pub(super) fn validate_gateway(
 
 /// The gateway's tunnel addresses: required, at most one per IP family.
 fn validate_addresses(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     table: Range<usize>,
     raw: Option<Spanned<OneOrMany>>,
 ) -> Vec<IpNet> {
     let mut addresses: Vec<IpNet> = Vec::new();
     let Some(a) = raw else {
-        sink.push(
+        problems.push(
             table,
             "gateway.address",
             "missing: the gateway's tunnel address, e.g. \"10.13.13.1/24\"",
@@ -217,14 +217,14 @@ fn validate_addresses(
                     .iter()
                     .any(|n| n.addr().is_ipv4() == net.addr().is_ipv4()) =>
             {
-                sink.push(
+                problems.push(
                     span.clone(),
                     "gateway.address",
                     "at most one address per IP family",
                 );
             }
             Ok(net) => addresses.push(net),
-            Err(_) => sink.push(
+            Err(_) => problems.push(
                 span.clone(),
                 "gateway.address",
                 format!("`{s}` is not an address with prefix, e.g. \"10.13.13.1/24\""),
@@ -236,7 +236,7 @@ fn validate_addresses(
 
 /// A value that must lie in `range`; `unit` follows the bounds in the message.
 fn within<T: Copy + PartialOrd + std::fmt::Display>(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     field: &str,
     raw: Option<Spanned<T>>,
     range: RangeInclusive<T>,
@@ -247,7 +247,7 @@ fn within<T: Copy + PartialOrd + std::fmt::Display>(
         None => default,
         Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
         Some(v) => {
-            sink.push(
+            problems.push(
                 v.span(),
                 field,
                 format!(
@@ -263,7 +263,7 @@ fn within<T: Copy + PartialOrd + std::fmt::Display>(
 
 /// The upstream Prometheus: an `http://` URL with a host.
 fn validate_upstream(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     table: Range<usize>,
     raw: Option<Spanned<String>>,
 ) -> Option<http::Uri> {
@@ -274,7 +274,7 @@ fn validate_upstream(
     match text.parse::<http::Uri>() {
         Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
         Ok(_) => {
-            sink.push(
+            problems.push(
                 span,
                 "gateway.upstream",
                 format!("`{text}` must be an http:// URL with a host"),
@@ -282,7 +282,7 @@ fn validate_upstream(
             None
         }
         Err(e) => {
-            sink.push(
+            problems.push(
                 span,
                 "gateway.upstream",
                 format!("`{text}` is not a URL: {e}"),
@@ -292,13 +292,13 @@ fn validate_upstream(
     }
 }
 
-fn validate_http_ports(sink: &mut Sink<'_>, raw: Option<Spanned<Vec<u16>>>) -> Vec<u16> {
+fn validate_http_ports(problems: &mut Problems<'_>, raw: Option<Spanned<Vec<u16>>>) -> Vec<u16> {
     let Some(p) = raw else {
         return DEFAULT_HTTP_PORTS.to_vec();
     };
     let ports = p.get_ref().clone();
     if ports.is_empty() || ports.contains(&0) {
-        sink.push(
+        problems.push(
             p.span(),
             "gateway.http_ports",
             "list at least one port, none of them 0",
@@ -307,13 +307,16 @@ fn validate_http_ports(sink: &mut Sink<'_>, raw: Option<Spanned<Vec<u16>>>) -> V
     ports
 }
 
-fn validate_identity_header(sink: &mut Sink<'_>, raw: Option<Spanned<String>>) -> http::HeaderName {
+fn validate_identity_header(
+    problems: &mut Problems<'_>,
+    raw: Option<Spanned<String>>,
+) -> http::HeaderName {
     let default = http::HeaderName::from_static(DEFAULT_IDENTITY_HEADER);
     let Some(h) = raw else { return default };
     match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
         Ok(n) => n,
         Err(_) => {
-            sink.push(
+            problems.push(
                 h.span(),
                 "gateway.identity_header",
                 format!("`{}` is not a valid header name", h.get_ref()),
@@ -325,7 +328,7 @@ fn validate_identity_header(sink: &mut Sink<'_>, raw: Option<Spanned<String>>) -
 
 /// A count that must be positive (limits, rates).
 fn at_least_one<T: Copy + Default + PartialOrd>(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     field: &str,
     raw: Option<Spanned<T>>,
     default: T,
@@ -334,7 +337,7 @@ fn at_least_one<T: Copy + Default + PartialOrd>(
         None => default,
         Some(n) if *n.get_ref() > T::default() => *n.get_ref(),
         Some(n) => {
-            sink.push(n.span(), field, "must be at least 1");
+            problems.push(n.span(), field, "must be at least 1");
             default
         }
     }
@@ -342,13 +345,16 @@ fn at_least_one<T: Copy + Default + PartialOrd>(
 
 /// Names the tunnel proxy answers to besides its tunnel addresses: each a
 /// DNS name or an IP literal, compared with `Host` and `Origin`.
-fn validate_allowed_hosts(sink: &mut Sink<'_>, raw: Option<Vec<Spanned<String>>>) -> Vec<String> {
+fn validate_allowed_hosts(
+    problems: &mut Problems<'_>,
+    raw: Option<Vec<Spanned<String>>>,
+) -> Vec<String> {
     let mut hosts = Vec::new();
     for h in raw.unwrap_or_default() {
         if crate::web::host_check::parse_allowed_host(h.get_ref()).is_some() {
             hosts.push(h.into_inner());
         } else {
-            sink.push(
+            problems.push(
                 h.span(),
                 "gateway.allowed_hosts",
                 format!(

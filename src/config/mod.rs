@@ -21,8 +21,8 @@ mod endpoint;
 mod gateway;
 mod peer;
 mod private_key;
+mod problems;
 mod raw;
-mod sink;
 #[cfg(test)]
 mod tests;
 
@@ -35,8 +35,8 @@ pub use promgate_core::peer_config::{Origin, PeerConfig};
 pub use promgate_core::role::Role;
 
 use self::peer::validate_peers;
+use self::problems::{Problems, io_error, toml_error};
 use self::raw::{RawFile, RawPeersFile};
-use self::sink::{Sink, io_error, toml_error};
 use ipnet::IpNet;
 use promgate_core::keys::PrivateKey;
 use std::fmt;
@@ -206,26 +206,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let raw: RawFile =
         toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(path, text, e)]))?;
-    let mut sink = Sink::new(path, text);
+    let mut problems = Problems::new(path, text);
 
     let Some(gw) = raw.gateway else {
-        sink.errors.push(ConfigError {
+        problems.errors.push(ConfigError {
             file: path.to_path_buf(),
             line: 0,
             field: "gateway".into(),
             message: "missing [gateway] table".into(),
         });
-        return Err(ConfigErrors(sink.errors));
+        return Err(ConfigErrors(problems.errors));
     };
     let gw_span = gw.span();
-    let gateway = gateway::validate_gateway(&mut sink, path, gw_span, gw.into_inner());
-    let admin = admin::validate_admin(&mut sink, raw.admin);
+    let gateway = gateway::validate_gateway(&mut problems, path, gw_span, gw.into_inner());
+    let admin = admin::validate_admin(&mut problems, raw.admin);
 
-    let inline = validate_peers(&mut sink, raw.peer);
+    let inline = validate_peers(&mut problems, raw.peer);
     let Some(gateway) = gateway else {
-        return Err(ConfigErrors(sink.errors));
+        return Err(ConfigErrors(problems.errors));
     };
-    let peers = complete_peer_set(inline, sink.errors, &gateway)?;
+    let peers = complete_peer_set(inline, problems.errors, &gateway)?;
     Ok(Config {
         path: path.to_path_buf(),
         gateway,
@@ -244,9 +244,9 @@ pub(crate) fn load_peers(
         std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![io_error(path, "", e)]))?;
     let raw: RawFile =
         toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, e)]))?;
-    let mut sink = Sink::new(path, &text);
-    let inline = validate_peers(&mut sink, raw.peer);
-    complete_peer_set(inline, sink.errors, gateway)
+    let mut problems = Problems::new(path, &text);
+    let inline = validate_peers(&mut problems, raw.peer);
+    complete_peer_set(inline, problems.errors, gateway)
 }
 
 /// Adds the peers of `peers_dir` to the inline ones and checks the whole
@@ -275,9 +275,9 @@ fn complete_peer_set(
 pub fn parse_peers_text(file: &Path, text: &str) -> Result<Vec<PeerConfig>, ConfigErrors> {
     let raw: RawPeersFile =
         toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(file, text, e)]))?;
-    let mut sink = Sink::new(file, text);
-    let peers = validate_peers(&mut sink, raw.peer);
-    sink.finish(peers)
+    let mut problems = Problems::new(file, text);
+    let peers = validate_peers(&mut problems, raw.peer);
+    problems.finish(peers)
 }
 
 /// Reads every `*.toml` file of a peers directory, in name order. Hidden

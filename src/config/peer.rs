@@ -6,8 +6,8 @@
 //! carry the peer's name once it is known (`peer "alice".role`), so a
 //! problem in a long file is easy to find.
 
+use super::problems::{Problems, key_message};
 use super::raw::{OneOrMany, RawPeer};
-use super::sink::{Sink, key_message};
 use super::{Origin, PeerConfig};
 use ipnet::IpNet;
 use promgate_core::keys::decode_key;
@@ -16,10 +16,13 @@ use std::net::IpAddr;
 use std::ops::Range;
 use toml::Spanned;
 
-/// Validates each peer; the bad ones are left out and reported in `sink`.
-pub(super) fn validate_peers(sink: &mut Sink<'_>, raw: Vec<Spanned<RawPeer>>) -> Vec<PeerConfig> {
+/// Validates each peer; the bad ones are left out and reported in `problems`.
+pub(super) fn validate_peers(
+    problems: &mut Problems<'_>,
+    raw: Vec<Spanned<RawPeer>>,
+) -> Vec<PeerConfig> {
     raw.into_iter()
-        .filter_map(|p| validate_peer(sink, p))
+        .filter_map(|p| validate_peer(problems, p))
         .collect()
 }
 
@@ -34,13 +37,13 @@ pub(crate) fn valid_peer_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfig> {
+fn validate_peer(problems: &mut Problems<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfig> {
     let span = raw.span();
-    let line = sink.line_of(span.start);
+    let line = problems.line_of(span.start);
     let raw = raw.into_inner();
-    let before = sink.count();
+    let before = problems.count();
 
-    let name = validate_name(sink, span.clone(), raw.name);
+    let name = validate_name(problems, span.clone(), raw.name);
     let field = |f: &str| {
         if name.is_empty() {
             format!("peer.{f}")
@@ -49,14 +52,14 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
         }
     };
     let public_key = match raw.public_key {
-        Some(k) => decode_key_field(sink, &field("public_key"), k),
+        Some(k) => decode_key_field(problems, &field("public_key"), k),
         None => {
-            sink.push(span.clone(), &field("public_key"), "missing");
+            problems.push(span.clone(), &field("public_key"), "missing");
             None
         }
     };
     let allowed_ips = validate_allowed_ips(
-        sink,
+        problems,
         span.clone(),
         &field("allowed_ips"),
         raw.allowed_ips,
@@ -64,21 +67,26 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
     );
     let preshared_key = raw
         .preshared_key
-        .and_then(|k| decode_key_field(sink, &field("preshared_key"), k));
-    let role = validate_role(sink, &field("role"), raw.role);
-    check_paths(sink, span.clone(), &field("allow_paths"), &raw.allow_paths);
-    check_paths(sink, span, &field("deny_paths"), &raw.deny_paths);
+        .and_then(|k| decode_key_field(problems, &field("preshared_key"), k));
+    let role = validate_role(problems, &field("role"), raw.role);
+    check_paths(
+        problems,
+        span.clone(),
+        &field("allow_paths"),
+        &raw.allow_paths,
+    );
+    check_paths(problems, span, &field("deny_paths"), &raw.deny_paths);
     let scope = raw.scope.and_then(|s| {
         let s_span = s.span();
         crate::web::scope::validate_peer_scope(s.into_inner(), role)
             .map_err(|messages| {
                 for m in messages {
-                    sink.push(s_span.clone(), &field("scope"), m);
+                    problems.push(s_span.clone(), &field("scope"), m);
                 }
             })
             .ok()
     });
-    if sink.count() > before {
+    if problems.count() > before {
         return None;
     }
     Some(PeerConfig {
@@ -95,18 +103,22 @@ fn validate_peer(sink: &mut Sink<'_>, raw: Spanned<RawPeer>) -> Option<PeerConfi
         deny_paths: raw.deny_paths,
         scope,
         origin: Origin {
-            file: sink.file.to_path_buf(),
+            file: problems.file.to_path_buf(),
             line,
         },
     })
 }
 
 /// The name, or "" when it is missing or bad (and reported).
-fn validate_name(sink: &mut Sink<'_>, table: Range<usize>, raw: Option<Spanned<String>>) -> String {
+fn validate_name(
+    problems: &mut Problems<'_>,
+    table: Range<usize>,
+    raw: Option<Spanned<String>>,
+) -> String {
     match raw {
         Some(n) if valid_peer_name(n.get_ref()) => n.into_inner(),
         Some(n) => {
-            sink.push(
+            problems.push(
                 n.span(),
                 "peer.name",
                 format!(
@@ -117,27 +129,31 @@ fn validate_name(sink: &mut Sink<'_>, table: Range<usize>, raw: Option<Spanned<S
             String::new()
         }
         None => {
-            sink.push(table, "peer.name", "missing");
+            problems.push(table, "peer.name", "missing");
             String::new()
         }
     }
 }
 
-fn decode_key_field(sink: &mut Sink<'_>, field: &str, k: Spanned<String>) -> Option<[u8; 32]> {
+fn decode_key_field(
+    problems: &mut Problems<'_>,
+    field: &str,
+    k: Spanned<String>,
+) -> Option<[u8; 32]> {
     match decode_key(k.get_ref()) {
         Ok(k) => Some(k),
         Err(e) => {
-            sink.push(k.span(), field, key_message(e));
+            problems.push(k.span(), field, key_message(e));
             None
         }
     }
 }
 
 /// Addresses and networks, host bits cleared. An empty list is reported
-/// only when the peer has no other problem so far (`before` is the sink's
+/// only when the peer has no other problem so far (`before` is the problems's
 /// count at the peer's start), so one mistake does not read as two.
 fn validate_allowed_ips(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     table: Range<usize>,
     field: &str,
     raw: Option<Spanned<OneOrMany>>,
@@ -145,7 +161,7 @@ fn validate_allowed_ips(
 ) -> Vec<IpNet> {
     let mut allowed_ips = Vec::new();
     let Some(a) = raw else {
-        sink.push(table, field, "missing");
+        problems.push(table, field, "missing");
         return allowed_ips;
     };
     let span = a.span();
@@ -155,26 +171,26 @@ fn validate_allowed_ips(
             .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         {
             Ok(n) => allowed_ips.push(n.trunc()),
-            Err(_) => sink.push(
+            Err(_) => problems.push(
                 span.clone(),
                 field,
                 format!("`{s}` is not an address or network"),
             ),
         }
     }
-    if allowed_ips.is_empty() && sink.count() == before {
-        sink.push(span, field, "is empty: the peer could send nothing");
+    if allowed_ips.is_empty() && problems.count() == before {
+        problems.push(span, field, "is empty: the peer could send nothing");
     }
     allowed_ips
 }
 
-fn validate_role(sink: &mut Sink<'_>, field: &str, raw: Option<Spanned<String>>) -> Role {
+fn validate_role(problems: &mut Problems<'_>, field: &str, raw: Option<Spanned<String>>) -> Role {
     let Some(r) = raw else { return Role::Viewer };
     match r.get_ref().as_str() {
         "viewer" => Role::Viewer,
         "admin" => Role::Admin,
         other => {
-            sink.push(
+            problems.push(
                 r.span(),
                 field,
                 format!("`{other}` is not a role; use \"viewer\" or \"admin\""),
@@ -185,10 +201,10 @@ fn validate_role(sink: &mut Sink<'_>, field: &str, raw: Option<Spanned<String>>)
 }
 
 /// Path prefixes (`allow_paths`, `deny_paths`) must be absolute.
-fn check_paths(sink: &mut Sink<'_>, table: Range<usize>, field: &str, paths: &[String]) {
+fn check_paths(problems: &mut Problems<'_>, table: Range<usize>, field: &str, paths: &[String]) {
     for p in paths {
         if !p.starts_with('/') {
-            sink.push(table.clone(), field, format!("`{p}` must start with '/'"));
+            problems.push(table.clone(), field, format!("`{p}` must start with '/'"));
         }
     }
 }

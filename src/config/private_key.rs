@@ -4,8 +4,8 @@
 //! A key file that group or others can read draws a warning, not an error:
 //! Kubernetes mounts Secrets with modes the operator does not always choose.
 
+use super::problems::{Problems, key_message};
 use super::raw::RawGateway;
-use super::sink::{Sink, key_message};
 use promgate_core::keys::PrivateKey;
 use std::ops::Range;
 use std::path::Path;
@@ -14,7 +14,7 @@ use toml::Spanned;
 /// The gateway's key comes from exactly one of a file, an environment
 /// variable, or (discouraged, with a warning) the config itself.
 pub(super) fn resolve_private_key(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     base_dir: &Path,
     table: Range<usize>,
     raw: &RawGateway,
@@ -24,11 +24,11 @@ pub(super) fn resolve_private_key(
         &raw.private_key_env,
         &raw.private_key,
     ) {
-        (Some(file), None, None) => key_from_file(sink, base_dir, file),
-        (None, Some(var), None) => key_from_env(sink, var),
-        (None, None, Some(inline)) => key_inline(sink, inline),
+        (Some(file), None, None) => key_from_file(problems, base_dir, file),
+        (None, Some(var), None) => key_from_env(problems, var),
+        (None, None, Some(inline)) => key_inline(problems, inline),
         _ => {
-            sink.push(
+            problems.push(
                 table,
                 "gateway.private_key_file",
                 "set exactly one of private_key_file, private_key_env or private_key",
@@ -38,13 +38,17 @@ pub(super) fn resolve_private_key(
     }
 }
 
-fn key_from_file(sink: &mut Sink<'_>, base_dir: &Path, f: &Spanned<String>) -> Option<PrivateKey> {
+fn key_from_file(
+    problems: &mut Problems<'_>,
+    base_dir: &Path,
+    f: &Spanned<String>,
+) -> Option<PrivateKey> {
     let field = "gateway.private_key_file";
     let file = base_dir.join(f.get_ref());
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) => {
-            sink.push(
+            problems.push(
                 f.span(),
                 field,
                 format!("cannot read {}: {e}", file.display()),
@@ -52,29 +56,41 @@ fn key_from_file(sink: &mut Sink<'_>, base_dir: &Path, f: &Spanned<String>) -> O
             return None;
         }
     };
-    let key = decode(sink, f, field, &format!("{}: ", file.display()), &text)?;
+    let key = decode(problems, f, field, &format!("{}: ", file.display()), &text)?;
     warn_if_key_file_readable_by_others(&file);
     Some(key)
 }
 
-fn key_from_env(sink: &mut Sink<'_>, var: &Spanned<String>) -> Option<PrivateKey> {
+fn key_from_env(problems: &mut Problems<'_>, var: &Spanned<String>) -> Option<PrivateKey> {
     let field = "gateway.private_key_env";
     let Ok(text) = std::env::var(var.get_ref()) else {
-        sink.push(
+        problems.push(
             var.span(),
             field,
             format!("environment variable {} is not set", var.get_ref()),
         );
         return None;
     };
-    decode(sink, var, field, &format!("${}: ", var.get_ref()), &text)
+    decode(
+        problems,
+        var,
+        field,
+        &format!("${}: ", var.get_ref()),
+        &text,
+    )
 }
 
-fn key_inline(sink: &mut Sink<'_>, inline: &Spanned<String>) -> Option<PrivateKey> {
-    let key = decode(sink, inline, "gateway.private_key", "", inline.get_ref())?;
+fn key_inline(problems: &mut Problems<'_>, inline: &Spanned<String>) -> Option<PrivateKey> {
+    let key = decode(
+        problems,
+        inline,
+        "gateway.private_key",
+        "",
+        inline.get_ref(),
+    )?;
     tracing::warn!(
-        file = %sink.file.display(),
-        line = sink.line_of(inline.span().start),
+        file = %problems.file.display(),
+        line = problems.line_of(inline.span().start),
         "the private key is inline in the config; prefer private_key_file with a mode 0600 file or a Secret"
     );
     Some(key)
@@ -83,7 +99,7 @@ fn key_inline(sink: &mut Sink<'_>, inline: &Spanned<String>) -> Option<PrivateKe
 /// Decodes the key text; a bad key is reported at `at` under `field`, its
 /// message after `origin` (which file or variable held it).
 fn decode<T>(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     at: &Spanned<T>,
     field: &str,
     origin: &str,
@@ -92,7 +108,7 @@ fn decode<T>(
     match PrivateKey::from_base64(text) {
         Ok(k) => Some(k),
         Err(e) => {
-            sink.push(at.span(), field, format!("{origin}{}", key_message(e)));
+            problems.push(at.span(), field, format!("{origin}{}", key_message(e)));
             None
         }
     }

@@ -57,7 +57,7 @@ impl Health {
     /// Ready: the upstream has not been failing for longer than
     /// `unready_after`. (The admin server that asks starts after the UDP
     /// socket is bound and the config validated, so those need no check.)
-    pub fn ready(&self, now: Instant) -> Result<(), String> {
+    pub fn ready(&self, now: Instant) -> Result<(), NotReady> {
         if let Some(limit) = self.unready_after {
             let since = self
                 .upstream
@@ -67,14 +67,19 @@ impl Health {
             if let Some(since) = since
                 && now.saturating_duration_since(since) >= limit
             {
-                return Err(format!(
-                    "the upstream has failed its readiness probe for more than {}s",
-                    limit.as_secs()
-                ));
+                return Err(NotReady::UpstreamFailing(limit));
             }
         }
         Ok(())
     }
+}
+
+/// Why the gateway is not ready; `/readyz` answers with it.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// Every probe for at least `unready_after` failed.
+    #[error("the upstream has failed its readiness probe for more than {}s", .0.as_secs())]
+    UpstreamFailing(Duration),
 }
 
 #[cfg(test)]
@@ -93,8 +98,14 @@ mod tests {
         h.record_probe(t0, false);
         h.record_probe(t0 + Duration::from_secs(5), false);
         assert!(h.ready(t0 + Duration::from_secs(9)).is_ok());
-        let err = h.ready(t0 + Duration::from_secs(10)).unwrap_err();
-        assert!(err.contains("readiness probe"), "{err}");
+        let err = h
+            .ready(t0 + Duration::from_secs(10))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the upstream has failed its readiness probe for more than 10s"
+        );
         // No tunnel traffic at all: the probe alone brings it back.
         h.record_probe(t0 + Duration::from_secs(60), true);
         assert!(h.ready(t0 + Duration::from_secs(60)).is_ok());

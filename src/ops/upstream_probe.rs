@@ -8,11 +8,11 @@
 //! again by itself within one interval of Prometheus coming back.
 
 use crate::ops::health::Health;
-use http::Uri;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use crate::web::proxy::upstream::{Connector, UpstreamError};
+use crate::web::proxy::{TargetError, upstream_host, upstream_uri};
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -25,29 +25,33 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Prometheus's readiness endpoint, relative to the upstream URL's path.
 pub const PROBE_PATH: &str = "/-/ready";
 
-/// The probe URL for an upstream URL (which may have a path prefix).
-pub fn probe_uri(upstream: &Uri) -> Option<Uri> {
-    let base = upstream.path().trim_end_matches('/');
-    Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority()?.as_str())
-        .path_and_query(format!("{base}{PROBE_PATH}"))
-        .build()
-        .ok()
+/// Why a probe failed, for the log.
+#[derive(Debug, thiserror::Error)]
+enum ProbeFailure {
+    #[error("answered {0}")]
+    Answered(StatusCode),
+    #[error("request failed: {0}")]
+    Failed(#[source] UpstreamError),
+    #[error("no answer within {PROBE_TIMEOUT:?}")]
+    NoAnswer,
+}
+
+/// The probe's request target for an upstream URL (which may have a path
+/// prefix), built as the proxy builds its own.
+fn probe_target(upstream: &Uri) -> Result<Uri, TargetError> {
+    upstream_uri(upstream, &Uri::from_static(PROBE_PATH))
 }
 
 /// Probes until `shutdown`.
 pub async fn run(upstream: Uri, health: Arc<Health>, shutdown: CancellationToken) {
-    let Some(uri) = probe_uri(&upstream) else {
-        tracing::error!(%upstream, "cannot build the upstream probe URL; readiness will not follow the upstream");
-        return;
+    let target = match probe_target(&upstream) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(%upstream, error = %e, "cannot build the upstream probe URL; readiness will not follow the upstream");
+            return;
+        }
     };
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(PROBE_TIMEOUT));
-    // No pooling: each probe is a fresh connection, as a client's would be.
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector);
+    let connector = Connector::new(upstream.clone(), PROBE_TIMEOUT);
     let mut interval = tokio::time::interval(PROBE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_ok = None;
@@ -56,25 +60,41 @@ pub async fn run(upstream: Uri, health: Arc<Health>, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let req = http::Request::get(uri.clone()).body(Empty::new());
-        let outcome = match req {
-            Ok(req) => match tokio::time::timeout(PROBE_TIMEOUT, client.request(req)).await {
-                Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-                Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
-                Ok(Err(e)) => Err(format!("request failed: {e}")),
-                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
-            },
-            Err(e) => Err(format!("cannot build the request: {e}")),
-        };
+        let outcome = probe_once(&connector, &upstream, &target).await;
         let ok = outcome.is_ok();
         health.record_probe(Instant::now(), ok);
         if was_ok != Some(ok) {
             match &outcome {
-                Ok(()) => tracing::info!(probe = %uri, "upstream is ready"),
-                Err(why) => tracing::warn!(probe = %uri, %why, "upstream readiness probe failed"),
+                Ok(()) => tracing::info!(%upstream, probe = %target, "upstream is ready"),
+                Err(why) => {
+                    tracing::warn!(%upstream, probe = %target, %why, "upstream readiness probe failed")
+                }
             }
             was_ok = Some(ok);
         }
+    }
+}
+
+/// One probe, on a fresh connection as a client's would be.
+async fn probe_once(
+    connector: &Connector,
+    upstream: &Uri,
+    target: &Uri,
+) -> Result<(), ProbeFailure> {
+    let mut req = Request::new(
+        Empty::new()
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *req.uri_mut() = target.clone();
+    if let Some(host) = upstream_host(upstream) {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, connector.send_once(req)).await {
+        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+        Ok(Ok(resp)) => Err(ProbeFailure::Answered(resp.status())),
+        Ok(Err(e)) => Err(ProbeFailure::Failed(e)),
+        Err(_) => Err(ProbeFailure::NoAnswer),
     }
 }
 
@@ -83,18 +103,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_uri_keeps_the_upstream_path_prefix() {
+    fn the_probe_target_keeps_the_upstream_path_prefix() {
         let u: Uri = "http://prometheus.default.svc.cluster.local"
             .parse()
             .unwrap();
-        assert_eq!(
-            probe_uri(&u).unwrap().to_string(),
-            "http://prometheus.default.svc.cluster.local/-/ready"
-        );
+        assert_eq!(probe_target(&u).unwrap().to_string(), "/-/ready");
         let u: Uri = "http://10.0.0.1:9090/prom/".parse().unwrap();
-        assert_eq!(
-            probe_uri(&u).unwrap().to_string(),
-            "http://10.0.0.1:9090/prom/-/ready"
-        );
+        assert_eq!(probe_target(&u).unwrap().to_string(), "/prom/-/ready");
     }
 }

@@ -49,8 +49,8 @@ pub struct PeerAccess {
 /// once: a peer looping on refused requests (2.6 µs each) must not fill the
 /// log. The lines not written are counted, and the next line written says
 /// how many were left out.
-pub const REFUSAL_LINES_PER_SECOND: f64 = 10.0;
-pub const REFUSAL_LINES_BURST: f64 = 20.0;
+pub(crate) const REFUSAL_LINES_PER_SECOND: f64 = 10.0;
+pub(crate) const REFUSAL_LINES_BURST: f64 = 20.0;
 
 #[derive(Debug)]
 struct RefusalLines {

@@ -17,7 +17,7 @@ use crate::peer::{Decapsulated, Encapsulated, PeerDiff, PeerTable};
 use crate::peer_config::PeerConfig;
 use crate::pipe::Pipe;
 use crate::role::Role;
-use crate::route::{self, Policy};
+use crate::route::{self, Destinations};
 use crate::scope::Scope;
 use crate::stats::{DropReason, PeerStats, Stats};
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +30,7 @@ pub use crate::netstack::{Limits, TcpSender};
 
 /// How often boringtun's timers run and the rate limiter is reset.
 /// 250 ms is what boringtun's own device uses.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 
 /// Largest datagram we handle: a jumbo inner packet plus WireGuard overhead.
 pub const MAX_DATAGRAM: usize = 65535;
@@ -170,7 +170,7 @@ impl Gateway {
                 self.stats.drop_packet(DropReason::UnderLoad);
                 out.send_datagram(src, reply);
             }
-            Decapsulated::Nothing(_) => {}
+            Decapsulated::Nothing => {}
             Decapsulated::Reply(id, reply) => {
                 out.send_datagram(src, reply);
                 while let Some((dst, queued)) = self.peers.flush_queued(id, &mut self.rx_buf) {
@@ -178,12 +178,12 @@ impl Gateway {
                 }
             }
             Decapsulated::Inner(id, packet) => {
-                let policy = Policy {
+                let destinations = Destinations {
                     gateway_addrs: &self.gateway_addrs,
                     http_ports: &self.http_ports,
                 };
                 let peers = &self.peers;
-                let verdict = route::check_inbound(&policy, id, packet, |a| peers.route(a));
+                let verdict = route::check_inbound(&destinations, id, packet, |a| peers.route(a));
                 match verdict {
                     Ok(kind) => {
                         if let Err(reason) = self.netstack.receive(now, id, packet, kind) {
@@ -252,13 +252,15 @@ impl Gateway {
         }
     }
 
-    /// Connections ready to be served, with who is behind them.
+    /// Connections ready to be served, with who is behind them: the
+    /// netstack's newly established ones whose source still routes to the
+    /// peer that opened them. Only these count as accepted.
     pub fn take_accepted(&mut self) -> Vec<(ConnInfo, Arc<Pipe>)> {
         let peers = &self.peers;
-        let accepted: Vec<NewConnection> = self.netstack.take_accepted().collect();
-        let mut ready = Vec::with_capacity(accepted.len());
+        let established: Vec<NewConnection> = self.netstack.take_established().collect();
+        let mut ready = Vec::with_capacity(established.len());
         let mut refused = Vec::new();
-        for c in accepted {
+        for c in established {
             // Identity comes from the connection's actual source address,
             // routed through AllowedIPs; it must also be the peer whose
             // tunnel carried the handshake.

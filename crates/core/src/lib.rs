@@ -12,7 +12,7 @@
 //! [`keys`], [`peer_config`] (AllowedIPs, [`role`], [`scope`]) and the
 //! gateway [`gateway::Settings`]. What it hands out with each connection:
 //! the peer's [`access`] rules, shared and swapped on reload. Counters live
-//! in [`stats`], the longest-prefix match in [`allowed_ips`].
+//! in [`stats`], the longest-prefix match in `allowed_ips`.
 //!
 //! Clock-free, with one exception: the vendored boringtun reads
 //! `Instant::now()` inside `Tunn`'s timers, its cookie rate limiter and the
@@ -20,7 +20,7 @@
 //! time from its caller.
 
 pub mod access;
-pub mod allowed_ips;
+pub(crate) mod allowed_ips;
 pub mod budget;
 pub mod gateway;
 pub mod keys;
@@ -29,7 +29,7 @@ pub mod peer;
 pub mod peer_config;
 pub mod pipe;
 pub mod role;
-pub mod route;
+pub(crate) mod route;
 pub mod scope;
 pub mod stats;
 /// Inner packets for tests: one builder shared by the unit tests here and

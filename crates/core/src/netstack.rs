@@ -30,8 +30,8 @@
 
 use crate::budget::BufferBudget;
 use crate::peer::PeerId;
-use crate::pipe::Pipe;
-use crate::route::Accepted;
+use crate::pipe::{Pipe, PipeState};
+use crate::route::Admitted;
 use crate::stats::DropReason;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
@@ -52,28 +52,28 @@ const TCP_RX_BUFFER: usize = 64 * 1024;
 const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(5);
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
-pub const MAX_TX_QUEUE: usize = 1024;
+pub(crate) const MAX_TX_QUEUE: usize = 1024;
 /// A send buffer counts as full of data in flight (so it, not the
 /// congestion window, limits the flight) when less than this is unsent.
 const BUFFER_LIMITED_SLACK: usize = 2 * 1460;
 /// How long a connection may stay half-open (SYN received, handshake not
 /// completed). smoltcp has no such timeout, so without it one SYN that the
 /// peer never follows up held a slot for the whole idle timeout.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unfinished handshakes one peer may have at once. A browser opens six or
 /// so connections to a host at a time; a SYN flood is stopped here, before
 /// it fills the peer's share of the connection limits.
-pub const MAX_HALF_OPEN_PER_PEER: usize = 16;
+pub(crate) const MAX_HALF_OPEN_PER_PEER: usize = 16;
 /// Unfinished handshakes all peers together may have. Each holds its
 /// smoltcp socket buffers (128 KiB at the defaults; its pipe buffers come
 /// only with the completed handshake), so many peers' floods together stop
 /// here: 128 of them hold 16 MiB at most.
-pub const MAX_HALF_OPEN: usize = 128;
+pub(crate) const MAX_HALF_OPEN: usize = 128;
 /// How long data the gateway sent may wait for the peer's acknowledgment of
 /// anything new before the connection is reset. A slow download keeps
 /// acknowledging and is never cut; a reader that stopped reading (a zero
 /// window) is, whatever else it sends.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Limits on tunnel TCP state.
 #[derive(Debug, Clone, Copy)]
@@ -134,19 +134,32 @@ pub struct RecoveryTotals {
 }
 
 /// A connection that completed its handshake, for the HTTP side to serve.
-pub struct NewConnection {
-    pub peer: PeerId,
-    pub remote: SocketAddr,
-    pub local_port: u16,
+pub(crate) struct NewConnection {
+    pub(crate) peer: PeerId,
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_port: u16,
     /// The connection's buffers; the shell wraps them in a stream.
-    pub pipe: Arc<Pipe>,
+    pub(crate) pipe: Arc<Pipe>,
 }
 
 struct Conn {
     peer: PeerId,
     tuple: (IpAddr, u16, u16),
     pipe: Arc<Pipe>,
-    accepted: bool,
+    /// The handshake completed and the connection went to `established`,
+    /// the list the gateway takes, checks and hands out as accepted.
+    established: bool,
+    progress: Progress,
+    /// Budget this connection holds: its minimum buffers, and its send
+    /// buffer's growth beyond the minimum.
+    reserved: usize,
+    grown: usize,
+    /// Since when a grown send buffer has had nothing to send.
+    drained_since: Option<Instant>,
+}
+
+/// What a connection's handshake, idle and stall timeouts count from.
+struct Progress {
     /// When the SYN arrived.
     opened: Instant,
     /// Last time the peer sent data or acknowledged new data.
@@ -157,12 +170,6 @@ struct Conn {
     /// `send_queue()` after the last pump: a smaller value later means
     /// the peer acknowledged bytes in between.
     unacked_after_pump: usize,
-    /// Budget this connection holds: its minimum buffers, and its send
-    /// buffer's growth beyond the minimum.
-    reserved: usize,
-    grown: usize,
-    /// Since when a grown send buffer has had nothing to send.
-    drained_since: Option<Instant>,
 }
 
 /// Outgoing packets, in buffers that are reused.
@@ -243,7 +250,7 @@ impl Device for TunnelDevice<'_> {
     }
 }
 
-pub struct Netstack {
+pub(crate) struct Netstack {
     iface: Interface,
     sockets: SocketSet<'static>,
     tx: TxQueue,
@@ -253,7 +260,7 @@ pub struct Netstack {
     per_peer: HashMap<PeerId, usize>,
     /// Connections per peer whose handshake has not completed.
     half_open: HashMap<PeerId, usize>,
-    accepted: Vec<NewConnection>,
+    established: Vec<NewConnection>,
     removals: Vec<SocketHandle>,
     /// Loss recovery of closed connections, not yet taken.
     recovery: RecoveryTotals,
@@ -266,7 +273,7 @@ pub struct Netstack {
 impl Netstack {
     /// `poll_request` is woken by a connection's application side when it
     /// needs the netstack polled (data to send, room freed).
-    pub fn new(
+    pub(crate) fn new(
         addresses: &[ipnet::IpNet],
         mtu: usize,
         limits: Limits,
@@ -312,7 +319,7 @@ impl Netstack {
             by_tuple: HashMap::new(),
             per_peer: HashMap::new(),
             half_open: HashMap::new(),
-            accepted: Vec::new(),
+            established: Vec::new(),
             removals: Vec::new(),
             recovery: RecoveryTotals::default(),
             budget: BufferBudget::new(limits.memory_budget),
@@ -329,23 +336,23 @@ impl Netstack {
     }
 
     /// Open connections, including ones still in their handshake.
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.conns.len()
     }
 
-    pub fn connections_of(&self, peer: PeerId) -> usize {
+    pub(crate) fn connections_of(&self, peer: PeerId) -> usize {
         self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
     /// Processes one inner packet that passed the route check.
-    pub fn receive(
+    pub(crate) fn receive(
         &mut self,
         now: Instant,
         peer: PeerId,
         packet: &[u8],
-        kind: Accepted,
+        kind: Admitted,
     ) -> Result<(), DropReason> {
-        if let Accepted::Tcp {
+        if let Admitted::Tcp {
             src,
             src_port,
             dst_port,
@@ -384,7 +391,7 @@ impl Netstack {
         };
         self.iface
             .poll_ingress_single(ts, &mut device, &mut self.sockets);
-        if let Accepted::Tcp {
+        if let Admitted::Tcp {
             src,
             src_port,
             dst_port,
@@ -449,11 +456,13 @@ impl Netstack {
                 peer,
                 tuple,
                 pipe: Pipe::new(self.poll_request.clone()),
-                accepted: false,
-                opened: now,
-                last_progress: now,
-                waiting_for_ack: None,
-                unacked_after_pump: 0,
+                established: false,
+                progress: Progress {
+                    opened: now,
+                    last_progress: now,
+                    waiting_for_ack: None,
+                    unacked_after_pump: 0,
+                },
                 reserved: self.limits.connection_buffers(),
                 grown: 0,
                 drained_since: None,
@@ -465,7 +474,7 @@ impl Netstack {
     }
 
     /// Moves bytes between sockets and pipes, then lets smoltcp transmit.
-    pub fn poll(&mut self, now: Instant) {
+    pub(crate) fn poll(&mut self, now: Instant) {
         self.pump(now);
         let ts = self.timestamp(now);
         let mut device = TunnelDevice {
@@ -495,7 +504,7 @@ impl Netstack {
         for (h, conn) in self.conns.iter() {
             let sock = self.sockets.get::<tcp::Socket>(*h);
             if matches!(sock.state(), State::Closed | State::TimeWait)
-                && (!conn.accepted || conn.pipe.lock().app_dropped)
+                && (!conn.established || conn.pipe.lock().app_dropped)
             {
                 self.removals.push(*h);
             }
@@ -508,7 +517,7 @@ impl Netstack {
             if let Some(conn) = self.conns.remove(&h) {
                 self.by_tuple.remove(&conn.tuple);
                 decrement(&mut self.per_peer, conn.peer);
-                if !conn.accepted {
+                if !conn.established {
                     decrement(&mut self.half_open, conn.peer);
                 }
                 self.budget.release(conn.reserved);
@@ -532,7 +541,7 @@ impl Netstack {
     fn tune_send_buffers(&mut self, now: Instant) {
         let min = self.limits.send_buffer;
         for (h, conn) in self.conns.iter_mut() {
-            if !conn.accepted {
+            if !conn.established {
                 continue;
             }
             let sock = self.sockets.get_mut::<tcp::Socket>(*h);
@@ -571,17 +580,17 @@ impl Netstack {
     }
 
     /// Buffer bytes in use (minimums and growth) and growth alone.
-    pub fn buffer_use(&self) -> (usize, usize) {
+    pub(crate) fn buffer_use(&self) -> (usize, usize) {
         (self.budget.in_use(), self.budget.grown())
     }
 
     /// The loss recovery of connections that closed since the last call.
-    pub fn take_recovery(&mut self) -> RecoveryTotals {
+    pub(crate) fn take_recovery(&mut self) -> RecoveryTotals {
         std::mem::take(&mut self.recovery)
     }
 
     /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
-    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+    pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let ts = self.timestamp(now);
         self.iface
             .poll_delay(ts, &self.sockets)
@@ -589,12 +598,12 @@ impl Netstack {
     }
 
     /// Connections that completed their handshake since the last call.
-    pub fn take_accepted(&mut self) -> std::vec::Drain<'_, NewConnection> {
-        self.accepted.drain(..)
+    pub(crate) fn take_established(&mut self) -> std::vec::Drain<'_, NewConnection> {
+        self.established.drain(..)
     }
 
     /// Hands each queued outgoing packet to `send`, and recycles its buffer.
-    pub fn drain_transmit(&mut self, mut send: impl FnMut(&[u8])) {
+    pub(crate) fn drain_transmit(&mut self, mut send: impl FnMut(&[u8])) {
         while let Some(buf) = self.tx.ready.pop_front() {
             send(&buf);
             if self.tx.spare.len() < MAX_TX_QUEUE {
@@ -604,18 +613,18 @@ impl Netstack {
     }
 
     /// Resets every connection of a removed peer at once.
-    pub fn abort_peer(&mut self, peer: PeerId) {
+    pub(crate) fn abort_peer(&mut self, peer: PeerId) {
         self.abort_where(|c| c.peer == peer);
     }
 
     /// Resets one connection, by its remote endpoint and local port.
-    pub fn abort_connection(&mut self, remote: SocketAddr, local_port: u16) {
+    pub(crate) fn abort_connection(&mut self, remote: SocketAddr, local_port: u16) {
         let tuple = (remote.ip(), remote.port(), local_port);
         self.abort_where(|c| c.tuple == tuple);
     }
 
     /// Resets every connection (shutdown after the grace period).
-    pub fn abort_all(&mut self) {
+    pub(crate) fn abort_all(&mut self) {
         self.abort_where(|_| true);
     }
 
@@ -629,6 +638,9 @@ impl Netstack {
         }
     }
 
+    /// Moves bytes between every connection's socket and pipe, hands out
+    /// the connections that completed their handshake, and resets the ones
+    /// that are idle, late or stalled.
     fn pump(&mut self, now: Instant) {
         let mut removals = std::mem::take(&mut self.removals);
         let half_open = &mut self.half_open;
@@ -641,115 +653,38 @@ impl Netstack {
                 continue;
             }
             let mut s = conn.pipe.lock();
-            if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
+            let handshake_done =
+                !conn.established && matches!(state, State::Established | State::CloseWait);
+            if handshake_done {
                 // Buffers only once the handshake completed (see `Pipe::new`).
                 s.allocate();
             }
             // Progress: the peer sent bytes or acknowledged new ones.
-            let acked = sock.send_queue() < conn.unacked_after_pump;
-            let mut progress = acked;
-            let mut received = false;
-
-            // Socket -> application (or the void, if the application is gone).
-            while sock.can_recv() {
-                let discard = s.app_dropped;
-                let n = sock
-                    .recv(|buf| {
-                        let n = if discard {
-                            buf.len()
-                        } else {
-                            s.rx.enqueue_slice(buf)
-                        };
-                        (n, n)
-                    })
-                    .unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                received = true;
-            }
-            if received {
-                progress = true;
-                s.wake_reader();
-            }
-            if !conn.accepted && matches!(state, State::Established | State::CloseWait) {
-                conn.accepted = true;
+            let acked = sock.send_queue() < conn.progress.unacked_after_pump;
+            let received = socket_to_pipe(sock, &mut s);
+            if handshake_done {
+                conn.established = true;
                 decrement(half_open, conn.peer);
-                progress = true;
-                let remote = sock
-                    .remote_endpoint()
-                    .map(|r| SocketAddr::new(r.addr.into(), r.port));
-                let local_port = sock.local_endpoint().map(|l| l.port);
-                let (src, src_port, dst_port) = conn.tuple;
-                if remote == Some(SocketAddr::new(src, src_port)) && local_port == Some(dst_port) {
-                    self.accepted.push(NewConnection {
-                        peer: conn.peer,
-                        remote: SocketAddr::new(src, src_port),
-                        local_port: dst_port,
-                        pipe: conn.pipe.clone(),
-                    });
-                } else {
-                    // A socket serving another tuple than it was made for:
-                    // never hand it out.
-                    sock.abort();
-                    s.reset = true;
-                }
+                self.established.extend(conn.hand_out(sock, &mut s));
             }
-            if conn.accepted && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
+            if conn.established && !sock.may_recv() && !sock.can_recv() && !s.rx_eof {
                 s.rx_eof = true;
                 s.wake_reader();
             }
-
-            // Application -> socket.
-            let mut sent = false;
-            while sock.can_send() && !s.tx.is_empty() {
-                let n = sock
-                    .send(|buf| {
-                        let n = s.tx.dequeue_slice(buf);
-                        (n, n)
-                    })
-                    .unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                sent = true;
-            }
-            if sent {
-                s.wake_writer();
-            }
-            if (s.tx_shutdown || s.app_dropped) && s.tx.is_empty() && sock.may_send() {
-                sock.close();
-            }
-
-            // A connection whose peer neither sends nor acknowledges anything
-            // for the idle timeout, whose handshake does not complete in
-            // time, or whose outstanding data sees no new acknowledgment for
-            // the stall timeout is reset; that also ends its HTTP task and
-            // cancels its upstream request.
-            if progress {
-                conn.last_progress = now;
-            }
-            conn.waiting_for_ack = match (sock.send_queue(), conn.waiting_for_ack) {
-                (0, _) => None,
-                (_, Some(since)) if !acked => Some(since),
-                _ => Some(now),
-            };
-            let idle = now.saturating_duration_since(conn.last_progress) > self.limits.idle_timeout;
-            let handshake_late =
-                !conn.accepted && now.saturating_duration_since(conn.opened) > HANDSHAKE_TIMEOUT;
-            let stalled = conn
-                .waiting_for_ack
-                .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
-            if idle || handshake_late || stalled {
+            pipe_to_socket(sock, &mut s);
+            let progressed = acked || received || handshake_done;
+            conn.progress
+                .update(now, progressed, acked, sock.send_queue());
+            if conn
+                .progress
+                .timed_out(now, conn.established, self.limits.idle_timeout)
+            {
                 sock.abort();
                 s.reset = true;
                 s.wake_reader();
                 s.wake_writer();
             }
-            conn.unacked_after_pump = sock.send_queue();
-
-            let state = sock.state();
-            if matches!(state, State::Closed | State::TimeWait) {
+            if matches!(sock.state(), State::Closed | State::TimeWait) {
                 if !s.rx_eof && !s.reset {
                     s.reset = true;
                 }
@@ -759,6 +694,115 @@ impl Netstack {
         }
         self.removals = removals;
         self.remove_pending();
+    }
+}
+
+impl Conn {
+    /// The connection to hand out now that its handshake completed, if its
+    /// socket serves the tuple it was made for; else it is reset.
+    fn hand_out(&self, sock: &mut tcp::Socket<'_>, s: &mut PipeState) -> Option<NewConnection> {
+        let remote = sock
+            .remote_endpoint()
+            .map(|r| SocketAddr::new(r.addr.into(), r.port));
+        let local_port = sock.local_endpoint().map(|l| l.port);
+        let (src, src_port, dst_port) = self.tuple;
+        if remote == Some(SocketAddr::new(src, src_port)) && local_port == Some(dst_port) {
+            Some(NewConnection {
+                peer: self.peer,
+                remote: SocketAddr::new(src, src_port),
+                local_port: dst_port,
+                pipe: self.pipe.clone(),
+            })
+        } else {
+            // A socket serving another tuple than it was made for:
+            // never hand it out.
+            sock.abort();
+            s.reset = true;
+            None
+        }
+    }
+}
+
+impl Progress {
+    /// Records this pump's progress (bytes received, new data
+    /// acknowledged, the handshake completed) and the data outstanding.
+    fn update(&mut self, now: Instant, progressed: bool, acked: bool, unacked: usize) {
+        if progressed {
+            self.last_progress = now;
+        }
+        self.waiting_for_ack = match (unacked, self.waiting_for_ack) {
+            (0, _) => None,
+            (_, Some(since)) if !acked => Some(since),
+            _ => Some(now),
+        };
+        self.unacked_after_pump = unacked;
+    }
+
+    /// A connection whose peer neither sends nor acknowledges anything for
+    /// the idle timeout, whose handshake does not complete in time, or
+    /// whose outstanding data sees no new acknowledgment for the stall
+    /// timeout is reset. Its stream then fails with ConnectionReset, which
+    /// ends the HTTP side's connection future and drops its upstream
+    /// request with it.
+    fn timed_out(&self, now: Instant, established: bool, idle_timeout: Duration) -> bool {
+        let idle = now.saturating_duration_since(self.last_progress) > idle_timeout;
+        let handshake_late =
+            !established && now.saturating_duration_since(self.opened) > HANDSHAKE_TIMEOUT;
+        let stalled = self
+            .waiting_for_ack
+            .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
+        idle || handshake_late || stalled
+    }
+}
+
+/// Socket -> application (or the void, if the application is gone).
+/// True if any bytes arrived.
+fn socket_to_pipe(sock: &mut tcp::Socket<'_>, s: &mut PipeState) -> bool {
+    let mut received = false;
+    while sock.can_recv() {
+        let discard = s.app_dropped;
+        let n = sock
+            .recv(|buf| {
+                let n = if discard {
+                    buf.len()
+                } else {
+                    s.rx.enqueue_slice(buf)
+                };
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received = true;
+    }
+    if received {
+        s.wake_reader();
+    }
+    received
+}
+
+/// Application -> socket, and a FIN once the application is done and
+/// everything it wrote is in the socket.
+fn pipe_to_socket(sock: &mut tcp::Socket<'_>, s: &mut PipeState) {
+    let mut sent = false;
+    while sock.can_send() && !s.tx.is_empty() {
+        let n = sock
+            .send(|buf| {
+                let n = s.tx.dequeue_slice(buf);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        sent = true;
+    }
+    if sent {
+        s.wake_writer();
+    }
+    if (s.tx_shutdown || s.app_dropped) && s.tx.is_empty() && sock.may_send() {
+        sock.close();
     }
 }
 
@@ -801,7 +845,7 @@ mod tests {
     }
 
     /// A segment from PEER:`port` to GW:80, and what the route check says of it.
-    fn segment(port: u16, control: TcpControl, seq: u32, ack: Option<u32>) -> (Vec<u8>, Accepted) {
+    fn segment(port: u16, control: TcpControl, seq: u32, ack: Option<u32>) -> (Vec<u8>, Admitted) {
         segment_from(PEER, port, control, seq, ack)
     }
 
@@ -811,7 +855,7 @@ mod tests {
         control: TcpControl,
         seq: u32,
         ack: Option<u32>,
-    ) -> (Vec<u8>, Accepted) {
+    ) -> (Vec<u8>, Admitted) {
         let tcp = TcpRepr {
             src_port: port,
             dst_port: 80,
@@ -827,7 +871,7 @@ mod tests {
             payload: &[],
         };
         let buf = crate::test_packets::ipv4_tcp(src, GW, &tcp);
-        let kind = Accepted::Tcp {
+        let kind = Admitted::Tcp {
             src: IpAddr::V4(src),
             src_port: port,
             dst_port: 80,
@@ -974,7 +1018,7 @@ mod tests {
         out
     }
 
-    fn data(port: u16, seq: u32, ack: u32, payload: &[u8]) -> (Vec<u8>, Accepted) {
+    fn data(port: u16, seq: u32, ack: u32, payload: &[u8]) -> (Vec<u8>, Admitted) {
         let tcp = TcpRepr {
             src_port: port,
             dst_port: 80,
@@ -990,7 +1034,7 @@ mod tests {
             payload,
         };
         let buf = crate::test_packets::ipv4_tcp(PEER, GW, &tcp);
-        let kind = Accepted::Tcp {
+        let kind = Admitted::Tcp {
             src: IpAddr::V4(PEER),
             src_port: port,
             dst_port: 80,
@@ -1008,7 +1052,7 @@ mod tests {
         let (ack, k) = segment(port, TcpControl::None, 1001, Some(synack.0.wrapping_add(1)));
         ns.receive(now, 1, &ack, k).unwrap();
         ns.poll(now);
-        let conn = ns.take_accepted().next().expect("accepted");
+        let conn = ns.take_established().next().expect("established");
         (synack.0.wrapping_add(1), conn.pipe)
     }
 

@@ -45,31 +45,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Index of a peer's slot in the table.
-pub type PeerId = u32;
+pub(crate) type PeerId = u32;
 
 /// boringtun keeps the index in 24 bits.
 const MAX_SLOTS: usize = 1 << 24;
 
 /// A configured peer and its live tunnel state.
-pub struct Peer {
-    pub config: PeerConfig,
+pub(crate) struct Peer {
+    pub(crate) config: PeerConfig,
     /// Shared with telemetry and the proxy; cheap to clone.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Shared with every open connection of this peer, updated on reload.
-    pub access: Arc<PeerAccess>,
+    pub(crate) access: Arc<PeerAccess>,
     /// Created on the peer's first authenticated handshake: an idle peer
     /// costs no Diffie-Hellman at load time and no session memory.
     tunn: Option<Box<Tunn>>,
     /// Where to send this peer's datagrams: its latest authenticated source.
-    pub endpoint: Option<SocketAddr>,
-    pub stats: Arc<PeerStats>,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) stats: Arc<PeerStats>,
 }
 
 /// What an incoming datagram turned into.
 #[derive(Debug)]
-pub enum Decapsulated<'a> {
-    /// Send these bytes back to the datagram's source (handshake response,
-    /// cookie reply, keepalive). Then call [`PeerTable::flush_queued`].
+pub(crate) enum Decapsulated<'a> {
+    /// Send these bytes back to the datagram's source: the handshake
+    /// response to an initiation, or the keepalive that confirms a
+    /// handshake the gateway started. Then call [`PeerTable::flush_queued`].
     Reply(PeerId, &'a [u8]),
     /// An authenticated inner IP packet from `PeerId`, not yet checked
     /// against AllowedIPs.
@@ -78,17 +79,19 @@ pub enum Decapsulated<'a> {
     /// to the source, which retries with the cookie (WireGuard's DoS defence).
     CookieReply(&'a [u8]),
     /// Authenticated, nothing to do (keepalive, cookie stored).
-    Nothing(PeerId),
+    Nothing,
     Dropped(DropReason),
 }
 
 /// What became of an outgoing inner packet.
 #[derive(Debug)]
-pub enum Encapsulated<'a> {
-    /// Send these bytes to this endpoint.
+pub(crate) enum Encapsulated<'a> {
+    /// Send these bytes to this endpoint, counted as the peer's tx bytes:
+    /// the encrypted packet or, when there is no session, the handshake
+    /// initiation boringtun starts instead (the packet waits in its queue).
     Datagram(SocketAddr, &'a [u8]),
-    /// The session has expired: boringtun queued the packet and sends it
-    /// once the peer handshakes again. Not a drop.
+    /// No session and a handshake already under way: boringtun queued the
+    /// packet and sends it once a handshake completes. Not a drop.
     Queued,
     /// The peer never completed a handshake, or is gone.
     NoSession,
@@ -111,7 +114,7 @@ pub struct PeerDiff {
     pub loosened: Vec<String>,
 }
 
-pub struct PeerTable {
+pub(crate) struct PeerTable {
     private_key: PrivateKey,
     public_key: PublicKey,
     slots: Vec<Option<Peer>>,
@@ -157,9 +160,9 @@ struct Bucket {
 
 /// Handshakes per second one source may start under load (wireguard-go's
 /// figure). A legitimate client sends one every two minutes.
-pub const HANDSHAKE_RATE: u64 = 20;
+pub(crate) const HANDSHAKE_RATE: u64 = 20;
 /// Handshakes one source may send at once under load.
-pub const HANDSHAKE_BURST: u64 = 5;
+pub(crate) const HANDSHAKE_BURST: u64 = 5;
 /// Sources tracked at once. Each must have read a cookie sent to it, so a
 /// spoofed flood adds none; beyond this, new sources are refused until the
 /// tick drops the buckets that have refilled.
@@ -213,7 +216,7 @@ impl HandshakeBuckets {
 impl PeerTable {
     /// `handshakes_per_second` is the load threshold for cookie replies;
     /// `upstream_per_peer` bounds each peer's requests in flight upstream.
-    pub fn new(
+    pub(crate) fn new(
         private_key: PrivateKey,
         peers: &[PeerConfig],
         handshakes_per_second: u64,
@@ -251,15 +254,15 @@ impl PeerTable {
         table
     }
 
-    pub fn get(&self, id: PeerId) -> Option<&Peer> {
+    pub(crate) fn get(&self, id: PeerId) -> Option<&Peer> {
         self.slots.get(id as usize).and_then(|s| s.as_ref())
     }
 
-    pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+    pub(crate) fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
         self.slots.get_mut(id as usize).and_then(|s| s.as_mut())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
         self.slots
             .iter()
             .enumerate()
@@ -267,7 +270,7 @@ impl PeerTable {
     }
 
     /// The peer whose AllowedIPs contain `addr` (cryptokey routing).
-    pub fn route(&self, addr: IpAddr) -> Option<PeerId> {
+    pub(crate) fn route(&self, addr: IpAddr) -> Option<PeerId> {
         self.routes.lookup(addr)
     }
 
@@ -308,7 +311,7 @@ impl PeerTable {
     }
 
     /// The peers that [`Self::apply`] would remove for this new set.
-    pub fn removals_for(&self, peers: &[PeerConfig]) -> Vec<PeerId> {
+    pub(crate) fn removals_for(&self, peers: &[PeerConfig]) -> Vec<PeerId> {
         let wanted: HashMap<[u8; 32], &PeerConfig> =
             peers.iter().map(|p| (p.public_key, p)).collect();
         self.iter()
@@ -326,7 +329,7 @@ impl PeerTable {
     /// updated in place, and so are changed AllowedIPs, pre-shared key and
     /// keepalive (`retuned`; the gateway resets its connections first, see
     /// [`Self::removals_for`]). A peer whose key is gone is removed.
-    pub fn apply(&mut self, peers: &[PeerConfig]) -> PeerDiff {
+    pub(crate) fn apply(&mut self, peers: &[PeerConfig]) -> PeerDiff {
         let mut diff = PeerDiff::default();
         let wanted: HashMap<[u8; 32], &PeerConfig> =
             peers.iter().map(|p| (p.public_key, p)).collect();
@@ -389,7 +392,7 @@ impl PeerTable {
     /// Authenticates one datagram and decrypts it into `buf`. `now` drives
     /// the per-source handshake buckets, `unix_now` the handshake times
     /// shown in `status`.
-    pub fn decapsulate<'a>(
+    pub(crate) fn decapsulate<'a>(
         &mut self,
         now: Instant,
         src: SocketAddr,
@@ -425,6 +428,20 @@ impl PeerTable {
             Packet::PacketCookieReply(ref p) => p.receiver_idx >> 8,
             Packet::PacketData(ref p) => p.receiver_idx >> 8,
         };
+        self.decapsulate_in_session(id, &packet, src, datagram, unix_now, buf)
+    }
+
+    /// Hands a handshake response, cookie reply or data packet to the
+    /// `Tunn` of the peer whose slot its receiver index names.
+    fn decapsulate_in_session<'a>(
+        &mut self,
+        id: PeerId,
+        packet: &Packet<'_>,
+        src: SocketAddr,
+        datagram: &[u8],
+        unix_now: Duration,
+        buf: &'a mut [u8],
+    ) -> Decapsulated<'a> {
         let Some(peer) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else {
             return Decapsulated::Dropped(DropReason::Unauthenticated);
         };
@@ -433,15 +450,15 @@ impl PeerTable {
         };
         match tunn.decapsulate(Some(src.ip()), datagram, buf) {
             TunnResult::Done => {
-                // Only a cookie reply, or a handshake response to an
-                // initiation the gateway never sends, ends here. Neither
-                // proves who sent it: the endpoint stays where it is.
-                Decapsulated::Nothing(id)
+                // A cookie reply (boringtun stored the cookie), which proves
+                // nothing about who sent it, or an empty data packet (a
+                // keepalive): the endpoint stays where it is.
+                Decapsulated::Nothing
             }
             TunnResult::Err(_) => Decapsulated::Dropped(DropReason::Unauthenticated),
             TunnResult::WriteToNetwork(out) => {
-                // A handshake response completed (keys confirmed) or a data
-                // packet decrypted and boringtun answers it.
+                // A handshake response completed a handshake the gateway
+                // started; boringtun answers with a keepalive.
                 peer.authenticated_from(src);
                 if matches!(packet, Packet::HandshakeResponse(_)) {
                     peer.count_handshake(unix_now);
@@ -452,7 +469,7 @@ impl PeerTable {
                 peer.authenticated_from(src);
                 peer.stats.add_rx(datagram.len());
                 if out.is_empty() {
-                    Decapsulated::Nothing(id)
+                    Decapsulated::Nothing
                 } else {
                     Decapsulated::Inner(id, out)
                 }
@@ -551,7 +568,7 @@ impl PeerTable {
 
     /// After a `Reply`, boringtun may hold packets queued while there was no
     /// session. Call until it returns `None`; each `Some` goes to the endpoint.
-    pub fn flush_queued<'a>(
+    pub(crate) fn flush_queued<'a>(
         &mut self,
         id: PeerId,
         buf: &'a mut [u8],
@@ -565,7 +582,7 @@ impl PeerTable {
     }
 
     /// Encrypts an inner packet for peer `id`.
-    pub fn encapsulate<'a>(
+    pub(crate) fn encapsulate<'a>(
         &mut self,
         id: PeerId,
         packet: &[u8],
@@ -589,7 +606,12 @@ impl PeerTable {
 
     /// Runs boringtun's timers for every peer that has ever been seen and
     /// resets the shared rate limiter. Calls `send` for each datagram to emit.
-    pub fn tick(&mut self, now: Instant, buf: &mut [u8], mut send: impl FnMut(SocketAddr, &[u8])) {
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) {
         // The limit is per second, so reset once a second, not every tick.
         if self
             .last_reset
@@ -713,7 +735,7 @@ mod tests {
         };
         assert!(matches!(
             table.decapsulate(t0, a, &keepalive, now, &mut buf),
-            Decapsulated::Nothing(0)
+            Decapsulated::Nothing
         ));
     }
 
@@ -759,7 +781,7 @@ mod tests {
         for _ in 0..2 {
             let d = table.decapsulate(t0, b, &cookie_reply, UNIX_NOW, &mut buf);
             assert!(
-                matches!(d, Decapsulated::Nothing(_) | Decapsulated::Dropped(_)),
+                matches!(d, Decapsulated::Nothing | Decapsulated::Dropped(_)),
                 "{d:?}"
             );
             assert_eq!(table.get(0).unwrap().endpoint, Some(a));
@@ -773,7 +795,7 @@ mod tests {
         };
         assert!(matches!(
             table.decapsulate(t0, a, &keepalive, UNIX_NOW, &mut buf),
-            Decapsulated::Nothing(0)
+            Decapsulated::Nothing
         ));
         let d = table.decapsulate(t0, b, &cookie_reply, UNIX_NOW, &mut buf);
         assert!(!matches!(

@@ -35,7 +35,7 @@ pub struct PeerConfig {
 
 impl PeerConfig {
     /// True when the two describe the same tunnel, so a reload may keep its session.
-    pub fn same_tunnel(&self, other: &PeerConfig) -> bool {
+    pub(crate) fn same_tunnel(&self, other: &PeerConfig) -> bool {
         self.public_key == other.public_key
             && self.allowed_ips == other.allowed_ips
             && self.preshared_key == other.preshared_key

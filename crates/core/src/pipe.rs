@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 /// Bytes buffered per direction per connection, besides smoltcp's own
 /// socket buffers. 64 KiB keeps a steady stream flowing between polls.
-pub const PIPE_BUFFER: usize = 64 * 1024;
+pub(crate) const PIPE_BUFFER: usize = 64 * 1024;
 
 pub(crate) struct PipeState {
     /// Netstack -> application.

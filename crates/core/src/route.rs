@@ -13,9 +13,9 @@ use crate::stats::DropReason;
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::net::IpAddr;
 
-/// What an accepted inner packet is, for the netstack.
+/// What an inner packet that passed [`check_inbound`] is, for the netstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accepted {
+pub(crate) enum Admitted {
     /// TCP to a served port; `syn` is set for a connection-opening segment
     /// (SYN without ACK), so the netstack can prepare a listening socket.
     Tcp {
@@ -28,18 +28,17 @@ pub enum Accepted {
     Ping,
 }
 
-/// The facts the check needs, borrowed from the gateway.
-pub struct Policy<'a> {
-    pub gateway_addrs: &'a [IpAddr],
-    pub http_ports: &'a [u16],
+/// What a peer may address, borrowed from the gateway: its tunnel
+/// addresses and the ports it serves.
+pub(crate) struct Destinations<'a> {
+    pub(crate) gateway_addrs: &'a [IpAddr],
+    pub(crate) http_ports: &'a [u16],
 }
 
-/// Checks one decrypted packet from `peer`. `owner_of` is the AllowedIPs
-/// lookup (cryptokey routing table).
 /// The smallest MSS a connection may announce: IPv4's minimum datagram
 /// (576) less the headers. Smaller segments only multiply the datagrams,
 /// encryptions and wake-ups per byte sent.
-pub const MIN_MSS: u16 = 536;
+pub(crate) const MIN_MSS: u16 = 536;
 
 /// The MSS option of a SYN's options, if it has a well-formed one.
 fn announced_mss(mut options: &[u8]) -> Option<u16> {
@@ -55,12 +54,14 @@ fn announced_mss(mut options: &[u8]) -> Option<u16> {
     None
 }
 
-pub fn check_inbound(
-    policy: &Policy<'_>,
+/// Checks one decrypted packet from `peer`. `owner_of` is the AllowedIPs
+/// lookup (cryptokey routing table).
+pub(crate) fn check_inbound(
+    destinations: &Destinations<'_>,
     peer: PeerId,
     packet: &[u8],
     owner_of: impl Fn(IpAddr) -> Option<PeerId>,
-) -> Result<Accepted, DropReason> {
+) -> Result<Admitted, DropReason> {
     let (src, dst, proto, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) =
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
@@ -96,21 +97,21 @@ pub fn check_inbound(
     if owner_of(src) != Some(peer) {
         return Err(DropReason::SpoofedSource);
     }
-    if !policy.gateway_addrs.contains(&dst) {
+    if !destinations.gateway_addrs.contains(&dst) {
         return Err(DropReason::WrongDestination);
     }
     match proto {
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(payload).map_err(|_| DropReason::MalformedInner)?;
             let dst_port = tcp.dst_port();
-            if !policy.http_ports.contains(&dst_port) {
+            if !destinations.http_ports.contains(&dst_port) {
                 return Err(DropReason::ForbiddenPort);
             }
             let syn = tcp.syn() && !tcp.ack();
             if syn && announced_mss(tcp.options()).is_some_and(|m| m < MIN_MSS) {
                 return Err(DropReason::TinyMss);
             }
-            Ok(Accepted::Tcp {
+            Ok(Admitted::Tcp {
                 src,
                 src_port: tcp.src_port(),
                 dst_port,
@@ -118,9 +119,9 @@ pub fn check_inbound(
             })
         }
         // Type 8 is echo request; smoltcp answers it itself.
-        IpProtocol::Icmp if payload.first() == Some(&8) => Ok(Accepted::Ping),
+        IpProtocol::Icmp if payload.first() == Some(&8) => Ok(Admitted::Ping),
         // Type 128 is ICMPv6 echo request.
-        IpProtocol::Icmpv6 if payload.first() == Some(&128) => Ok(Accepted::Ping),
+        IpProtocol::Icmpv6 if payload.first() == Some(&128) => Ok(Admitted::Ping),
         _ => Err(DropReason::ForbiddenProtocol),
     }
 }
@@ -173,13 +174,13 @@ mod tests {
         buf
     }
 
-    fn check(peer: PeerId, packet: &[u8]) -> Result<Accepted, DropReason> {
+    fn check(peer: PeerId, packet: &[u8]) -> Result<Admitted, DropReason> {
         let addrs = [IpAddr::V4(GW)];
-        let policy = Policy {
+        let destinations = Destinations {
             gateway_addrs: &addrs,
             http_ports: &[80],
         };
-        check_inbound(&policy, peer, packet, |a| match a {
+        check_inbound(&destinations, peer, packet, |a| match a {
             IpAddr::V4(a) if a == ALICE => Some(1),
             IpAddr::V4(a) if a == BOB => Some(2),
             _ => None,
@@ -276,14 +277,14 @@ mod tests {
         let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::Syn)).unwrap();
         assert!(matches!(
             got,
-            Accepted::Tcp {
+            Admitted::Tcp {
                 syn: true,
                 dst_port: 80,
                 ..
             }
         ));
         let got = check(1, &tcp_packet(ALICE, GW, 80, TcpControl::None)).unwrap();
-        assert!(matches!(got, Accepted::Tcp { syn: false, .. }));
+        assert!(matches!(got, Admitted::Tcp { syn: false, .. }));
     }
 
     #[test]
@@ -318,25 +319,25 @@ mod tests {
             crate::test_packets::ipv6_tcp(src, dst, &tcp_repr(port, TcpControl::Syn))
         };
         let addrs = [IpAddr::V6(gw)];
-        let policy = Policy {
+        let destinations = Destinations {
             gateway_addrs: &addrs,
             http_ports: &[80],
         };
         let owner = |a: IpAddr| (a == IpAddr::V6(alice)).then_some(1);
         assert!(matches!(
-            check_inbound(&policy, 1, &packet(alice, gw, 80), owner),
-            Ok(Accepted::Tcp { syn: true, .. })
+            check_inbound(&destinations, 1, &packet(alice, gw, 80), owner),
+            Ok(Admitted::Tcp { syn: true, .. })
         ));
         assert_eq!(
-            check_inbound(&policy, 1, &packet(bob, gw, 80), owner),
+            check_inbound(&destinations, 1, &packet(bob, gw, 80), owner),
             Err(DropReason::SpoofedSource)
         );
         assert_eq!(
-            check_inbound(&policy, 1, &packet(alice, bob, 80), owner),
+            check_inbound(&destinations, 1, &packet(alice, bob, 80), owner),
             Err(DropReason::WrongDestination)
         );
         assert_eq!(
-            check_inbound(&policy, 1, &packet(alice, gw, 22), owner),
+            check_inbound(&destinations, 1, &packet(alice, gw, 22), owner),
             Err(DropReason::ForbiddenPort)
         );
     }

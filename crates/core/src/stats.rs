@@ -148,10 +148,10 @@ pub struct PeerStats {
 }
 
 impl PeerStats {
-    pub fn add_rx(&self, n: usize) {
+    pub(crate) fn add_rx(&self, n: usize) {
         self.rx_bytes.fetch_add(n as u64, Relaxed);
     }
-    pub fn add_tx(&self, n: usize) {
+    pub(crate) fn add_tx(&self, n: usize) {
         self.tx_bytes.fetch_add(n as u64, Relaxed);
     }
 }

@@ -1,6 +1,6 @@
 //! The admin router: `/metrics`, `/healthz` and `/readyz`.
 //!
-//! It is served on the cluster network by `admin_http` (which bounds
+//! It is served on the cluster network by [`crate::ops::admin_server`] (which bounds
 //! connections and request sizes), never inside the tunnel, and it exposes
 //! counts only.
 

@@ -1,11 +1,13 @@
 //! The HTTP reverse proxy that serves tunnel connections from the upstream.
 //!
-//! Each accepted tunnel TCP connection gets its own task running hyper's
-//! HTTP/1.1 server. Requests are checked against [`crate::web::policy`], get
-//! their identity headers (client copies stripped first), and go to the one
-//! upstream through a pooled client. Bodies stream in both directions; a
-//! large response is never buffered whole. An unreachable upstream gives a
-//! 502 page, a slow one a 504 page, never a hang.
+//! Each tunnel TCP connection is one future running hyper's HTTP/1.1
+//! server, polled by the driver's task together with its own upstream
+//! connection (`upstream.rs`; no task of its own). Requests are checked
+//! against [`crate::web::policy`], get their identity headers (client copies
+//! stripped first), and go to the one upstream on that connection, which
+//! comes from a small idle list when one is free. Bodies stream in both
+//! directions; a large response is never buffered whole. An unreachable
+//! upstream gives a 502 page, a slow one a 504 page, never a hang.
 
 use crate::ops::telemetry::HttpMetrics;
 use crate::web::host_check::{HostCheck, Refusal};
@@ -17,6 +19,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use promgate_core::access::AccessRules;
 use promgate_core::gateway::ConnInfo;
 use promgate_core::stats::Stats;
 use std::convert::Infallible;
@@ -28,9 +31,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod scoped;
-mod upstream;
+pub(crate) mod upstream;
 
-use upstream::{Connector, Upstream, UpstreamBody, WithUpstream};
+use upstream::{Connector, Upstream, UpstreamBody, UpstreamError, WithUpstream};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -54,7 +57,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Shared by every connection's task.
+/// Shared by every tunnel connection's future.
 pub struct Proxy {
     connector: Arc<Connector>,
     upstream: Uri,
@@ -208,35 +211,10 @@ impl Proxy {
             access: info.access.clone(),
         };
 
-        // Before anything else: a request a web page forged through the
-        // peer's browser must not reach the policy, let alone the upstream.
-        if let Err(refusal) = self
-            .hosts
-            .check(&method, req.version(), req.uri(), req.headers())
-        {
-            tracing::info!(peer = %rules.name, addr = %info.remote.ip(), %method, path = %raw_path, reason = ?refusal, "refused a request for another host or from another origin");
-            return audit.finish(refusal_page(&rules.name, &method, refusal));
-        }
-        let Some(normalized) = policy::decision_path(&raw_path) else {
-            return audit.finish(error_page(StatusCode::BAD_REQUEST, "Bad request", &format!("The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes).")));
+        let normalized = match self.admit(info, &rules, &req) {
+            Ok(normalized) => normalized,
+            Err(page) => return audit.finish(*page),
         };
-        if let Decision::Deny(rule) = policy::decide(
-            rules.role,
-            &rules.allow_paths,
-            &rules.deny_paths,
-            &method,
-            &normalized,
-        ) {
-            let body = format!(
-                "Peer \"{}\" (role {}) may not {} {}: {}.",
-                rules.name,
-                rules.role.as_str(),
-                method,
-                raw_path,
-                rule
-            );
-            return audit.finish(error_page(StatusCode::FORBIDDEN, "Forbidden", &body));
-        }
         if let Some(scope) = &rules.scope {
             match self
                 .handle_scoped(info, scope, &normalized, upstream, req, &mut audit)
@@ -265,6 +243,59 @@ impl Proxy {
         }
     }
 
+    /// The gateway's own checks, in order: the host and origin, a path in
+    /// canonical form, then the peer's role and paths. Gives the path the
+    /// policy decided on, or the page that refuses the request.
+    fn admit(
+        &self,
+        info: &ConnInfo,
+        rules: &AccessRules,
+        req: &Request<Incoming>,
+    ) -> Result<String, Box<Response<ProxyBody>>> {
+        let method = req.method();
+        let raw_path = req.uri().path();
+        // Before anything else: a request a web page forged through the
+        // peer's browser must not reach the policy, let alone the upstream.
+        if let Err(refusal) = self
+            .hosts
+            .check(method, req.version(), req.uri(), req.headers())
+        {
+            tracing::info!(peer = %rules.name, addr = %info.remote.ip(), %method, path = %raw_path, reason = ?refusal, "refused a request for another host or from another origin");
+            return Err(Box::new(refusal_page(&rules.name, method, refusal)));
+        }
+        let Some(normalized) = policy::decision_path(raw_path) else {
+            return Err(Box::new(error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &format!(
+                    "The path {raw_path:?} is not in canonical form (no //, ., .., encoded dots, slashes or backslashes)."
+                ),
+            )));
+        };
+        if let Decision::Deny(rule) = policy::decide(
+            rules.role,
+            &rules.allow_paths,
+            &rules.deny_paths,
+            method,
+            &normalized,
+        ) {
+            let body = format!(
+                "Peer \"{}\" (role {}) may not {} {}: {}.",
+                rules.name,
+                rules.role.as_str(),
+                method,
+                raw_path,
+                rule
+            );
+            return Err(Box::new(error_page(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &body,
+            )));
+        }
+        Ok(normalized)
+    }
+
     /// Sends a request upstream on the tunnel connection's own upstream
     /// connection, with the identity headers, the timeout and the error
     /// pages; used by the ordinary and the scoped path alike.
@@ -278,7 +309,7 @@ impl Proxy {
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
         let req = self
             .upstream_request(info, peer_name, req)
-            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e))?;
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e.to_string()))?;
         // A place among the requests in flight: the peer's own share first,
         // so that a peer with many waiting holds at most its share of the
         // total's queue (tokio's semaphores are first come, first served).
@@ -298,51 +329,37 @@ impl Proxy {
             ));
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout(self.timeout, upstream.send(req)).await;
+        let result = upstream.send(req, self.timeout).await;
         audit.upstream_latency = Some(sent.elapsed());
         // Request outcomes never touch readiness: a peer can abort its own
         // body or reset its connection, and that is not the upstream's
         // health. Readiness follows the active probe (`upstream_probe`).
-        match result {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.upstream_failed(Some(&e))),
-            Err(_) => {
-                // Its state is unknown once a request was given up on.
-                upstream.discard();
-                Err(self.upstream_failed(None))
-            }
-        }
+        result.map_err(|e| self.upstream_failed(&e))
     }
 
     /// Counts and logs a failed upstream request and gives the page for it:
-    /// 502 when the upstream could not be reached or broke off (`error`),
-    /// 504 when it did not answer within `upstream_timeout` (`None`). The
-    /// two differ for the peer: a 504 says retrying may work once
-    /// Prometheus is less busy, a 502 that it is not there. The pages say
-    /// what failed, never where the upstream lives; the log keeps that.
-    pub(crate) fn upstream_failed(
-        &self,
-        error: Option<&dyn std::fmt::Display>,
-    ) -> Response<ProxyBody> {
+    /// 504 when the upstream did not answer within `upstream_timeout`, 502
+    /// when it could not be reached or broke off. The two differ for the
+    /// peer: a 504 says retrying may work once Prometheus is less busy, a
+    /// 502 that it is not there. The pages say what failed, never where
+    /// the upstream lives; the log keeps that.
+    fn upstream_failed(&self, error: &UpstreamError) -> Response<ProxyBody> {
         self.stats.upstream_errors.fetch_add(1, Relaxed);
         match error {
-            Some(e) => {
+            UpstreamError::TimedOut(timeout) => {
+                tracing::warn!(upstream = %self.upstream, ?timeout, "upstream timed out");
+                error_page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway timeout",
+                    &format!("Prometheus did not answer within {}s.", timeout.as_secs()),
+                )
+            }
+            e => {
                 tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
                 error_page(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway",
                     "promgate could not get an answer from Prometheus.",
-                )
-            }
-            None => {
-                tracing::warn!(upstream = %self.upstream, timeout = ?self.timeout, "upstream timed out");
-                error_page(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "Gateway timeout",
-                    &format!(
-                        "Prometheus did not answer within {}s.",
-                        self.timeout.as_secs()
-                    ),
                 )
             }
         }
@@ -353,7 +370,7 @@ impl Proxy {
         info: &ConnInfo,
         peer_name: &str,
         req: Request<B>,
-    ) -> Result<Request<B>, String> {
+    ) -> Result<Request<B>, TargetError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
@@ -369,11 +386,7 @@ impl Proxy {
             h.remove(name);
         }
         h.remove(&self.identity_header);
-        if let Some(host) = self
-            .upstream
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(host) = upstream_host(&self.upstream) {
             h.insert(header::HOST, host);
         }
         if let Ok(v) = HeaderValue::from_str(&info.remote.ip().to_string()) {
@@ -390,7 +403,7 @@ impl Proxy {
 /// authority goes in Host): the upstream's base path, then the request's
 /// path and query unchanged (byte for byte: the path the policy decided on
 /// is the path forwarded).
-pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
+pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, TargetError> {
     let base = upstream.path().trim_end_matches('/');
     // `path()`, not the raw path-and-query: an absolute-form target with an
     // empty path ("http://h?q") has path "/" and raw text "?q", and the
@@ -400,7 +413,17 @@ pub fn upstream_uri(upstream: &Uri, requested: &Uri) -> Result<Uri, String> {
         Some(q) => format!("{base}{path}?{q}"),
         None => format!("{base}{path}"),
     };
-    Uri::try_from(pq).map_err(|e| format!("cannot build the upstream request target: {e}"))
+    Ok(Uri::try_from(pq)?)
+}
+
+/// The request target for the upstream could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the upstream request target: {0}")]
+pub struct TargetError(#[from] http::uri::InvalidUri);
+
+/// The Host header sent upstream: the upstream URL's authority as written.
+pub(crate) fn upstream_host(upstream: &Uri) -> Option<HeaderValue> {
+    HeaderValue::from_str(upstream.authority()?.as_str()).ok()
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {

@@ -9,7 +9,7 @@
 use super::{Audit, Proxy, ProxyBody, Upstream, error_page, strip_hop_by_hop};
 use crate::web::scope::Scope;
 use crate::web::scope::filter::{self, ListKind};
-use crate::web::scope::request::{self, Endpoint, ParamRequest, RequestError};
+use crate::web::scope::request::{self, Endpoint, ParamRequest, RequestError, Rewritten};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -71,160 +71,92 @@ impl Proxy {
         audit: &mut Audit,
     ) -> Result<Response<ProxyBody>, Request<Incoming>> {
         let peer_name = audit.peer.clone();
-        let peer_name = &*peer_name;
-        let endpoint = request::classify(normalized);
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let refuse = |e: RequestError| {
             let title = e.status().canonical_reason().unwrap_or("Refused");
             let body =
-                format!("Peer \"{peer_name}\" (scope {scope}) may not {method} {path}: {e}.",);
+                format!("Peer \"{peer_name}\" (scope {scope}) may not {method} {path}: {e}.");
             error_page(e.status(), title, &body)
         };
-        match endpoint {
-            Endpoint::Open => Err(req),
-            Endpoint::Closed => Ok(refuse(RequestError::Closed(req.uri().path().to_string()))),
-            Endpoint::Query | Endpoint::Match => {
-                let (parts, body) = req.into_parts();
-                let read = Limited::new(body, MAX_FORM_BODY).collect();
-                let Ok(read) = tokio::time::timeout(FORM_BODY_TIMEOUT, read).await else {
-                    return Ok(error_page(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "Request timeout",
-                        &format!(
-                            "The form body did not arrive within {} s.",
-                            FORM_BODY_TIMEOUT.as_secs()
-                        ),
-                    ));
-                };
-                let body = match read {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                        return Ok(error_page(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "Payload too large",
-                            &format!("A form body is limited to {MAX_FORM_BODY} bytes."),
-                        ));
-                    }
-                    Err(_) => {
-                        return Ok(error_page(
-                            StatusCode::BAD_REQUEST,
-                            "Bad request",
-                            "The request body could not be read.",
-                        ));
-                    }
-                };
-                let header = |name| {
-                    parts
-                        .headers
-                        .get(name)
-                        .and_then(|v: &HeaderValue| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                // Parsing and printing PromQL is CPU work of up to tens of
-                // milliseconds for the largest accepted queries (and regex
-                // compilation); keep it off the driver's thread, which
-                // carries every tunnel.
-                let (scope2, endpoint2) = (scope.clone(), endpoint.clone());
-                let (method2, uri2) = (parts.method.clone(), parts.uri.clone());
-                let (ct, ce) = (
-                    header(header::CONTENT_TYPE),
-                    header(header::CONTENT_ENCODING),
-                );
-                // Held for the rewrite only, not while the upstream answers.
-                let Some(held) = permits(info.access.scoped_work(), &REWRITES).await else {
-                    return Ok(busy());
-                };
-                let rewritten = tokio::task::spawn_blocking(move || {
-                    request::rewrite(
-                        &scope2,
-                        &endpoint2,
-                        &ParamRequest {
-                            method: &method2,
-                            path: uri2.path(),
-                            query: uri2.query(),
-                            content_type: ct.as_deref(),
-                            content_encoding: ce.as_deref(),
-                            body: &body,
-                        },
-                    )
-                })
-                .await;
-                drop(held);
-                let Ok(rewritten) = rewritten else {
-                    return Ok(error_page(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Internal error",
-                        "The scope rewrite did not complete.",
-                    ));
-                };
-                let rewritten = match rewritten {
-                    Ok(r) => r,
-                    Err(e) => return Ok(refuse(e)),
-                };
-                tracing::debug!(peer = %peer_name, scope = %scope, to = %rewritten.path_and_query, "scoped request rewritten");
-                let mut parts = parts;
-                parts.uri = match Uri::try_from(rewritten.path_and_query.as_str()) {
-                    Ok(u) => u,
-                    Err(_) => return Ok(refuse(RequestError::Encoding("rewritten URL"))),
-                };
-                let h = &mut parts.headers;
-                h.remove(header::CONTENT_ENCODING);
-                let body = match rewritten.form_body {
-                    Some(form) => {
-                        h.insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/x-www-form-urlencoded"),
-                        );
-                        h.insert(header::CONTENT_LENGTH, HeaderValue::from(form.len()));
-                        Bytes::from(form)
-                    }
-                    None => {
-                        h.remove(header::CONTENT_TYPE);
-                        h.remove(header::CONTENT_LENGTH);
-                        Bytes::new()
-                    }
-                };
-                let req = Request::from_parts(parts, Full::new(body));
-                Ok(
-                    match self
-                        .send_rebuilt(info, peer_name, upstream, req, audit)
-                        .await
-                    {
-                        Ok(mut resp) => {
-                            strip_hop_by_hop(resp.headers_mut());
-                            resp.map(|b| b.boxed())
-                        }
-                        Err(page) => page,
-                    },
-                )
-            }
-            Endpoint::List(kind) => {
-                if req.method() != Method::GET {
-                    return Ok(refuse(RequestError::Method(req.method().clone())));
+        let scoped = Scoped {
+            info,
+            scope,
+            peer_name: &peer_name,
+            upstream,
+        };
+        Ok(match request::classify(normalized) {
+            Endpoint::Open => return Err(req),
+            Endpoint::Closed => refuse(RequestError::Closed(path.clone())),
+            endpoint @ (Endpoint::Query | Endpoint::Match) => {
+                match self.forward_rewritten(&scoped, endpoint, req, audit).await {
+                    Ok(resp) | Err(Stop::Page(resp)) => resp,
+                    Err(Stop::Refused(e)) => refuse(e),
                 }
-                // A GET body means nothing to Prometheus; it is not forwarded.
-                let (mut parts, _) = req.into_parts();
-                // The response is filtered as JSON, so it must come plain.
-                parts.headers.insert(
-                    header::ACCEPT_ENCODING,
-                    HeaderValue::from_static("identity"),
-                );
-                let req = Request::from_parts(parts, Full::new(Bytes::new()));
-                // Held from before the request until the filtered list is
-                // built: the upstream's answer is collected whole.
-                let Some(_permits) = permits(info.access.scoped_work(), &FILTERS).await else {
-                    return Ok(busy());
-                };
-                Ok(
-                    match self
-                        .send_rebuilt(info, peer_name, upstream, req, audit)
-                        .await
-                    {
-                        Ok(resp) => filtered(scope, kind, resp).await,
-                        Err(page) => page,
-                    },
-                )
             }
+            Endpoint::List(_) if req.method() != Method::GET => {
+                refuse(RequestError::Method(req.method().clone()))
+            }
+            Endpoint::List(kind) => self.forward_filtered(&scoped, kind, req, audit).await,
+        })
+    }
+
+    /// A query or selector endpoint: the form body is read (bounded), the
+    /// scope rewrites the request off the driver's thread, and the rebuilt
+    /// request goes upstream.
+    async fn forward_rewritten(
+        &self,
+        scoped: &Scoped<'_>,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        audit: &mut Audit,
+    ) -> Result<Response<ProxyBody>, Stop> {
+        let (parts, body) = req.into_parts();
+        let body = read_form_body(body).await.map_err(Stop::Page)?;
+        let rewritten = rewrite_off_thread(scoped, endpoint, &parts, body).await?;
+        tracing::debug!(peer = %scoped.peer_name, scope = %scoped.scope, to = %rewritten.path_and_query, "scoped request rewritten");
+        let req = rebuilt_request(parts, rewritten).map_err(Stop::Refused)?;
+        Ok(
+            match self
+                .send_rebuilt(scoped.info, scoped.peer_name, scoped.upstream, req, audit)
+                .await
+            {
+                Ok(mut resp) => {
+                    strip_hop_by_hop(resp.headers_mut());
+                    resp.map(|b| b.boxed())
+                }
+                Err(page) => page,
+            },
+        )
+    }
+
+    /// A rules or alerts list: fetched uncompressed, then filtered to the
+    /// scope.
+    async fn forward_filtered(
+        &self,
+        scoped: &Scoped<'_>,
+        kind: ListKind,
+        req: Request<Incoming>,
+        audit: &mut Audit,
+    ) -> Response<ProxyBody> {
+        // A GET body means nothing to Prometheus; it is not forwarded.
+        let (mut parts, _) = req.into_parts();
+        // The response is filtered as JSON, so it must come plain.
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        let req = Request::from_parts(parts, Full::new(Bytes::new()));
+        // Held from before the request until the filtered list is
+        // built: the upstream's answer is collected whole.
+        let Some(_permits) = permits(scoped.info.access.scoped_work(), &FILTERS).await else {
+            return busy();
+        };
+        match self
+            .send_rebuilt(scoped.info, scoped.peer_name, scoped.upstream, req, audit)
+            .await
+        {
+            Ok(resp) => filtered(scoped.scope, kind, resp).await,
+            Err(page) => page,
         }
     }
 
@@ -240,6 +172,132 @@ impl Proxy {
         let req = req.map(|b| b.map_err(|never: Infallible| match never {}).boxed());
         self.forward(info, peer_name, upstream, req, audit).await
     }
+}
+
+/// Who a scoped request is for, and the connection it goes upstream on.
+struct Scoped<'a> {
+    info: &'a ConnInfo,
+    scope: &'a Scope,
+    peer_name: &'a str,
+    upstream: &'a Upstream,
+}
+
+/// Why a scoped request ends before it goes upstream: a page already made,
+/// or a refusal that names the peer and its scope.
+enum Stop {
+    Page(Response<ProxyBody>),
+    Refused(RequestError),
+}
+
+/// Reads a scoped peer's form body, within [`MAX_FORM_BODY`] and
+/// [`FORM_BODY_TIMEOUT`]; the page for the peer if it cannot.
+async fn read_form_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    let read = Limited::new(body, MAX_FORM_BODY).collect();
+    let Ok(read) = tokio::time::timeout(FORM_BODY_TIMEOUT, read).await else {
+        return Err(error_page(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request timeout",
+            &format!(
+                "The form body did not arrive within {} s.",
+                FORM_BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match read {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            &format!("A form body is limited to {MAX_FORM_BODY} bytes."),
+        )),
+        Err(_) => Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The request body could not be read.",
+        )),
+    }
+}
+
+/// Runs the scope's rewrite of a request under a [`REWRITES`] permit.
+/// Parsing and printing PromQL is CPU work of up to tens of milliseconds
+/// for the largest accepted queries (and regex compilation); it runs off
+/// the driver's thread, which carries every tunnel.
+async fn rewrite_off_thread(
+    scoped: &Scoped<'_>,
+    endpoint: Endpoint,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Result<Rewritten, Stop> {
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let scope = scoped.scope.clone();
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let (ct, ce) = (
+        header(header::CONTENT_TYPE),
+        header(header::CONTENT_ENCODING),
+    );
+    // Held for the rewrite only, not while the upstream answers.
+    let Some(held) = permits(scoped.info.access.scoped_work(), &REWRITES).await else {
+        return Err(Stop::Page(busy()));
+    };
+    let rewritten = tokio::task::spawn_blocking(move || {
+        request::rewrite(
+            &scope,
+            &endpoint,
+            &ParamRequest {
+                method: &method,
+                path: uri.path(),
+                query: uri.query(),
+                content_type: ct.as_deref(),
+                content_encoding: ce.as_deref(),
+                body: &body,
+            },
+        )
+    })
+    .await;
+    drop(held);
+    match rewritten {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(Stop::Refused(e)),
+        Err(_) => Err(Stop::Page(error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            "The scope rewrite did not complete.",
+        ))),
+    }
+}
+
+/// The request sent upstream in place of the peer's: the rewritten target,
+/// and the rewritten form body (or none) with headers that describe it.
+fn rebuilt_request(
+    mut parts: http::request::Parts,
+    rewritten: Rewritten,
+) -> Result<Request<Full<Bytes>>, RequestError> {
+    parts.uri = Uri::try_from(rewritten.path_and_query.as_str())
+        .map_err(|_| RequestError::Encoding("rewritten URL"))?;
+    let h = &mut parts.headers;
+    h.remove(header::CONTENT_ENCODING);
+    let body = match rewritten.form_body {
+        Some(form) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(form.len()));
+            Bytes::from(form)
+        }
+        None => {
+            h.remove(header::CONTENT_TYPE);
+            h.remove(header::CONTENT_LENGTH);
+            Bytes::new()
+        }
+    };
+    Ok(Request::from_parts(parts, Full::new(body)))
 }
 
 /// The semaphores are never closed; should one be, say so rather than hang.

@@ -21,6 +21,27 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+/// Why the upstream gave no response head. Every kind is a 502 for the
+/// peer except [`UpstreamError::TimedOut`], a 504: retrying may work once
+/// Prometheus is less busy.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("the upstream URL has no host")]
+    NoHost,
+    #[error("connect timed out after {0:?}")]
+    ConnectTimedOut(Duration),
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// The request failed on an open connection (it broke off, or the
+    /// upstream sent no valid response).
+    #[error("{0}")]
+    Request(#[source] hyper::Error),
+    #[error("no response within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// What a request body to the upstream is: the peer's streamed body, or
 /// one rebuilt in memory (scoped requests).
 pub(crate) type UpstreamBody = BoxBody<Bytes, hyper::Error>;
@@ -97,11 +118,24 @@ impl Connector {
         idle.push((conn, Instant::now()));
     }
 
-    async fn connect(&self) -> Result<Conn, String> {
-        let authority = self
-            .upstream
-            .authority()
-            .ok_or_else(|| "the upstream URL has no host".to_string())?;
+    /// Sends one request on a connection of its own, closed once the
+    /// response head is in: for the readiness probe, which must ask as a
+    /// new client would, not on a connection the peers' requests keep open.
+    pub(crate) async fn send_once(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let Conn { mut sender, mut io } = self.connect().await?;
+        let mut response = std::pin::pin!(sender.send_request(req));
+        tokio::select! {
+            r = &mut response => r.map_err(UpstreamError::Request),
+            // The connection ended first: hyper fails the request with why.
+            _ = &mut io => response.await.map_err(UpstreamError::Request),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let authority = self.upstream.authority().ok_or(UpstreamError::NoHost)?;
         let port = authority.port_u16().unwrap_or(80);
         let host = authority
             .host()
@@ -112,14 +146,14 @@ impl Connector {
             tokio::net::TcpStream::connect((host, port)),
         )
         .await
-        .map_err(|_| format!("connect timed out after {:?}", self.connect_timeout))?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| UpstreamError::ConnectTimedOut(self.connect_timeout))?
+        .map_err(UpstreamError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let (sender, io) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUFFER)
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(UpstreamError::Handshake)?;
         Ok(Conn {
             sender,
             io: Box::pin(io),
@@ -165,32 +199,32 @@ impl Upstream {
     }
 
     /// Sends one request (its target in origin form, the authority in
-    /// Host) and waits for the response head. A request that
-    /// never left (the idle connection had been closed) is sent again once
-    /// on a fresh connection. An error leaves no connection behind: its
-    /// state is unknown.
+    /// Host) and waits up to `timeout` for the response head. An error or
+    /// a timeout leaves no connection behind: its state is unknown.
     pub(crate) async fn send(
         &self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, String> {
-        // hyper hands over the next request only after the last response
-        // went out, but be sure its body is read to the end before reuse.
-        std::future::poll_fn(|cx| {
-            let mut slot = self.conn();
-            if let Some(c) = slot.as_mut()
-                && let Poll::Ready(r) = c.sender.poll_ready(cx)
-                && r.is_err()
-            {
-                *slot = None;
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(timeout, self.send_untimed(req)).await {
+            Ok(result) => result,
+            Err(_) => {
+                *self.conn() = None;
+                Err(UpstreamError::TimedOut(timeout))
             }
-            match slot.as_ref() {
-                Some(c) if !c.sender.is_ready() && !c.sender.is_closed() => Poll::Pending,
-                _ => Poll::Ready(()),
-            }
-        })
-        .await;
-        let mut req = req;
-        for attempt in 0..2 {
+        }
+    }
+
+    /// [`Upstream::send`] without its timeout. A request that never left
+    /// a reused connection (the upstream had closed it) is sent once more,
+    /// on the next good idle connection or else a fresh one.
+    async fn send_untimed(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.previous_response_read().await;
+        let mut resent = false;
+        loop {
             let reused = self
                 .conn()
                 .take()
@@ -208,18 +242,36 @@ impl Upstream {
                 Err(mut e) => {
                     *self.conn() = None;
                     match e.take_message() {
-                        Some(r) if attempt == 0 && !fresh => req = r,
-                        _ => return Err(e.error().to_string()),
+                        Some(unsent) if !resent && !fresh => {
+                            req = unsent;
+                            resent = true;
+                        }
+                        _ => return Err(UpstreamError::Request(e.into_error())),
                     }
                 }
             }
         }
-        Err("the upstream closed the connection".to_string())
     }
 
-    /// Drops the connection (after a timeout its state is unknown).
-    pub(crate) fn discard(&self) {
-        *self.conn() = None;
+    /// Waits until this connection's last response body has been read to
+    /// the end (or the connection is gone). hyper hands over the next
+    /// request only after the last response went out, but be sure of it
+    /// before the connection is reused.
+    async fn previous_response_read(&self) {
+        std::future::poll_fn(|cx| {
+            let mut slot = self.conn();
+            if let Some(c) = slot.as_mut()
+                && let Poll::Ready(r) = c.sender.poll_ready(cx)
+                && r.is_err()
+            {
+                *slot = None;
+            }
+            match slot.as_ref() {
+                Some(c) if !c.sender.is_ready() && !c.sender.is_closed() => Poll::Pending,
+                _ => Poll::Ready(()),
+            }
+        })
+        .await;
     }
 }
 

@@ -163,6 +163,32 @@ pub fn rewrite(
     endpoint: &Endpoint,
     req: &ParamRequest<'_>,
 ) -> Result<Rewritten, RequestError> {
+    let (mut params, post) = params_of(req)?;
+    scope_params(scope, endpoint, req.path, &mut params)?;
+    let encoded = encode_form(&params);
+    Ok(if post {
+        Rewritten {
+            path_and_query: req.path.to_string(),
+            form_body: Some(encoded),
+        }
+    } else if encoded.is_empty() {
+        Rewritten {
+            path_and_query: req.path.to_string(),
+            form_body: None,
+        }
+    } else {
+        Rewritten {
+            path_and_query: format!("{}?{encoded}", req.path),
+            form_body: None,
+        }
+    })
+}
+
+/// The request's parameters in the order Prometheus (Go's `r.Form`) reads
+/// them: a POST's form body first, then the query string. True for a POST,
+/// whose parameters go back in a body. Refuses a body on a read, an encoded
+/// or non-form body, and any other method.
+fn params_of(req: &ParamRequest<'_>) -> Result<(Vec<(String, String)>, bool), RequestError> {
     let mut params = Vec::new();
     let post = if req.method == Method::GET || req.method == Method::HEAD {
         if !req.body.is_empty() {
@@ -185,7 +211,6 @@ pub fn rewrite(
                 ));
             }
         }
-        // Go's r.Form order: body values first, then the URL's.
         parse_form(req.body, "body", &mut params)?;
         true
     } else {
@@ -194,7 +219,18 @@ pub fn rewrite(
     if let Some(q) = req.query {
         parse_form(q.as_bytes(), "query string", &mut params)?;
     }
+    Ok((params, post))
+}
 
+/// Puts `scope` into the parameters that carry PromQL: the one `query`
+/// (exactly one, or refused), or every `match[]` (one scope selector is
+/// added when there is none, so that no selector means the scope's series).
+fn scope_params(
+    scope: &Scope,
+    endpoint: &Endpoint,
+    path: &str,
+    params: &mut Vec<(String, String)>,
+) -> Result<(), RequestError> {
     match endpoint {
         Endpoint::Query => {
             let mut found = false;
@@ -224,27 +260,10 @@ pub fn rewrite(
             }
         }
         Endpoint::List(_) | Endpoint::Open | Endpoint::Closed => {
-            return Err(RequestError::Closed(req.path.to_string()));
+            return Err(RequestError::Closed(path.to_string()));
         }
     }
-
-    let encoded = encode_form(&params);
-    Ok(if post {
-        Rewritten {
-            path_and_query: req.path.to_string(),
-            form_body: Some(encoded),
-        }
-    } else if encoded.is_empty() {
-        Rewritten {
-            path_and_query: req.path.to_string(),
-            form_body: None,
-        }
-    } else {
-        Rewritten {
-            path_and_query: format!("{}?{encoded}", req.path),
-            form_body: None,
-        }
-    })
+    Ok(())
 }
 
 fn is_form(content_type: &str) -> bool {

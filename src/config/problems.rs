@@ -1,7 +1,7 @@
 //! Collecting validation problems with their file, line and field.
 //!
-//! Validation does not stop at the first problem: each one goes into a
-//! [`Sink`], and the caller returns them all as [`ConfigErrors`], so that
+//! Validation does not stop at the first problem: each one goes into
+//! [`Problems`] and the caller returns them all as [`ConfigErrors`], so that
 //! `promgate check` shows the whole list at once.
 
 use super::{ConfigError, ConfigErrors};
@@ -11,7 +11,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// The problems found so far in one file.
-pub(super) struct Sink<'a> {
+pub(super) struct Problems<'a> {
     pub(super) file: &'a Path,
     /// Byte offsets of each newline, to turn spans into line numbers in
     /// O(log n): counting from the start each time is quadratic at 10,000 peers.
@@ -19,9 +19,9 @@ pub(super) struct Sink<'a> {
     pub(super) errors: Vec<ConfigError>,
 }
 
-impl<'a> Sink<'a> {
+impl<'a> Problems<'a> {
     pub(super) fn new(file: &'a Path, text: &'a str) -> Self {
-        Sink {
+        Problems {
             file,
             newlines: text
                 .bytes()
@@ -101,7 +101,7 @@ pub(super) fn io_error(file: &Path, field: &str, err: std::io::Error) -> ConfigE
 
 /// Reads a duration like "30s"; a bad one is reported and `default` used.
 pub(super) fn parse_duration(
-    sink: &mut Sink<'_>,
+    problems: &mut Problems<'_>,
     field: &str,
     v: Option<Spanned<String>>,
     default: Duration,
@@ -111,7 +111,7 @@ pub(super) fn parse_duration(
         Some(s) => match humantime::parse_duration(s.get_ref()) {
             Ok(d) => d,
             Err(e) => {
-                sink.push(
+                problems.push(
                     s.span(),
                     field,
                     format!("`{}` is not a duration like \"30s\": {e}", s.get_ref()),
