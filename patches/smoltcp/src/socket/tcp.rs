@@ -1588,12 +1588,12 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
-    fn cwnd_remaining(&self) -> usize {
+    fn cwnd_remaining(&self, _now: Instant) -> usize {
         // promgate patch: WAN mode checks cwnd against the pipe (RFC 6675), which
         // leaves out SACKed and lost data.
         #[cfg(feature = "alloc")]
         if self.wan_active() {
-            return self.wan_cwnd_remaining();
+            return self.wan_cwnd_remaining(_now);
         }
         self.congestion_controller
             .inner()
@@ -2514,7 +2514,7 @@ impl<'a> Socket<'a> {
 
         // promgate patch: a WAN-mode resend or tail loss probe is due.
         #[cfg(feature = "alloc")]
-        if self.wan_active() && self.wan_wants_to_send() {
+        if self.wan_active() && self.wan_wants_to_send(cx.now()) {
             return true;
         }
 
@@ -2555,7 +2555,7 @@ impl<'a> Socket<'a> {
         };
 
         // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq.min(self.cwnd_remaining());
+        let max_send = capped_send_seq.min(self.cwnd_remaining(cx.now()));
 
         // Can we send at least 1 octet?
         let mut can_send = max_send != 0;
@@ -2865,7 +2865,7 @@ impl<'a> Socket<'a> {
                 // promgate patch: WAN mode resends from its scoreboard first.
                 #[cfg(feature = "alloc")]
                 let wan_resend = if self.wan_active() {
-                    self.wan_resend()
+                    self.wan_resend(cx.now())
                 } else {
                     None
                 };
@@ -2958,7 +2958,9 @@ impl<'a> Socket<'a> {
                         // the remote got lost.
                         win_limit.min(device_limit)
                     } else {
-                        win_limit.min(device_limit).min(self.cwnd_remaining())
+                        win_limit
+                            .min(device_limit)
+                            .min(self.cwnd_remaining(cx.now()))
                     };
 
                     let offset = self.flight_size();
@@ -3166,7 +3168,7 @@ impl<'a> Socket<'a> {
             // promgate patch: and for WAN mode's RTO, RACK and TLP deadlines.
             #[cfg(feature = "alloc")]
             let wan_poll_at = if self.wan_active() {
-                self.wan_poll_at()
+                self.wan_poll_at(cx.now())
             } else {
                 PollAt::Ingress
             };
