@@ -1588,12 +1588,12 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
-    fn cwnd_remaining(&self) -> usize {
+    fn cwnd_remaining(&self, _now: Instant) -> usize {
         // promgate patch: WAN mode checks cwnd against the pipe (RFC 6675), which
         // leaves out SACKed and lost data.
         #[cfg(feature = "alloc")]
         if self.wan_active() {
-            return self.wan_cwnd_remaining();
+            return self.wan_cwnd_remaining(_now);
         }
         self.congestion_controller
             .inner()
@@ -2514,7 +2514,7 @@ impl<'a> Socket<'a> {
 
         // promgate patch: a WAN-mode resend or tail loss probe is due.
         #[cfg(feature = "alloc")]
-        if self.wan_active() && self.wan_wants_to_send() {
+        if self.wan_active() && self.wan_wants_to_send(cx.now()) {
             return true;
         }
 
@@ -2555,7 +2555,7 @@ impl<'a> Socket<'a> {
         };
 
         // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq.min(self.cwnd_remaining());
+        let max_send = capped_send_seq.min(self.cwnd_remaining(cx.now()));
 
         // Can we send at least 1 octet?
         let mut can_send = max_send != 0;
@@ -2865,7 +2865,7 @@ impl<'a> Socket<'a> {
                 // promgate patch: WAN mode resends from its scoreboard first.
                 #[cfg(feature = "alloc")]
                 let wan_resend = if self.wan_active() {
-                    self.wan_resend()
+                    self.wan_resend(cx.now())
                 } else {
                     None
                 };
@@ -2958,7 +2958,9 @@ impl<'a> Socket<'a> {
                         // the remote got lost.
                         win_limit.min(device_limit)
                     } else {
-                        win_limit.min(device_limit).min(self.cwnd_remaining())
+                        win_limit
+                            .min(device_limit)
+                            .min(self.cwnd_remaining(cx.now()))
                     };
 
                     let offset = self.flight_size();
@@ -3166,7 +3168,7 @@ impl<'a> Socket<'a> {
             // promgate patch: and for WAN mode's RTO, RACK and TLP deadlines.
             #[cfg(feature = "alloc")]
             let wan_poll_at = if self.wan_active() {
-                self.wan_poll_at()
+                self.wan_poll_at(cx.now())
             } else {
                 PollAt::Ingress
             };
@@ -10439,5 +10441,56 @@ mod test {
         assert_eq!(sent, vec![(una + 10, 5, TcpControl::Fin)]);
         wan_ack(&mut s, 2000, una + 16, 256, &[]);
         assert_eq!(s.state, State::FinWait2);
+    }
+
+    #[test]
+    fn test_wan_random_ack_streams_keep_invariants() {
+        // Random ACKs and SACK blocks, valid or not, against a sender with data
+        // always queued: the log must cover exactly [SND.UNA, SND.NXT), its
+        // counters must match, and a deadline must exist while data is out.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n.max(1)
+        };
+        for round in 0..20 {
+            // Start near the wrap for half of the rounds.
+            let start = if round % 2 == 0 {
+                TcpSeqNumber(-500)
+            } else {
+                LOCAL_SEQ + 1
+            };
+            let mut s = wan_socket(start, 10 + next(20) as usize);
+            #[cfg(feature = "socket-tcp-reno")]
+            if round % 4 < 2 {
+                s.set_congestion_control(CongestionControl::Reno);
+            }
+            let mut now = 0;
+            for _ in 0..300 {
+                now += next(80);
+                let room = s.tx_buffer.window();
+                s.send_slice(&vec![1; room.min(next(100) as usize)])
+                    .unwrap();
+                wan_flush(&mut s, now);
+                wan_check_log(&s);
+                let (una, nxt) = (s.local_seq_no, s.remote_last_seq);
+                let flight = (nxt - una) as u64;
+                let ack = una + next(flight + 1) as usize;
+                let mut sacks = Vec::new();
+                for _ in 0..next(4) {
+                    let l = una + next(flight + 40) as usize;
+                    let r = l + next(60) as usize;
+                    sacks.push(if next(8) == 0 { (r, l) } else { (l, r) });
+                }
+                let window = if next(10) == 0 { 0 } else { 256 };
+                wan_ack(&mut s, now, ack, window, &sacks);
+                wan_check_log(&s);
+                if s.remote_last_seq != s.local_seq_no {
+                    assert_ne!(wan_poll_at(&mut s), PollAt::Ingress, "no deadline");
+                }
+            }
+        }
     }
 }

@@ -44,6 +44,11 @@ pub(super) trait Controller {
     /// start by bytes delivered up to 2 SMSS per ACK (RFC 3465), and no window
     /// inflation on entering recovery (RFC 6675 sets cwnd = ssthresh).
     fn set_wan_mode(&mut self, enabled: bool) {}
+
+    /// promgate patch: whether cwnd is below ssthresh, for the pacer's gain.
+    fn in_slow_start(&self) -> bool {
+        false
+    }
 }
 
 /// RFC 6928 initial window: min(10 MSS, max(2 MSS, 14600 bytes)).

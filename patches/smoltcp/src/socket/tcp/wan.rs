@@ -88,6 +88,10 @@ pub(super) struct Recovery {
     reordering_seen: bool,
     /// The MSS the congestion controller was last told.
     cc_mss: usize,
+    /// Pacer: a token bucket in bytes, as of `pace_last`; it may run negative
+    /// by the last segment sent.
+    pace_tokens: i64,
+    pace_last: Option<Instant>,
 }
 
 impl Recovery {
@@ -109,6 +113,8 @@ impl Recovery {
             fack: None,
             reordering_seen: false,
             cc_mss: 0,
+            pace_tokens: 0,
+            pace_last: None,
         }
     }
 
@@ -355,9 +361,13 @@ impl<'a> Socket<'a> {
         }
     }
 
-    /// The congestion window room in WAN mode: cwnd − pipe, unbounded for a probe.
-    pub(super) fn wan_cwnd_remaining(&self) -> usize {
+    /// The congestion window room in WAN mode: cwnd − pipe, unbounded for a probe,
+    /// none while the pacer holds data back.
+    pub(super) fn wan_cwnd_remaining(&self, now: Instant) -> usize {
         let wan = self.wan();
+        if !self.wan_pace_allows(now) {
+            return 0;
+        }
         if wan.probe_due {
             return usize::MAX;
         }
@@ -371,8 +381,11 @@ impl<'a> Socket<'a> {
     /// pipe is below cwnd, or the highest unSACKed range as a tail loss probe when
     /// there is no new data to probe with. Resends stay inside the receive window,
     /// except the first outstanding range, which the receiver must take.
-    pub(super) fn wan_resend(&self) -> Option<WanSend> {
+    pub(super) fn wan_resend(&self, now: Instant) -> Option<WanSend> {
         let wan = self.wan();
+        if !self.wan_pace_allows(now) {
+            return None;
+        }
         let win_end = self.local_seq_no + self.remote_win_len;
         let resend = |r: &Record| WanSend::Resend {
             seq: r.start,
@@ -406,18 +419,86 @@ impl<'a> Socket<'a> {
     }
 
     /// Whether WAN mode has a segment to send now (a resend or a probe).
-    pub(super) fn wan_wants_to_send(&self) -> bool {
-        self.wan_resend().is_some() || (self.wan().probe_due && self.wan_has_new_data())
+    pub(super) fn wan_wants_to_send(&self, now: Instant) -> bool {
+        self.wan_resend(now).is_some()
+            || (self.wan().probe_due && self.wan_has_new_data() && self.wan_pace_allows(now))
     }
 
-    /// The earliest WAN-mode deadline.
-    pub(super) fn wan_poll_at(&self) -> PollAt {
+    /// The earliest WAN-mode deadline: RTO, RACK, TLP, and the pacer's next
+    /// release while it holds back something cwnd would let out.
+    pub(super) fn wan_poll_at(&self, now: Instant) -> PollAt {
         let wan = self.wan();
-        [wan.rto_at, wan.rack_at, wan.tlp_at]
+        let room = self.congestion_controller.inner().window() > wan.pipe();
+        let waiting = wan.probe_due || (room && (wan.lost > 0 || self.wan_has_new_data()));
+        let release = if waiting {
+            self.wan_pace_release(now)
+        } else {
+            None
+        };
+        [wan.rto_at, wan.rack_at, wan.tlp_at, release]
             .into_iter()
             .flatten()
             .min()
             .map_or(PollAt::Ingress, PollAt::Time)
+    }
+
+    /// Pacing rate in bytes/s: cwnd/SRTT, times 2 in slow start and 1.2 after
+    /// (Linux's `tcp_pacing_ss_ratio` and `tcp_pacing_ca_ratio`). None until
+    /// there is an RTT sample: the initial window goes out at once.
+    fn wan_pacing_rate(&self) -> Option<u64> {
+        let srtt_us = self.rtte.srtt_us()?.max(1) as u128;
+        let cc = self.congestion_controller.inner();
+        let percent = if cc.in_slow_start() { 200 } else { 120 };
+        let rate = cc.window() as u128 * 1_000_000 * percent / 100 / srtt_us;
+        Some(rate.clamp(1, u64::MAX as u128) as u64)
+    }
+
+    /// Bucket depth: about 1 ms of data (as Linux's `sk_pacing_shift`), between
+    /// 2 segments and 64 KiB, and 64 KiB on a LAN (min RTT under 2 ms), where a
+    /// 1 ms timer could otherwise not keep the link busy. Plus 1 ms of credit, so
+    /// that a timer that fires up to 1 ms late does not cost rate.
+    fn wan_pacing_cap(&self, rate: u64) -> i64 {
+        const MAX_BURST: u64 = 64 * 1024;
+        let mss = self.wan().cc_mss.max(self.remote_mss) as u64;
+        let per_ms = rate / 1000;
+        let mut depth = per_ms.min(MAX_BURST).max(2 * mss);
+        if self.rtte.min_rtt_us().is_some_and(|us| us < 2000) {
+            depth = depth.max(MAX_BURST);
+        }
+        (depth + per_ms).min(i64::MAX as u64 / 2) as i64
+    }
+
+    /// Tokens at `now`, or None when nothing is paced.
+    fn wan_pace_tokens(&self, now: Instant) -> Option<i64> {
+        let rate = self.wan_pacing_rate()?;
+        let cap = self.wan_pacing_cap(rate);
+        let wan = self.wan();
+        let Some(last) = wan.pace_last else {
+            return Some(cap);
+        };
+        let elapsed_us = if now > last {
+            (now - last).total_micros() as u128
+        } else {
+            0
+        };
+        let earned = (rate as u128 * elapsed_us / 1_000_000).min(i64::MAX as u128 / 2) as i64;
+        Some(wan.pace_tokens.saturating_add(earned).min(cap))
+    }
+
+    fn wan_pace_allows(&self, now: Instant) -> bool {
+        self.wan_pace_tokens(now).is_none_or(|tokens| tokens > 0)
+    }
+
+    /// When the bucket next holds a token, if it is empty now.
+    fn wan_pace_release(&self, now: Instant) -> Option<Instant> {
+        let rate = self.wan_pacing_rate()?;
+        let tokens = self.wan_pace_tokens(now)?;
+        if tokens > 0 {
+            return None;
+        }
+        let missing = (1 - tokens) as u128;
+        let wait_us = (missing * 1_000_000).div_ceil(rate as u128);
+        Some(now + Duration::from_micros(wait_us.min(u64::MAX as u128) as u64))
     }
 
     fn wan_rto(&self) -> Duration {
@@ -702,7 +783,12 @@ impl<'a> Socket<'a> {
             self.stats.retransmitted_segments = self.stats.retransmitted_segments.saturating_add(1);
         }
         let rto = self.wan_rto();
+        let tokens = self.wan_pace_tokens(now);
         let wan = self.wan_mut();
+        if let Some(tokens) = tokens {
+            wan.pace_tokens = tokens - len as i64;
+            wan.pace_last = Some(now);
+        }
         wan.on_transmit(now, seq, len, fin);
         if wan.probe_due {
             wan.probe_due = false;

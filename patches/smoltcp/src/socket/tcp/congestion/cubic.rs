@@ -257,6 +257,10 @@ impl Controller for Cubic {
         self.recompute_k();
     }
 
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
     fn set_wan_mode(&mut self, enabled: bool) {
         self.wan = enabled;
         if enabled && self.initial {

@@ -120,6 +120,10 @@ impl Controller for Reno {
         }
     }
 
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+
     fn set_wan_mode(&mut self, enabled: bool) {
         self.wan = enabled;
         if enabled && self.initial {
