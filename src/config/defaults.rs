@@ -39,15 +39,14 @@ pub(crate) const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// clients that vanish without a FIN do not hold connection slots forever.
 pub(crate) const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// TCP connections one peer may hold inside the tunnel: a quarter of the
-/// total, so one peer cannot take the whole budget from the others. A
-/// browser opens about six to a host; 32 leaves room for several tabs.
-pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 32;
+/// TCP connections one peer may hold inside the tunnel: an eighth of the
+/// total, so one peer cannot take the whole budget from the others.
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
 
-/// TCP connections inside the tunnel, all peers together. Each holds 256 KiB
-/// of minimum buffers, so 128 of them fill half of the default memory
+/// TCP connections inside the tunnel, all peers together. Each starts with
+/// 32 KiB of buffers, so 1,024 of them fill half of the default memory
 /// budget (`check` refuses a total whose minimums need more than half).
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 128;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Bytes all tunnel TCP buffers may take together: connections' minimum
 /// buffers, and the send buffers that grow toward a long path's

@@ -143,25 +143,25 @@ fn a_per_peer_connection_cap_above_the_total_is_refused() {
         ),
         "{errs:?}"
     );
-    let text = format!("{}max_connections = 16\n", base(&dir));
+    let text = format!("{}max_connections = 64\n", base(&dir));
     assert!(
         errors_of(&text, &dir).len() == 1,
-        "the default 32 per peer is above 16"
+        "the default 128 per peer is above 64"
     );
     // Issue 24: a total whose minimum buffers need more than half the
     // memory budget is refused, naming both keys.
-    let text = format!("{}max_connections = 1024\n", base(&dir));
+    let text = format!("{}max_connections = 4096\n", base(&dir));
     let errs: Vec<String> = errors_of(&text, &dir)
         .iter()
         .map(|e| e.to_string())
         .collect();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].contains("gateway.max_connections: 1024 connections hold 256 MiB of minimum buffers (256 KiB each), more than half of gateway.tcp_memory_budget (64 MiB)"),
+        errs[0].contains("gateway.max_connections: 4096 connections hold 128 MiB of minimum buffers (32 KiB each), more than half of gateway.tcp_memory_budget (64 MiB)"),
         "{errs:?}"
     );
     let text = format!(
-        "{}max_connections = 1024\ntcp_memory_budget = 536870912\n",
+        "{}max_connections = 4096\ntcp_memory_budget = 268435456\n",
         base(&dir)
     );
     assert!(parse(&dir.join("p.toml"), &text).is_ok());

@@ -30,7 +30,7 @@
 
 use crate::budget::BufferBudget;
 use crate::peer::PeerId;
-use crate::pipe::{Pipe, PipeState};
+use crate::pipe::{PIPE_MAX, PIPE_MIN, Pipe, PipeState};
 use crate::route::Admitted;
 use crate::stats::DropReason;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -42,9 +42,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Receive buffer per connection: requests are small, so 64 KiB is ample,
-/// and it still advertises a window that never stalls an upload on a LAN.
-const TCP_RX_BUFFER: usize = 64 * 1024;
+/// Receive buffer per connection: requests are small, and the pump moves
+/// what arrives to the pipe on every poll. Small, so that a thousand
+/// connections cost little (issue 24).
+const TCP_RX_BUFFER: usize = 8 * 1024;
+/// Send buffer a connection starts with; it grows while it limits the
+/// flight (see `Netstack::tune_buffers`).
+const MIN_SEND_BUFFER: usize = 8 * 1024;
 /// How long an ACK for a small segment waits for data to ride on. Short
 /// next to the 200 ms minimum retransmission timeout of every client, and
 /// far shorter than kernel TCP's 40 ms: a client that sends one request in
@@ -93,9 +97,9 @@ pub struct Limits {
 
 impl Limits {
     /// A connection's minimum buffers: smoltcp's receive and send buffers
-    /// and the pipe's two.
+    /// and the pipe's two, as it starts (32 KiB).
     pub fn connection_buffers(&self) -> usize {
-        TCP_RX_BUFFER + self.send_buffer + 2 * crate::pipe::PIPE_BUFFER
+        TCP_RX_BUFFER + MIN_SEND_BUFFER + 2 * PIPE_MIN
     }
 
     /// Connections whose minimum buffers fit in half the budget (the other
@@ -106,9 +110,9 @@ impl Limits {
     }
 }
 
-/// How long a grown send buffer stays grown with nothing to send: a
-/// keep-alive connection between two large responses keeps its window.
-pub const SEND_BUFFER_IDLE_SHRINK: Duration = Duration::from_secs(1);
+/// How long grown buffers stay grown with nothing to send: a keep-alive
+/// connection between two large responses keeps its window.
+pub const BUFFER_IDLE_SHRINK: Duration = Duration::from_secs(1);
 
 /// The TCP sender of tunnel connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -431,7 +435,7 @@ impl Netstack {
     fn open_listener(&mut self, now: Instant, peer: PeerId, tuple: (IpAddr, u16, u16)) {
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; self.limits.send_buffer]),
+            tcp::SocketBuffer::new(vec![0u8; MIN_SEND_BUFFER]),
         );
         socket.set_congestion_control(CongestionControl::Cubic);
         socket.set_wan_mode(self.limits.sender == TcpSender::Wan);
@@ -491,9 +495,7 @@ impl Netstack {
         {}
         // After egress: what is in flight now shows whether the buffer
         // limited it.
-        if self.limits.sender == TcpSender::Wan {
-            self.tune_send_buffers(now);
-        }
+        self.tune_buffers(now);
         self.reap();
     }
 
@@ -532,46 +534,74 @@ impl Netstack {
         }
     }
 
-    /// Grows a send buffer that limits what is in flight, toward what the
-    /// path holds, and shrinks it back once it has been idle a while. Only
-    /// the WAN sender grows: with SACK and RACK it recovers from the losses
-    /// a larger flight brings. Growth doubles the buffer, up to
-    /// `max_send_buffer`, while the budget allows; a buffer that cannot grow
-    /// keeps what it has.
-    fn tune_send_buffers(&mut self, now: Instant) {
-        let min = self.limits.send_buffer;
+    /// Grows the sending buffers of connections that need more, and
+    /// shrinks them back once idle a while. Every connection starts with
+    /// small minimums (issue 24: a thousand stalled connections must cost
+    /// little); growth comes from the budget's growth half, doubling at a
+    /// time, and a buffer that cannot grow keeps what it has.
+    /// - The smoltcp send buffer grows while all of it is in flight and the
+    ///   application has more: the buffer, not the window, limits the flight.
+    ///   Up to `send_buffer` for the classic sender, `max_send_buffer` for
+    ///   the WAN sender (the path's bandwidth-delay product).
+    /// - The pipe's sending side grows while the application found it full
+    ///   and the socket still had room for more than the pipe holds.
+    ///
+    /// A reader that stopped reading closes its window, so neither grows for
+    /// it. Runs after egress, when what is in flight is known.
+    fn tune_buffers(&mut self, now: Instant) {
+        let max_send = match self.limits.sender {
+            TcpSender::Classic => self.limits.send_buffer,
+            TcpSender::Wan => self.limits.max_send_buffer,
+        };
         for (h, conn) in self.conns.iter_mut() {
             if !conn.established {
                 continue;
             }
             let sock = self.sockets.get_mut::<tcp::Socket>(*h);
+            let mut pipe = conn.pipe.lock();
             let cap = sock.send_capacity();
-            let app_waiting = !conn.pipe.lock().tx.is_empty();
+            let app_waiting = !pipe.tx.is_empty() || pipe.tx_blocked;
             let limited = sock.send_in_flight() + BUFFER_LIMITED_SLACK >= cap;
-            if limited && app_waiting && cap < self.limits.max_send_buffer {
-                let new_cap = (cap * 2).min(self.limits.max_send_buffer);
+            let mut grew = false;
+            if limited && app_waiting && cap < max_send {
+                let new_cap = (cap * 2).min(max_send);
                 if self.budget.grow(new_cap - cap) {
                     match sock.replace_send_buffer(tcp::SocketBuffer::new(vec![0u8; new_cap])) {
                         Ok(_) => conn.grown += new_cap - cap,
                         Err(_) => self.budget.shrink(new_cap - cap),
                     }
                 }
+                grew = true;
+            }
+            let room = sock.send_capacity() - sock.send_queue();
+            let pipe_cap = pipe.tx.capacity();
+            if std::mem::take(&mut pipe.tx_blocked) && room > pipe_cap && pipe_cap < PIPE_MAX {
+                let new_cap = (pipe_cap * 2).min(PIPE_MAX);
+                if self.budget.grow(new_cap - pipe_cap) {
+                    pipe.resize_tx(new_cap);
+                    conn.grown += new_cap - pipe_cap;
+                    // The application may write again.
+                    pipe.wake_writer();
+                }
+                grew = true;
+            }
+            if grew || conn.grown == 0 {
                 conn.drained_since = None;
                 continue;
             }
-            if conn.grown == 0 {
-                continue;
-            }
-            if sock.send_queue() > 0 || app_waiting {
+            if sock.send_queue() > 0 || !pipe.tx.is_empty() {
                 conn.drained_since = None;
                 continue;
             }
             let since = *conn.drained_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= SEND_BUFFER_IDLE_SHRINK
-                && sock
-                    .replace_send_buffer(tcp::SocketBuffer::new(vec![0u8; min]))
-                    .is_ok()
+            if now.saturating_duration_since(since) < BUFFER_IDLE_SHRINK {
+                continue;
+            }
+            if sock
+                .replace_send_buffer(tcp::SocketBuffer::new(vec![0u8; MIN_SEND_BUFFER]))
+                .is_ok()
             {
+                pipe.resize_tx(PIPE_MIN);
                 self.budget.shrink(conn.grown);
                 conn.grown = 0;
                 conn.drained_since = None;
@@ -1075,7 +1105,7 @@ mod tests {
         let s = pipe.lock();
         assert_eq!(
             (s.rx.capacity(), s.tx.capacity()),
-            (crate::pipe::PIPE_BUFFER, crate::pipe::PIPE_BUFFER)
+            (crate::pipe::PIPE_MIN, crate::pipe::PIPE_MIN)
         );
     }
 

@@ -1,9 +1,11 @@
 //! The shared buffers between the netstack and one connection's HTTP side.
 //!
 //! The netstack owns the smoltcp socket; the application side (the shell's
-//! [`crate::stream::TunnelStream`]) owns the other end of a [`Pipe`]: two
-//! fixed ring buffers allocated once per connection, under a mutex that is
-//! only ever held for a copy (never across an await). The netstack moves
+//! `TunnelStream`) owns the other end of a [`Pipe`]: two ring buffers,
+//! allocated small when the connection is established, under a mutex that
+//! is only ever held for a copy (never across an await). The sending one
+//! grows (see the netstack's buffer tuning) when the application is held
+//! back by it while the socket has room. The netstack moves
 //! bytes between its socket and the pipe on each poll. The application side
 //! asks for a poll through the [`Waker`] the core was built with, whenever
 //! it adds data or frees room; the core itself knows no runtime.
@@ -14,9 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::task::{Context, Poll};
 
-/// Bytes buffered per direction per connection, besides smoltcp's own
-/// socket buffers. 64 KiB keeps a steady stream flowing between polls.
-pub(crate) const PIPE_BUFFER: usize = 64 * 1024;
+/// Bytes buffered per direction per connection at first, besides
+/// smoltcp's own socket buffers: small, so that a thousand idle or stalled
+/// connections cost little (issue 24).
+pub(crate) const PIPE_MIN: usize = 8 * 1024;
+/// What the sending buffer may grow to: 64 KiB keeps a steady stream
+/// flowing between polls on a LAN.
+pub(crate) const PIPE_MAX: usize = 64 * 1024;
 
 pub(crate) struct PipeState {
     /// Netstack -> application.
@@ -33,6 +39,8 @@ pub(crate) struct PipeState {
     pub(crate) app_dropped: bool,
     pub(crate) read_waker: Option<Waker>,
     pub(crate) write_waker: Option<Waker>,
+    /// The application found `tx` full since the netstack last looked.
+    pub(crate) tx_blocked: bool,
 }
 
 impl PipeState {
@@ -40,9 +48,29 @@ impl PipeState {
     /// established and before any byte moves.
     pub(crate) fn allocate(&mut self) {
         if self.rx.capacity() == 0 {
-            self.rx = RingBuffer::new(vec![0u8; PIPE_BUFFER]);
-            self.tx = RingBuffer::new(vec![0u8; PIPE_BUFFER]);
+            self.rx = RingBuffer::new(vec![0u8; PIPE_MIN]);
+            self.tx = RingBuffer::new(vec![0u8; PIPE_MIN]);
         }
+    }
+
+    /// Replaces the sending buffer with one of `capacity` bytes, keeping
+    /// what it holds in order. Returns the capacity it had.
+    pub(crate) fn resize_tx(&mut self, capacity: usize) -> usize {
+        let old = self.tx.capacity();
+        if capacity < self.tx.len() {
+            return old;
+        }
+        let mut next = RingBuffer::new(vec![0u8; capacity]);
+        while !self.tx.is_empty() {
+            let n = self
+                .tx
+                .dequeue_many_with(|chunk| (next.enqueue_slice(chunk), ()));
+            if n.0 == 0 {
+                break;
+            }
+        }
+        self.tx = next;
+        old
     }
 
     pub(crate) fn wake_reader(&mut self) {
@@ -78,6 +106,7 @@ impl Pipe {
                 tx_shutdown: false,
                 app_dropped: false,
                 read_waker: None,
+                tx_blocked: false,
                 write_waker: None,
             }),
             netstack,
@@ -131,6 +160,7 @@ impl Pipe {
         }
         let n = s.tx.enqueue_slice(data);
         if n == 0 {
+            s.tx_blocked = true;
             s.write_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
