@@ -250,6 +250,9 @@ grew_socks() { join <(sort -k1,1 "$1") <(sort -k1,1 "$2") | awk '{ print $3 - $2
 
 check "all $DOWNLOADS downloads started receiving within 20 s" retry 20 all_started
 open_a=$(metric promgate_tunnel_tcp_connections)
+buf_a=$(metric promgate_tunnel_tcp_buffer_bytes)
+growth_a=$(metric promgate_tunnel_tcp_buffer_growth_bytes)
+budget=$(metric promgate_tunnel_tcp_buffer_budget_bytes)
 s0=$(sizes); sock_bytes > "$D/sock0"
 sleep 10
 s1=$(sizes); sock_bytes > "$D/sock1"
@@ -287,6 +290,10 @@ check "every one of a's sockets received bytes from the gateway in the last 10 s
 check "gateway peak RSS under 80 MiB with $DOWNLOADS slow readers (${peak1} KiB; VmHWM ${hwm0} -> ${hwm1} KiB, RSS at the end ${rss1} KiB)" \
     test "$peak1" -lt "$RSS_LIMIT_KIB"
 check "peer b served during the slow readers, 200 within 2 s each ($(b_summary "$D/b-slow.log"))" b_all_fast "$D/b-slow.log"
+# Issue 24: the buffers of a's connections stay within the budget, and a
+# reader that does not read never grows them (growth needs a full flight).
+check "tunnel TCP buffers within the budget (${buf_a:-?} of ${budget:-?} bytes; growth ${growth_a:-?})" \
+    test -n "$buf_a" -a -n "$budget" -a "${buf_a%.*}" -le "${budget%.*}" -a "${budget%.*}" -gt 0
 t_log "half_open_limit drops while the downloads started: ${half0:-0} -> ${half1:-0}"
 
 kill "$READER_PID" 2>/dev/null
