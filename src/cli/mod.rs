@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `status`, `peer`, `genkey`, `pubkey`,
-//! `quickstart`; peer onboarding ([`onboarding`]) and the quick start live here too.
+//! The command line: `serve`, `check`, `status`, `peer`, `genkey`, `pubkey`.
+//! Peer onboarding ([`onboarding`]) and the quick start that `serve` runs
+//! without a config ([`quickstart`]) live here too.
 
 pub mod onboarding;
 pub mod quickstart;

@@ -73,7 +73,8 @@ pub async fn serve(config: Config, grace: Duration) -> Result<(), ServeError> {
 
 /// Runs the gateway on already bound sockets until `shutdown` completes,
 /// then drains tunnel connections for at most `grace`. An error when the
-/// tunnel driver stopped by itself (a bug: it logged why).
+/// tunnel driver stopped by itself (it could not use the socket, or it
+/// panicked; its thread logged why).
 pub async fn run(
     config: Config,
     sockets: Sockets,
@@ -86,20 +87,59 @@ pub async fn run(
     let telemetry = Telemetry::new(stats.clone(), peer_view.clone(), health.clone());
     let shutdown = CancellationToken::new();
 
-    let socket = sockets.udp;
-    let control_addr = sockets
-        .control
+    spawn_operations(
+        &config,
+        sockets.admin,
+        sockets.control,
+        &telemetry,
+        &peer_view,
+        &health,
+        &shutdown,
+    );
+    // Deregistered here, registered again with the driver's runtime.
+    let socket = sockets.udp.into_std().map_err(|source| ServeError::Bind {
+        what: "the WireGuard UDP socket",
+        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.gateway.listen_port)),
+        source,
+    })?;
+    let driver = Driver::new(
+        &config.gateway.core_settings(),
+        &config.peers,
+        stats.clone(),
+        proxy_for(&config, &telemetry, &stats),
+        peer_view,
+        grace,
+    );
+    log_start(&config);
+    let (commands, command_rx) = mpsc::channel(8);
+    let driver_done = spawn_driver_thread(driver, socket, command_rx, shutdown.clone());
+    tokio::spawn(watch_and_reload(config, commands, stats, shutdown.clone()));
+    wait_for_the_end(shutdown_signal, driver_done, shutdown).await
+}
+
+/// The admin server, the control endpoint and the upstream probe, on the
+/// caller's runtime, until `shutdown`.
+fn spawn_operations(
+    config: &Config,
+    admin: Option<TcpListener>,
+    control: Option<TcpListener>,
+    telemetry: &Telemetry,
+    peer_view: &PeerView,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) {
+    let control_addr = control
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     for (listener, router, what) in [
         (
-            sockets.admin,
+            admin,
             telemetry.clone().router(),
             "admin server: /metrics /healthz /readyz",
         ),
         (
-            sockets.control,
+            control,
             crate::ops::control::router(peer_view.clone(), control_addr),
             "control endpoint",
         ),
@@ -120,8 +160,11 @@ pub async fn run(
         health.clone(),
         shutdown.clone(),
     ));
+}
 
-    let proxy = Arc::new(
+/// The HTTP proxy that serves every tunnel connection.
+fn proxy_for(config: &Config, telemetry: &Telemetry, stats: &Arc<Stats>) -> Arc<Proxy> {
+    Arc::new(
         Proxy::new(
             config.gateway.upstream.clone(),
             config.gateway.identity_header.clone(),
@@ -131,22 +174,10 @@ pub async fn run(
             crate::web::host_check::HostCheck::new(&config.gateway),
         )
         .with_upstream_limit(config.gateway.max_upstream_requests),
-    );
-    let (commands, command_rx) = mpsc::channel(8);
-    // Deregistered here, registered again with the driver's runtime.
-    let socket = socket.into_std().map_err(|source| ServeError::Bind {
-        what: "the WireGuard UDP socket",
-        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.gateway.listen_port)),
-        source,
-    })?;
-    let driver = Driver::new(
-        &config.gateway.core_settings(),
-        &config.peers,
-        stats.clone(),
-        proxy,
-        peer_view,
-        grace,
-    );
+    )
+}
+
+fn log_start(config: &Config) {
     tracing::info!(
         public_key = %encode_key(&config.gateway.private_key.public_key().to_bytes()),
         port = config.gateway.listen_port,
@@ -155,10 +186,15 @@ pub async fn run(
         peers = config.peers.len(),
         "promgate is up"
     );
-    let driver_done = spawn_driver_thread(driver, socket, command_rx, shutdown.clone());
-    tokio::spawn(watch_and_reload(config, commands, stats, shutdown.clone()));
+}
 
-    let mut driver_done = driver_done;
+/// Waits for the shutdown signal, then for the driver's drain. The driver
+/// ending first is an error.
+async fn wait_for_the_end(
+    shutdown_signal: impl std::future::Future<Output = ()>,
+    mut driver_done: oneshot::Receiver<()>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     tokio::select! {
         _ = shutdown_signal => {}
         _ = &mut driver_done => {

@@ -207,7 +207,6 @@ impl TestPeer {
             .map(|t| self.epoch + Duration::from_micros(t.total_micros().max(0) as u64))
     }
 
-    /// Opens a TCP connection to `dst:port` and queues `request` to send.
     /// Gives the peer an IPv6 tunnel address too, routed via the gateway's.
     pub fn add_ipv6(&mut self, inner: std::net::Ipv6Addr) {
         self.iface.update_ip_addrs(|a| {
@@ -216,6 +215,7 @@ impl TestPeer {
         self.iface.routes_mut().add_default_ipv6_route(GW6).unwrap();
     }
 
+    /// Opens a TCP connection to `dst:port` and queues `request` to send.
     pub fn connect(&mut self, dst: impl Into<IpAddr>, port: u16, request: &str) -> SocketHandle {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 1 << 20]),
