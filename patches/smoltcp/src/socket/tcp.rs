@@ -522,6 +522,14 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// promgate patch: BBR v1, a model-based controller that paces at its
+    /// estimate of the bottleneck bandwidth and does not treat loss as
+    /// congestion. It needs WAN mode (see [`Socket::set_wan_mode`]), which
+    /// provides its delivery-rate samples and its pacer; without WAN mode it
+    /// behaves as `None`.
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// Loss-recovery counters of one connection, for metrics (promgate patch).
@@ -808,6 +816,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         };
         // promgate patch: a new controller must keep the socket's mode.
         let wan_mode = self.wan_mode();
@@ -828,6 +839,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 

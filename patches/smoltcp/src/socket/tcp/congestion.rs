@@ -10,6 +10,41 @@ pub(super) mod cubic;
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
 
+#[cfg(feature = "socket-tcp-bbr")]
+pub(super) mod bbr;
+
+/// promgate patch: what one ACK told the WAN-mode sender, for a model-based
+/// controller (BBR). The delivery-rate part follows
+/// draft-cheng-iccrg-delivery-rate-estimation: the rate is measured from the most
+/// recently sent record that this ACK newly delivered.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(super) struct RateSample {
+    /// Bytes newly delivered (cumulatively ACKed or SACKed) by this ACK.
+    pub acked: usize,
+    /// Bytes newly marked lost while processing this ACK.
+    pub lost: usize,
+    /// The connection's delivered-bytes counter after this ACK.
+    pub delivered_total: u64,
+    /// The delivered counter when the sampled record was (last) sent; None when
+    /// this ACK delivered nothing.
+    pub prior_delivered: Option<u64>,
+    /// Bytes delivered over the sample's interval, and that interval in µs:
+    /// the longer of the send and ACK intervals. None when there is no valid
+    /// sample (no record delivered, or an interval shorter than the min RTT).
+    pub rate: Option<(u64, u64)>,
+    /// The sampled record was sent while the sender was application-limited
+    /// (including a send buffer full of unacknowledged data).
+    pub app_limited: bool,
+    /// RTT of the sampled record in µs, if it was sent only once (Karn).
+    pub rtt_us: Option<u32>,
+    /// Pipe (RFC 6675) before and after this ACK.
+    pub prior_inflight: usize,
+    pub inflight: usize,
+    /// The sender is in loss recovery (fast recovery or after an RTO).
+    pub in_recovery: bool,
+}
+
 #[allow(unused_variables)]
 pub(super) trait Controller {
     /// Returns the number of bytes that can be sent.
@@ -49,14 +84,32 @@ pub(super) trait Controller {
     fn in_slow_start(&self) -> bool {
         false
     }
+
+    /// promgate patch: WAN mode calls this once per acceptable ACK, after
+    /// `on_ack` (which it skips during fast recovery). Loss-based controllers
+    /// ignore it.
+    fn on_rate_sample(&mut self, now: Instant, sample: &RateSample) {}
+
+    /// promgate patch: the pacing rate in bytes/s if the controller sets one
+    /// (BBR); otherwise WAN mode paces at a multiple of cwnd/SRTT.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// RFC 6928 initial window: min(10 MSS, max(2 MSS, 14600 bytes)).
-#[cfg(any(feature = "socket-tcp-cubic", feature = "socket-tcp-reno"))]
+#[cfg(any(
+    feature = "socket-tcp-cubic",
+    feature = "socket-tcp-reno",
+    feature = "socket-tcp-bbr"
+))]
 pub(super) fn initial_window(mss: usize) -> usize {
     (10 * mss).min((2 * mss).max(14600))
 }
 
+// promgate patch: BBR's state (a 10-round bandwidth filter) is a few hundred
+// bytes; boxing it would need `alloc`, and a socket carries more than that anyway.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(super) enum AnyController {
@@ -67,6 +120,9 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
+
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr(bbr::Bbr),
 }
 
 impl AnyController {
@@ -108,6 +164,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 
@@ -121,6 +180,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 }

@@ -16,7 +16,11 @@
 //!   after it was delivered and a reordering window has passed; a tail loss probe
 //!   gets an ACK out of the receiver when the last segments of a flight are lost;
 //! * RTT samples in microseconds from never-retransmitted records (Karn);
-//! * an RTO that marks what was not SACKed as lost and resends only that.
+//! * an RTO that marks what was not SACKed as lost and resends only that;
+//! * a delivery-rate sampler (draft-cheng-iccrg-delivery-rate-estimation): each
+//!   record keeps a snapshot of the connection's delivery counters from when it
+//!   was sent, and each ACK yields a rate sample from the most recently sent
+//!   record it newly delivered, for a model-based controller (BBR).
 //!
 //! Sending is driven by the scoreboard: lost ranges first (lowest sequence first),
 //! then new data. SND.NXT (`remote_last_seq`) keeps its meaning, the highest
@@ -25,6 +29,7 @@
 use alloc::collections::VecDeque;
 use core::fmt;
 
+use super::congestion::RateSample;
 use super::{PollAt, Socket, State};
 use crate::time::{Duration, Instant};
 use crate::wire::{TcpRepr, TcpSeqNumber};
@@ -52,6 +57,22 @@ struct Record {
     sent_at: Instant,
     sends: u16,
     mark: Mark,
+    /// Delivery-rate snapshot at the last send.
+    snap: Snapshot,
+}
+
+/// The connection's delivery counters when a record was sent.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    /// Bytes delivered so far.
+    delivered: u64,
+    /// When `delivered` last grew.
+    delivered_time: Instant,
+    /// Send time of the most recently sent record delivered so far (the start
+    /// of the send interval).
+    first_sent_time: Instant,
+    /// The sender was application-limited.
+    app_limited: bool,
 }
 
 impl Record {
@@ -92,6 +113,16 @@ pub(super) struct Recovery {
     /// by the last segment sent.
     pace_tokens: i64,
     pace_last: Option<Instant>,
+    /// Delivery-rate sampler: bytes delivered (ACKed or SACKed) over the
+    /// connection, when that last grew, and the send time of the most recently
+    /// sent record delivered.
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+    /// Non-zero while application-limited: until `delivered` passes it, samples
+    /// are marked app-limited (the data in flight then went out while the
+    /// sender had nothing more to send).
+    app_limited_until: u64,
 }
 
 impl Recovery {
@@ -115,6 +146,10 @@ impl Recovery {
             cc_mss: 0,
             pace_tokens: 0,
             pace_last: None,
+            delivered: 0,
+            delivered_time: Instant::ZERO,
+            first_sent_time: Instant::ZERO,
+            app_limited_until: 0,
         }
     }
 
@@ -176,6 +211,17 @@ impl Recovery {
     /// ranges, new data past the log, or both.
     fn on_transmit(&mut self, now: Instant, seq: TcpSeqNumber, len: usize, fin: bool) {
         let end = seq + len;
+        // Nothing in flight: the send and ACK intervals of the next sample start now.
+        if self.log.is_empty() {
+            self.first_sent_time = now;
+            self.delivered_time = now;
+        }
+        let snap = Snapshot {
+            delivered: self.delivered,
+            delivered_time: self.delivered_time,
+            first_sent_time: self.first_sent_time,
+            app_limited: self.app_limited_until != 0,
+        };
         let log_end = self.log.back().map(|r| r.end);
         if let Some(log_end) = log_end
             && seq < log_end
@@ -190,6 +236,7 @@ impl Recovery {
                 let rec = &mut self.log[i];
                 rec.sent_at = now;
                 rec.sends = rec.sends.saturating_add(1);
+                rec.snap = snap;
             }
         }
         let new_start = match log_end {
@@ -210,6 +257,7 @@ impl Recovery {
                 sent_at: now,
                 sends: 1,
                 mark: Mark::InFlight,
+                snap,
             });
         }
     }
@@ -281,6 +329,46 @@ impl Recovery {
             }
         }
         newly_lost
+    }
+}
+
+impl Recovery {
+    /// Count `bytes` newly delivered by an ACK at `now` whose most recently sent
+    /// newly delivered record was `sampled`, and return the rate sample: bytes
+    /// delivered since that record was sent, over the longer of its send
+    /// interval and its ACK interval (the longer one is the rate the path could
+    /// sustain: ACK compression shortens the ACK interval, and a burst the send
+    /// interval). Intervals shorter than the min RTT are not valid samples.
+    fn take_rate_sample(
+        &mut self,
+        now: Instant,
+        bytes: usize,
+        sampled: Option<Record>,
+        min_rtt_us: Option<u32>,
+    ) -> (Option<u64>, Option<(u64, u64)>, bool) {
+        self.delivered += bytes as u64;
+        if bytes > 0 {
+            self.delivered_time = now;
+        }
+        if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
+            self.app_limited_until = 0;
+        }
+        let Some(rec) = sampled else {
+            return (None, None, false);
+        };
+        let snap = rec.snap;
+        let send_us = (rec.sent_at - snap.first_sent_time).total_micros();
+        let ack_us = (now - snap.delivered_time).total_micros();
+        let interval_us = send_us.max(ack_us);
+        // The next sample's send interval starts at this record's send time.
+        self.first_sent_time = self.first_sent_time.max(rec.sent_at);
+        let delivered = self.delivered - snap.delivered;
+        let valid = interval_us > 0 && min_rtt_us.is_none_or(|min| interval_us >= min as u64);
+        (
+            Some(snap.delivered),
+            valid.then_some((delivered, interval_us)),
+            snap.app_limited,
+        )
     }
 }
 
@@ -446,8 +534,11 @@ impl<'a> Socket<'a> {
     /// (Linux's `tcp_pacing_ss_ratio` and `tcp_pacing_ca_ratio`). None until
     /// there is an RTT sample: the initial window goes out at once.
     fn wan_pacing_rate(&self) -> Option<u64> {
-        let srtt_us = self.rtte.srtt_us()?.max(1) as u128;
         let cc = self.congestion_controller.inner();
+        if let Some(rate) = cc.pacing_rate() {
+            return Some(rate.max(1));
+        }
+        let srtt_us = self.rtte.srtt_us()?.max(1) as u128;
         let percent = if cc.in_slow_start() { 200 } else { 120 };
         let rate = cc.window() as u128 * 1_000_000 * percent / 100 / srtt_us;
         Some(rate.clamp(1, u64::MAX as u128) as u64)
@@ -551,7 +642,7 @@ impl<'a> Socket<'a> {
     }
 
     /// Run RACK and enter recovery on new losses.
-    fn wan_detect_loss(&mut self, now: Instant) {
+    fn wan_detect_loss(&mut self, now: Instant) -> usize {
         let reo_wnd = self.wan_reo_wnd();
         let newly_lost = self.wan_mut().rack_detect(now, reo_wnd);
         if newly_lost > 0 && self.wan().recovery_point.is_none() {
@@ -564,6 +655,7 @@ impl<'a> Socket<'a> {
         if newly_lost > 0 {
             self.wan_mut().tlp_at = None;
         }
+        newly_lost
     }
 
     /// Process the ACK number and SACK blocks of an acceptable segment. Called
@@ -578,8 +670,16 @@ impl<'a> Socket<'a> {
         // Karn: the RTT sample comes from the most recently sent record that was
         // sent once and is newly delivered.
         let mut sample: Option<Instant> = None;
+        // Delivery rate: the most recently sent newly delivered record.
+        let mut sampled: Option<Record> = None;
         let mut una_advanced = false;
         let wan = self.wan_mut();
+        let prior_inflight = wan.pipe();
+        let newer = |cand: &Option<Record>, rec: &Record| {
+            cand.is_none_or(|c| {
+                rec.sent_at > c.sent_at || (rec.sent_at == c.sent_at && rec.end > c.end)
+            })
+        };
 
         // Cumulative ACK: drop what it covers.
         while let Some(front) = wan.log.front().copied() {
@@ -606,6 +706,9 @@ impl<'a> Socket<'a> {
             if rec.mark != Mark::Sacked {
                 if rec.sends == 1 && sample.is_none_or(|t| rec.sent_at > t) {
                     sample = Some(rec.sent_at);
+                }
+                if newer(&sampled, &rec) {
+                    sampled = Some(rec);
                 }
                 wan.rack_update(now, &rec, min_rtt);
             }
@@ -640,6 +743,9 @@ impl<'a> Socket<'a> {
                 if rec.sends == 1 && sample.is_none_or(|t| rec.sent_at > t) {
                     sample = Some(rec.sent_at);
                 }
+                if newer(&sampled, &rec) {
+                    sampled = Some(rec);
+                }
                 wan.rack_update(now, &rec, min_rtt);
             }
             if wan.fack.is_none_or(|fack| right > fack) {
@@ -653,6 +759,12 @@ impl<'a> Socket<'a> {
         if delivered > 0 {
             wan.probe_out = false;
         }
+        let (prior_delivered, rate, app_limited) =
+            wan.take_rate_sample(now, delivered, sampled, min_rtt);
+        // The RTT of the sampled record, if it was sent once.
+        let sample_rtt_us = sampled
+            .filter(|rec| rec.sends == 1)
+            .map(|rec| (now - rec.sent_at).total_micros().min(u32::MAX as u64) as u32);
         if una_advanced {
             wan.consecutive_rtos = 0;
             if wan.recovery_point.is_some_and(|point| ack >= point) {
@@ -676,9 +788,7 @@ impl<'a> Socket<'a> {
             self.wan_mut().rto_at = Some(now + rto);
         }
 
-        if !empty {
-            self.wan_detect_loss(now);
-        }
+        let lost = if empty { 0 } else { self.wan_detect_loss(now) };
         // cwnd holds during fast recovery (as Linux: no growth in Recovery), but
         // slow-starts again after an RTO.
         let wan = self.wan();
@@ -688,8 +798,50 @@ impl<'a> Socket<'a> {
                 .inner_mut()
                 .on_ack(now, delivered, pipe, &self.rtte);
         }
+        self.wan_rate_sample(
+            now,
+            RateSample {
+                acked: delivered,
+                lost,
+                prior_delivered,
+                rate,
+                app_limited,
+                rtt_us: sample_rtt_us,
+                prior_inflight,
+                ..RateSample::default()
+            },
+        );
+        // Application-limited check, with the buffer as the ACK leaves it (the
+        // ACKed bytes are already dequeued, `local_seq_no` not yet moved).
+        self.wan_check_app_limited(ack + self.tx_buffer.len());
         if delivered > 0 {
             self.wan_arm_tlp(now);
+        }
+    }
+
+    /// Complete `rs` with the sender's state and give it to the controller.
+    fn wan_rate_sample(&mut self, now: Instant, mut rs: RateSample) {
+        let wan = self.wan();
+        rs.delivered_total = wan.delivered;
+        rs.inflight = wan.pipe();
+        rs.in_recovery = wan.recovery_point.is_some();
+        self.congestion_controller
+            .inner_mut()
+            .on_rate_sample(now, &rs);
+    }
+
+    /// Mark the sender application-limited when it has nothing more to send
+    /// (every byte up to `buffer_end` sent), nothing to resend, and room in cwnd:
+    /// rate samples of the data now in flight then measure the application, not
+    /// the path. A send buffer full of unacknowledged data reads the same way,
+    /// and must: the bandwidth estimate may not learn the buffer's limit as the
+    /// path's (a larger buffer lifts it).
+    fn wan_check_app_limited(&mut self, buffer_end: TcpSeqNumber) {
+        let cwnd = self.congestion_controller.inner().window();
+        let all_sent = self.remote_last_seq >= buffer_end;
+        let wan = self.wan_mut();
+        if all_sent && wan.lost == 0 && wan.pipe() < cwnd {
+            wan.app_limited_until = (wan.delivered + wan.pipe() as u64).max(1);
         }
     }
 
@@ -717,7 +869,18 @@ impl<'a> Socket<'a> {
             return;
         }
         if rack_due {
-            self.wan_detect_loss(now);
+            let lost = self.wan_detect_loss(now);
+            if lost > 0 {
+                let prior_inflight = self.wan().pipe() + lost;
+                self.wan_rate_sample(
+                    now,
+                    RateSample {
+                        lost,
+                        prior_inflight,
+                        ..RateSample::default()
+                    },
+                );
+            }
         }
     }
 
@@ -802,6 +965,8 @@ impl<'a> Socket<'a> {
         if !is_resend {
             self.wan_arm_tlp(now);
         }
+        let buffer_end = self.local_seq_no + self.tx_buffer.len();
+        self.wan_check_app_limited(buffer_end);
     }
 }
 
