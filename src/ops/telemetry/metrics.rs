@@ -22,7 +22,7 @@ use promgate_core::gateway::PeerSnapshot;
 use promgate_core::role::Role;
 use promgate_core::stats::{DropReason, Stats};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Request latency buckets in seconds, 1 ms to 30 s; a slower request
@@ -148,95 +148,95 @@ fn encode_gateway_counters(enc: &mut DescriptorEncoder, s: &Stats) -> Result<(),
                 .encode(m.encode_family(&ReasonLabel { reason: r.as_str() })?)?;
         }
     }
-    counter(
-        enc,
-        "promgate_handshake_cookie_replies",
-        "Handshakes answered with a cookie reply because the gateway was under load.",
-        s.cookie_replies.load(Relaxed),
-    )?;
-    counter(
-        enc,
-        "promgate_config_reloads_refused",
-        "Config reloads refused because the new config did not parse or validate.",
-        s.reloads_refused.load(Relaxed),
-    )?;
-    counter(
-        enc,
-        "promgate_config_reloads_applied",
-        "Config reloads applied.",
-        s.reloads_applied.load(Relaxed),
-    )?;
-    counter(
-        enc,
-        "promgate_upstream_errors",
-        "Requests that failed because the upstream was unreachable or too slow.",
-        s.upstream_errors.load(Relaxed),
-    )?;
-    counter(
-        enc,
-        "promgate_upstream_queue_timeouts",
-        "Requests answered 503 after waiting 30 s for a place among the upstream requests in flight.",
-        s.upstream_queue_timeouts.load(Relaxed),
-    )?;
-    counter(
-        enc,
-        "promgate_tunnel_tcp_connections_accepted",
-        "TCP connections accepted inside the tunnel.",
-        s.tcp_connections_accepted.load(Relaxed),
-    )?;
-    gauge(
-        enc,
-        "promgate_tunnel_tcp_connections",
-        "TCP connections open inside the tunnel.",
-        s.tcp_connections_open.load(Relaxed) as f64,
-    )?;
-    // Loss recovery, added when each connection closes. The classic sender
-    // counts only RTOs and fast retransmits.
-    for (name, help, v) in [
-        (
-            "promgate_tunnel_tcp_retransmitted_segments",
-            "Data segments sent again by tunnel TCP connections (WAN sender; counted when a connection closes).",
-            &s.tcp_retransmitted_segments,
-        ),
-        (
-            "promgate_tunnel_tcp_rtos",
-            "Retransmission timeouts of tunnel TCP connections (counted when a connection closes).",
-            &s.tcp_rtos,
-        ),
-        (
-            "promgate_tunnel_tcp_fast_recoveries",
-            "Loss recoveries entered without a timeout: fast retransmits, or RACK/SACK loss detection (counted when a connection closes).",
-            &s.tcp_fast_recoveries,
-        ),
-        (
-            "promgate_tunnel_tcp_tail_loss_probes",
-            "Tail loss probes sent (WAN sender; counted when a connection closes).",
-            &s.tcp_tail_loss_probes,
-        ),
-    ] {
-        counter(enc, name, help, v.load(Relaxed))?;
+    for (name, help, v) in GATEWAY_COUNTERS {
+        counter(enc, name, help, v(s).load(Relaxed))?;
     }
-    for (name, help, v) in [
-        (
-            "promgate_tunnel_tcp_buffer_bytes",
-            "Bytes of tunnel TCP buffers in use: every connection's minimum buffers plus grown send buffers.",
-            &s.tcp_buffer_bytes,
-        ),
-        (
-            "promgate_tunnel_tcp_buffer_growth_bytes",
-            "Bytes of send-buffer growth beyond the minimums (at most half the budget).",
-            &s.tcp_buffer_growth_bytes,
-        ),
-        (
-            "promgate_tunnel_tcp_buffer_budget_bytes",
-            "The configured budget of tunnel TCP buffers (gateway.tcp_memory_budget).",
-            &s.tcp_buffer_budget_bytes,
-        ),
-    ] {
-        gauge(enc, name, help, v.load(Relaxed) as f64)?;
+    for (name, help, v) in GATEWAY_GAUGES {
+        gauge(enc, name, help, v(s).load(Relaxed) as f64)?;
     }
     Ok(())
 }
+
+/// A gateway-wide figure: its name, its help, and where it is kept.
+type Figure = (&'static str, &'static str, fn(&Stats) -> &AtomicU64);
+
+const GATEWAY_COUNTERS: &[Figure] = &[
+    (
+        "promgate_handshake_cookie_replies",
+        "Handshakes answered with a cookie reply because the gateway was under load.",
+        |s| &s.cookie_replies,
+    ),
+    (
+        "promgate_config_reloads_refused",
+        "Config reloads refused because the new config did not parse or validate.",
+        |s| &s.reloads_refused,
+    ),
+    (
+        "promgate_config_reloads_applied",
+        "Config reloads applied.",
+        |s| &s.reloads_applied,
+    ),
+    (
+        "promgate_upstream_errors",
+        "Requests that failed because the upstream was unreachable or too slow.",
+        |s| &s.upstream_errors,
+    ),
+    (
+        "promgate_upstream_queue_timeouts",
+        "Requests answered 503 after waiting 30 s for a place among the upstream requests in flight.",
+        |s| &s.upstream_queue_timeouts,
+    ),
+    (
+        "promgate_tunnel_tcp_connections_accepted",
+        "TCP connections accepted inside the tunnel.",
+        |s| &s.tcp_connections_accepted,
+    ),
+    // Loss recovery, added when each connection closes. The classic sender
+    // counts only RTOs and fast retransmits.
+    (
+        "promgate_tunnel_tcp_retransmitted_segments",
+        "Data segments sent again by tunnel TCP connections (WAN sender; counted when a connection closes).",
+        |s| &s.tcp_retransmitted_segments,
+    ),
+    (
+        "promgate_tunnel_tcp_rtos",
+        "Retransmission timeouts of tunnel TCP connections (counted when a connection closes).",
+        |s| &s.tcp_rtos,
+    ),
+    (
+        "promgate_tunnel_tcp_fast_recoveries",
+        "Loss recoveries entered without a timeout: fast retransmits, or RACK/SACK loss detection (counted when a connection closes).",
+        |s| &s.tcp_fast_recoveries,
+    ),
+    (
+        "promgate_tunnel_tcp_tail_loss_probes",
+        "Tail loss probes sent (WAN sender; counted when a connection closes).",
+        |s| &s.tcp_tail_loss_probes,
+    ),
+];
+
+const GATEWAY_GAUGES: &[Figure] = &[
+    (
+        "promgate_tunnel_tcp_connections",
+        "TCP connections open inside the tunnel.",
+        |s| &s.tcp_connections_open,
+    ),
+    (
+        "promgate_tunnel_tcp_buffer_bytes",
+        "Bytes of tunnel TCP buffers in use: every connection's starting buffers plus grown ones.",
+        |s| &s.tcp_buffer_bytes,
+    ),
+    (
+        "promgate_tunnel_tcp_buffer_growth_bytes",
+        "Bytes of buffer growth beyond the starting buffers (at most half the budget).",
+        |s| &s.tcp_buffer_growth_bytes,
+    ),
+    (
+        "promgate_tunnel_tcp_buffer_budget_bytes",
+        "The configured budget of tunnel TCP buffers (gateway.tcp_memory_budget).",
+        |s| &s.tcp_buffer_budget_bytes,
+    ),
+];
 
 /// Peers configured, and peers with a recent handshake.
 fn encode_peer_counts(
