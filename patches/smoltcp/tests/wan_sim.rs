@@ -14,11 +14,12 @@
 //! of a second.
 //!
 //! `WAN_SIM_PRINT=1 cargo test --release --test wan_sim print -- --nocapture`
-//! prints the table of all cells with WAN mode off and on (`WAN_SIM_BUFFERS=65536,4194304`
-//! for several send buffers); `WAN_SIM_CELL=rtt_ms,loss,wan,buffer` prints one run
-//! in full (`debug_cell`). The `wan_sim_regression_*` tests assert that each cell
-//! reaches a fraction of the link's ideal goodput; they take about 3 s in release
-//! and are skipped in debug builds, where they take minutes.
+//! prints the table of all cells with WAN mode off, on with CUBIC and on with BBR
+//! (`WAN_SIM_BUFFERS=65536,4194304` for several send buffers);
+//! `WAN_SIM_CELL=rtt_ms,loss,wan,buffer[,bbr[,rwnd_cap]]` prints one run in full
+//! (`debug_cell`). The `wan_sim_regression_*` tests assert that each cell reaches a
+//! fraction of the link's ideal goodput; with the fairness test they take about
+//! 13 s in release and are skipped in debug builds, where they take minutes.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
