@@ -123,11 +123,14 @@ pub(super) fn validate_gateway(
         Some(s) => match s.get_ref().as_str() {
             "classic" => TcpSender::Classic,
             "wan" => TcpSender::Wan,
+            "wan-cubic" => TcpSender::WanCubic,
             other => {
                 problems.push(
                     s.span(),
                     "gateway.tcp_sender",
-                    format!("`{other}` is not a TCP sender: use \"classic\" or \"wan\""),
+                    format!(
+                        "`{other}` is not a TCP sender: use \"wan\", \"wan-cubic\" or \"classic\""
+                    ),
                 );
                 DEFAULT_TCP_SENDER
             }

@@ -196,6 +196,9 @@ fn the_tcp_sender_is_classic_or_wan_and_anything_else_is_named() {
     let cfg = parse(&dir.join("p.toml"), &text).unwrap();
     assert_eq!(cfg.gateway.tcp_sender, TcpSender::Wan);
     assert_eq!(cfg.gateway.core_settings().limits.sender, TcpSender::Wan);
+    let text = format!("{}tcp_sender = \"wan-cubic\"\n", base(&dir));
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap();
+    assert_eq!(cfg.gateway.tcp_sender, TcpSender::WanCubic);
     let text = format!("{}tcp_sender = \"bbr\"\n", base(&dir));
     let errs: Vec<String> = errors_of(&text, &dir)
         .iter()

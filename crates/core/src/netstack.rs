@@ -123,8 +123,12 @@ pub enum TcpSender {
     Classic,
     /// The vendored smoltcp's WAN mode (PATCHES.md): µs RTT and a 200 ms
     /// minimum RTO, an initial window of 10, a SACK scoreboard, RACK-TLP,
-    /// and an RTO that resends only what was lost.
+    /// an RTO that resends only what was lost, pacing, and BBR v1 with a
+    /// delivery-rate sampler: loss is not its signal, so random loss on an
+    /// internet path does not collapse the rate.
     Wan,
+    /// WAN mode with CUBIC instead of BBR, for comparison.
+    WanCubic,
 }
 
 /// Loss recovery of the connections that closed since the last
@@ -437,8 +441,13 @@ impl Netstack {
             tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUFFER]),
             tcp::SocketBuffer::new(vec![0u8; MIN_SEND_BUFFER]),
         );
-        socket.set_congestion_control(CongestionControl::Cubic);
-        socket.set_wan_mode(self.limits.sender == TcpSender::Wan);
+        let (congestion, wan) = match self.limits.sender {
+            TcpSender::Classic => (CongestionControl::Cubic, false),
+            TcpSender::Wan => (CongestionControl::Bbr, true),
+            TcpSender::WanCubic => (CongestionControl::Cubic, true),
+        };
+        socket.set_congestion_control(congestion);
+        socket.set_wan_mode(wan);
         // Delayed ACKs, as kernel TCP does: the answer to a request nearly
         // always leaves within the delay and carries the ACK, which saves a
         // datagram (an encryption and a send here, a wake-up and a
@@ -551,7 +560,7 @@ impl Netstack {
     fn tune_buffers(&mut self, now: Instant) {
         let max_send = match self.limits.sender {
             TcpSender::Classic => self.limits.send_buffer,
-            TcpSender::Wan => self.limits.max_send_buffer,
+            TcpSender::Wan | TcpSender::WanCubic => self.limits.max_send_buffer,
         };
         for (h, conn) in self.conns.iter_mut() {
             if !conn.established {
