@@ -10317,6 +10317,59 @@ mod test {
     }
 
     #[test]
+    fn test_wan_rate_sample_buffer_limited() {
+        // The send buffer full and all of it sent: the sender is buffer-limited,
+        // which counts as app-limited; data sent from then on gives app-limited
+        // samples (as in the draft, what was sent before the mark does not).
+        let una = LOCAL_SEQ + 1;
+        let mut s = wan_socket(una, 10);
+        s.set_nagle_enabled(false);
+        assert_eq!(s.send_slice(&[0; 256]), Ok(256));
+        assert_eq!(wan_flush(&mut s, 0).len(), 26);
+        assert!(s.wan.as_deref().unwrap().app_limited());
+        wan_ack(&mut s, 100, una + 40, 256, &[]);
+        let rs = s.wan.as_deref().unwrap().last_sample().unwrap();
+        assert_eq!(rs.acked, 40);
+        assert_eq!(rs.delivered_total, 40);
+        assert_eq!(rs.prior_delivered, Some(0));
+        // 40 bytes over the ACK interval (100 ms; the send interval is 0).
+        assert_eq!(rs.rate, Some((40, 100_000)));
+        assert_eq!(rs.rtt_us, Some(100_000));
+        assert!(!rs.app_limited);
+        // The ACK made room; the application fills it, all of it goes out.
+        assert_eq!(s.send_slice(&[0; 40]), Ok(40));
+        assert_eq!(wan_flush(&mut s, 100).len(), 4);
+        assert!(s.wan.as_deref().unwrap().app_limited());
+        wan_ack(&mut s, 200, una + 296, 256, &[]);
+        let rs = s.wan.as_deref().unwrap().last_sample().unwrap();
+        assert_eq!(rs.delivered_total, 296);
+        assert!(rs.app_limited);
+        wan_check_log(&s);
+    }
+
+    #[test]
+    fn test_wan_rate_sample_window_limited_is_not_app_limited() {
+        // Unsent data waits for the receive window: not app-limited. Then a
+        // second flight's sample spans its send interval and its ACK interval.
+        let una = LOCAL_SEQ + 1;
+        let mut s = wan_socket(una, 10);
+        s.remote_win_len = 20;
+        s.send_slice(&[0; 64]).unwrap();
+        assert_eq!(wan_flush(&mut s, 0).len(), 2);
+        assert!(!s.wan.as_deref().unwrap().app_limited());
+        wan_ack(&mut s, 50, una + 10, 20, &[]);
+        assert_eq!(wan_flush(&mut s, 60).len(), 1);
+        wan_ack(&mut s, 110, una + 30, 20, &[]);
+        let rs = s.wan.as_deref().unwrap().last_sample().unwrap();
+        assert!(!rs.app_limited);
+        assert_eq!(rs.delivered_total, 30);
+        // The newest delivered record (sent at 60 ms, after 10 bytes had been
+        // delivered at 50 ms): 20 bytes over max(60 - 0, 110 - 50) ms.
+        assert_eq!(rs.rate, Some((20, 60_000)));
+        wan_check_log(&s);
+    }
+
+    #[test]
     fn test_wan_seq_wrap() {
         // 2^32 - 20: sequence numbers wrap between the 2nd and 3rd of six segments.
         let start = TcpSeqNumber(-20);

@@ -123,6 +123,9 @@ pub(super) struct Recovery {
     /// are marked app-limited (the data in flight then went out while the
     /// sender had nothing more to send).
     app_limited_until: u64,
+    /// The last sample given to the controller, for tests.
+    #[cfg(test)]
+    last_sample: Option<RateSample>,
 }
 
 impl Recovery {
@@ -150,6 +153,8 @@ impl Recovery {
             delivered_time: Instant::ZERO,
             first_sent_time: Instant::ZERO,
             app_limited_until: 0,
+            #[cfg(test)]
+            last_sample: None,
         }
     }
 
@@ -374,6 +379,14 @@ impl Recovery {
 
 #[cfg(test)]
 impl Recovery {
+    pub(super) fn app_limited(&self) -> bool {
+        self.app_limited_until != 0
+    }
+
+    pub(super) fn last_sample(&self) -> Option<RateSample> {
+        self.last_sample
+    }
+
     pub(super) fn log_front(&self) -> Option<TcpSeqNumber> {
         self.log.front().map(|r| r.start)
     }
@@ -825,6 +838,10 @@ impl<'a> Socket<'a> {
         rs.delivered_total = wan.delivered;
         rs.inflight = wan.pipe();
         rs.in_recovery = wan.recovery_point.is_some();
+        #[cfg(test)]
+        {
+            self.wan_mut().last_sample = Some(rs);
+        }
         self.congestion_controller
             .inner_mut()
             .on_rate_sample(now, &rs);
