@@ -560,8 +560,11 @@ impl<'a> Socket<'a> {
     /// Bucket depth: about 1 ms of data (as Linux's `sk_pacing_shift`), between
     /// 2 segments and 64 KiB, and 64 KiB on a LAN (min RTT under 2 ms), where a
     /// 1 ms timer could otherwise not keep the link busy. Plus 1 ms of credit, so
-    /// that a timer that fires up to 1 ms late does not cost rate.
-    fn wan_pacing_cap(&self, rate: u64) -> i64 {
+    /// that a timer that fires up to 1 ms late does not cost rate; the credit is
+    /// only for a sender that sent within the last 2 ms (one waiting on the pacer
+    /// is woken that soon): one held back longer by cwnd or the receive window
+    /// owes nothing to a late timer, and would release 2 ms of data at once.
+    fn wan_pacing_cap(&self, rate: u64, elapsed_us: u128) -> i64 {
         const MAX_BURST: u64 = 64 * 1024;
         let mss = self.wan().cc_mss.max(self.remote_mss) as u64;
         let per_ms = rate / 1000;
@@ -569,22 +572,23 @@ impl<'a> Socket<'a> {
         if self.rtte.min_rtt_us().is_some_and(|us| us < 2000) {
             depth = depth.max(MAX_BURST);
         }
-        (depth + per_ms).min(i64::MAX as u64 / 2) as i64
+        let credit = if elapsed_us <= 2000 { per_ms } else { 0 };
+        (depth + credit).min(i64::MAX as u64 / 2) as i64
     }
 
     /// Tokens at `now`, or None when nothing is paced.
     fn wan_pace_tokens(&self, now: Instant) -> Option<i64> {
         let rate = self.wan_pacing_rate()?;
-        let cap = self.wan_pacing_cap(rate);
         let wan = self.wan();
         let Some(last) = wan.pace_last else {
-            return Some(cap);
+            return Some(self.wan_pacing_cap(rate, u128::MAX));
         };
         let elapsed_us = if now > last {
             (now - last).total_micros() as u128
         } else {
             0
         };
+        let cap = self.wan_pacing_cap(rate, elapsed_us);
         let earned = (rate as u128 * elapsed_us / 1_000_000).min(i64::MAX as u128 / 2) as i64;
         Some(wan.pace_tokens.saturating_add(earned).min(cap))
     }
