@@ -555,7 +555,7 @@ def test_dockerignore_is_an_allow_list():
     # must come after every re-include: the last matching pattern wins.
     assert not excludes or max(includes) < min(excludes), f"an exclusion precedes a re-include: {rest}"
     allowed = {rest[i][1:].split("/", 1)[0] for i in includes}
-    assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches", "patches"}, allowed
+    assert allowed == {"Cargo.toml", "Cargo.lock", "src", "benches", "crates", "tools", "patches"}, allowed
 
 
 def _copy_sources(args: str) -> list[str] | None:
@@ -589,6 +589,12 @@ def test_dockerfile_builds_dependencies_before_sources():
         if "path" in spec:
             top = spec["path"].split("/", 1)[0]
             assert top in before, f"the patched {name} ({spec['path']}) is copied after the dependency build"
+    # Workspace members' manifests too: cargo reads every member's
+    # Cargo.toml before it builds anything.
+    for member in manifest.get("workspace", {}).get("members", []):
+        if member != ".":
+            top = member.split("/", 1)[0]
+            assert top in before, f"workspace member {member} is copied after the dependency build"
     # Everything COPY reads from the context is let in by .dockerignore.
     allowed = {p[1:].split("/", 1)[0] for p in dockerignore_patterns()[1:]}
     for _, srcs in context:

@@ -171,7 +171,7 @@ def test_alert_rules_name_real_metrics():
     expr = by_name["PromgateConfigReloadRefused"]["expr"]
     assert "promgate_config_reloads_refused_total" in expr
     # The gateway exports that counter (OpenMetrics adds _total to the name).
-    src = (TERRAFORM_DIR.parent / "src" / "telemetry" / "metrics.rs").read_text(encoding="utf-8")
+    src = (TERRAFORM_DIR.parent / "src" / "ops" / "telemetry" / "metrics.rs").read_text(encoding="utf-8")
     assert '"promgate_config_reloads_refused"' in src
     for r in rules:
         assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r
