@@ -220,19 +220,6 @@ impl RawPeer {
 }
 
 /// A small deterministic generator, so that a failing seed can be replayed.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random interleavings of several peers' SYN, SYN|FIN, RST, ACK and data
 /// segments in one batch. Afterwards every peer completes the handshake of
 /// each SYN-ACK it received; every accepted connection must carry the

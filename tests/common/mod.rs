@@ -357,8 +357,24 @@ pub struct Lab {
     /// Datagrams lost on the way, each direction (per mille), decided by a
     /// seeded generator so that a failure replays.
     pub loss_per_mille: u32,
-    pub loss_rng: u64,
+    pub loss_rng: XorShift,
     pub lost: usize,
+}
+
+/// A small seeded generator (xorshift64), so that a failing run replays.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
 
 /// The lab's clock: tokio's, which the tests pause.
@@ -448,7 +464,7 @@ impl Lab {
             notify,
             config,
             loss_per_mille: 0,
-            loss_rng: 0x9E37_79B9_7F4A_7C15,
+            loss_rng: XorShift(0x9E37_79B9_7F4A_7C15),
             lost: 0,
         }
     }
@@ -477,18 +493,12 @@ impl Lab {
         now()
     }
 
-    /// Whether the next datagram is lost (xorshift64*).
+    /// Whether the next datagram is lost.
     fn lose(&mut self) -> bool {
         if self.loss_per_mille == 0 {
             return false;
         }
-        let mut x = self.loss_rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.loss_rng = x;
-        let lost =
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % 1000 < u64::from(self.loss_per_mille);
+        let lost = self.loss_rng.below(1000) < u64::from(self.loss_per_mille);
         self.lost += usize::from(lost);
         lost
     }
