@@ -57,6 +57,16 @@ const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(
 /// Packets waiting for encryption. Beyond this, smoltcp sees a full device
 /// and holds back (TCP retransmits; nothing is lost silently).
 pub(crate) const MAX_TX_QUEUE: usize = 1024;
+/// Packets one peer's connections may emit in one poll before the other
+/// peers' turn: egress goes round-robin by peer, so a peer with 128 busy
+/// downloads gets the same share of a turn as a peer with one request, and
+/// what is left of its share waits for the next poll, which comes at once
+/// (after the driver has read what arrived meanwhile).
+pub(crate) const EGRESS_PER_PEER_TURN: usize = 128;
+/// How often every connection is visited, work or not: timeouts, and
+/// grown buffers that have been idle. Between sweeps a poll visits only the
+/// connections with work (see `Netstack::poll`).
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// A send buffer counts as full of data in flight (so it, not the
 /// congestion window, limits the flight) when less than this is unsent.
 const BUFFER_LIMITED_SLACK: usize = 2 * 1460;
@@ -164,6 +174,11 @@ struct Conn {
     grown: usize,
     /// Since when a grown send buffer has had nothing to send.
     drained_since: Option<Instant>,
+    /// When smoltcp next needs this socket polled (a timer), as of the
+    /// last visit; `None` while it waits for a packet or the application.
+    poll_at: Option<Instant>,
+    /// Has work for the next poll (see `Netstack::queued_work`).
+    queued: bool,
 }
 
 /// What a connection's handshake, idle and stall timeouts count from.
@@ -276,6 +291,16 @@ pub(crate) struct Netstack {
     limits: Limits,
     poll_request: std::task::Waker,
     epoch: Instant,
+    /// Some connection is marked `queued` for the next poll: a segment
+    /// arrived for it, it was reset, or egress left it unfinished (its
+    /// peer's share of the turn ran out, or the transmit queue filled).
+    /// Set after a poll, it means poll again at once.
+    queued_work: bool,
+    last_sweep: Option<Instant>,
+    /// Rotates which peer goes first in egress.
+    turn: usize,
+    /// Connections the last poll visited (tests).
+    pub(crate) last_visited: usize,
 }
 
 impl Netstack {
@@ -334,6 +359,10 @@ impl Netstack {
             limits,
             poll_request,
             epoch: now,
+            queued_work: false,
+            last_sweep: None,
+            turn: 0,
+            last_visited: 0,
         }
     }
 
@@ -411,6 +440,9 @@ impl Netstack {
             // that can be in Listen now. Remove it before anything else
             // arrives, so it cannot take another peer's SYN.
             self.remove_if_listening((src, src_port, dst_port));
+            if let Some(&h) = self.by_tuple.get(&(src, src_port, dst_port)) {
+                self.enqueue_work(h);
+            }
         }
         Ok(())
     }
@@ -479,6 +511,8 @@ impl Netstack {
                 reserved: self.limits.connection_buffers(),
                 grown: 0,
                 drained_since: None,
+                poll_at: None,
+                queued: false,
             },
         );
         self.by_tuple.insert(tuple, handle);
@@ -486,33 +520,135 @@ impl Netstack {
         *self.half_open.entry(peer).or_insert(0) += 1;
     }
 
-    /// Moves bytes between sockets and pipes, then lets smoltcp transmit.
+    /// Puts a connection on the next poll's work list.
+    fn enqueue_work(&mut self, h: SocketHandle) {
+        if let Some(conn) = self.conns.get_mut(&h) {
+            conn.queued = true;
+            self.queued_work = true;
+        }
+    }
+
+    /// The connections this poll visits: those queued (a segment, a reset,
+    /// unfinished egress), those whose application asked, and those whose
+    /// timer is due; every connection on a sweep. Checking the others costs
+    /// a flag and a time each, not a call into smoltcp or a lock.
+    fn collect_work(&mut self, now: Instant) -> Vec<SocketHandle> {
+        let sweep = self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+        if sweep {
+            self.last_sweep = Some(now);
+        }
+        self.queued_work = false;
+        let mut work = Vec::new();
+        for (h, conn) in self.conns.iter_mut() {
+            let asked = conn.pipe.take_needs_pump();
+            let due = conn.poll_at.is_some_and(|t| t <= now);
+            if std::mem::take(&mut conn.queued) || sweep || asked || due {
+                work.push(*h);
+            }
+        }
+        work
+    }
+
+    /// Moves bytes between the sockets and pipes of the connections with
+    /// work, lets smoltcp transmit for them round-robin by peer, then tunes
+    /// their buffers and frees the finished ones.
     pub(crate) fn poll(&mut self, now: Instant) {
-        self.pump(now);
+        let work = self.collect_work(now);
+        self.last_visited = work.len();
+        self.pump(now, &work);
         let ts = self.timestamp(now);
+        self.iface.poll_maintenance(ts);
+        self.egress(ts, &work);
+        // After egress: what is in flight now shows whether the buffer
+        // limited it.
+        self.tune_buffers(now, &work);
+        for h in &work {
+            let at = self.iface.socket_poll_at(ts, &self.sockets, *h);
+            if let Some(conn) = self.conns.get_mut(h) {
+                conn.poll_at =
+                    at.map(|t| self.epoch + Duration::from_micros(t.total_micros() as u64));
+            }
+        }
+        self.reap(&work);
+    }
+
+    /// Transmits for the connections in `work`, one segment per socket per
+    /// round (as smoltcp's own egress does), with the peers taken in turn
+    /// and each limited to [`EGRESS_PER_PEER_TURN`] packets per poll. A
+    /// socket leaves the round once it has nothing to send; one that still
+    /// had something when its peer's share or the transmit queue ran out
+    /// goes on the next poll's work list.
+    fn egress(&mut self, ts: smoltcp::time::Instant, work: &[SocketHandle]) {
+        let mut by_peer: Vec<(PeerId, Vec<SocketHandle>, usize)> = Vec::new();
+        for h in work {
+            let Some(conn) = self.conns.get(h) else {
+                continue;
+            };
+            match by_peer.iter_mut().find(|(p, _, _)| *p == conn.peer) {
+                Some((_, handles, _)) => handles.push(*h),
+                None => by_peer.push((conn.peer, vec![*h], 0)),
+            }
+        }
+        if by_peer.is_empty() {
+            return;
+        }
+        self.turn = self.turn.wrapping_add(1);
+        let first = self.turn % by_peer.len();
+        by_peer.rotate_left(first);
         let mut device = TunnelDevice {
             rx: None,
             tx: &mut self.tx,
             mtu: self.mtu,
         };
-        self.iface.poll_maintenance(ts);
-        // One poll_egress emits at most one segment per socket, so loop until
-        // nothing is left to send. Bounded: the device refuses tokens once the
-        // transmit queue holds MAX_TX_QUEUE packets, which ends the loop.
-        while self.iface.poll_egress(ts, &mut device, &mut self.sockets)
-            == smoltcp::iface::PollResult::SocketStateChanged
-        {}
-        // After egress: what is in flight now shows whether the buffer
-        // limited it.
-        self.tune_buffers(now);
-        self.reap();
+        let mut unfinished: Vec<SocketHandle> = Vec::new();
+        'rounds: loop {
+            let mut sent_any = false;
+            for (_, handles, sent) in by_peer.iter_mut() {
+                let mut i = 0;
+                while i < handles.len() {
+                    if *sent >= EGRESS_PER_PEER_TURN {
+                        // This peer's share is used up: the rest wait.
+                        unfinished.append(handles);
+                        break;
+                    }
+                    if device.tx.ready.len() >= MAX_TX_QUEUE {
+                        for (_, rest, _) in by_peer.iter_mut() {
+                            unfinished.append(rest);
+                        }
+                        break 'rounds;
+                    }
+                    let h = handles[i];
+                    let r = self
+                        .iface
+                        .poll_egress_socket(ts, &mut device, &mut self.sockets, h);
+                    if r == smoltcp::iface::PollResult::SocketStateChanged {
+                        *sent += 1;
+                        sent_any = true;
+                        i += 1;
+                    } else {
+                        handles.swap_remove(i);
+                    }
+                }
+            }
+            if !sent_any {
+                break;
+            }
+        }
+        for h in unfinished {
+            self.enqueue_work(h);
+        }
     }
 
     /// Frees finished connections. Runs after egress, so that the final ACK
     /// of a close has been emitted; TIME-WAIT is not kept (its only use is
     /// re-ACKing a lost final FIN, and it would hold connection slots).
-    fn reap(&mut self) {
-        for (h, conn) in self.conns.iter() {
+    fn reap(&mut self, work: &[SocketHandle]) {
+        for h in work {
+            let Some(conn) = self.conns.get(h) else {
+                continue;
+            };
             let sock = self.sockets.get::<tcp::Socket>(*h);
             if matches!(sock.state(), State::Closed | State::TimeWait)
                 && (!conn.established || conn.pipe.lock().app_dropped)
@@ -557,12 +693,15 @@ impl Netstack {
     ///
     /// A reader that stopped reading closes its window, so neither grows for
     /// it. Runs after egress, when what is in flight is known.
-    fn tune_buffers(&mut self, now: Instant) {
+    fn tune_buffers(&mut self, now: Instant, work: &[SocketHandle]) {
         let max_send = match self.limits.sender {
             TcpSender::Classic => self.limits.send_buffer,
             TcpSender::Wan | TcpSender::WanCubic => self.limits.max_send_buffer,
         };
-        for (h, conn) in self.conns.iter_mut() {
+        for h in work {
+            let Some(conn) = self.conns.get_mut(h) else {
+                continue;
+            };
             if !conn.established {
                 continue;
             }
@@ -630,10 +769,10 @@ impl Netstack {
 
     /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
     pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let ts = self.timestamp(now);
-        self.iface
-            .poll_delay(ts, &self.sockets)
-            .map(|d| now + Duration::from_micros(d.total_micros()))
+        if self.queued_work {
+            return Some(now);
+        }
+        self.conns.values().filter_map(|c| c.poll_at).min()
     }
 
     /// Connections that completed their handshake since the last call.
@@ -668,22 +807,31 @@ impl Netstack {
     }
 
     fn abort_where(&mut self, select: impl Fn(&Conn) -> bool) {
+        let mut aborted = Vec::new();
         for (h, conn) in self.conns.iter_mut().filter(|(_, c)| select(c)) {
             self.sockets.get_mut::<tcp::Socket>(*h).abort();
             let mut s = conn.pipe.lock();
             s.reset = true;
             s.wake_reader();
             s.wake_writer();
+            aborted.push(*h);
+        }
+        // The resets go out on the next poll.
+        for h in aborted {
+            self.enqueue_work(h);
         }
     }
 
     /// Moves bytes between every connection's socket and pipe, hands out
     /// the connections that completed their handshake, and resets the ones
     /// that are idle, late or stalled.
-    fn pump(&mut self, now: Instant) {
+    fn pump(&mut self, now: Instant, work: &[SocketHandle]) {
         let mut removals = std::mem::take(&mut self.removals);
         let half_open = &mut self.half_open;
-        for (h, conn) in self.conns.iter_mut() {
+        for h in work {
+            let Some(conn) = self.conns.get_mut(h) else {
+                continue;
+            };
             let sock = self.sockets.get_mut::<tcp::Socket>(*h);
             let state = sock.state();
             if state == State::Listen {
@@ -1082,17 +1230,117 @@ mod tests {
         (buf, kind)
     }
 
+    /// What the application side does: write through the pipe, which
+    /// asks for a poll.
+    fn app_writes(pipe: &Pipe, data: &[u8]) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(pipe.poll_write(&mut cx, data).is_ready());
+    }
+
     /// Completes a handshake on `port`; returns the gateway's next sequence
     /// number and the connection's pipe.
     fn establish(ns: &mut Netstack, now: Instant, port: u16) -> (u32, Arc<Pipe>) {
-        syn(ns, now, port).unwrap();
+        establish_from(ns, now, PEER, 1, port)
+    }
+
+    fn establish_from(
+        ns: &mut Netstack,
+        now: Instant,
+        src: Ipv4Address,
+        peer: PeerId,
+        port: u16,
+    ) -> (u32, Arc<Pipe>) {
+        let (p, k) = segment_from(src, port, TcpControl::Syn, 1000, None);
+        ns.receive(now, peer, &p, k).unwrap();
         ns.poll(now);
         let synack = sent_seq(ns)[0];
-        let (ack, k) = segment(port, TcpControl::None, 1001, Some(synack.0.wrapping_add(1)));
-        ns.receive(now, 1, &ack, k).unwrap();
+        let (ack, k) = segment_from(
+            src,
+            port,
+            TcpControl::None,
+            1001,
+            Some(synack.0.wrapping_add(1)),
+        );
+        ns.receive(now, peer, &ack, k).unwrap();
         ns.poll(now);
         let conn = ns.take_established().next().expect("established");
         (synack.0.wrapping_add(1), conn.pipe)
+    }
+
+    /// Issue 24: egress goes round-robin by peer with a share per poll. A
+    /// peer with 60 connections that all have data to send gets at most
+    /// EGRESS_PER_PEER_TURN packets out of a poll, another peer's one reply
+    /// leaves in the first round, and the rest follows on the next poll,
+    /// which `poll_at` asks for at once.
+    #[test]
+    fn egress_is_shared_round_robin_by_peer() {
+        let t0 = Instant::now();
+        let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
+        let busy = Ipv4Address::new(10, 13, 13, 2);
+        let quiet = Ipv4Address::new(10, 13, 13, 3);
+        let mut pipes = Vec::new();
+        for port in 0..60 {
+            pipes.push(establish_from(&mut ns, t0, busy, 1, 41000 + port).1);
+        }
+        let (_, quiet_pipe) = establish_from(&mut ns, t0, quiet, 2, 42000);
+        for p in &pipes {
+            app_writes(p, &[b'x'; 4000]);
+        }
+        app_writes(&quiet_pipe, b"HTTP/1.1 200 OK\r\n\r\n");
+        let dst_of = |p: &[u8]| Ipv4Packet::new_checked(p).unwrap().dst_addr();
+        let mut first = Vec::new();
+        ns.poll(t0);
+        ns.drain_transmit(|p| first.push(dst_of(p)));
+        let busy_first = first.iter().filter(|a| **a == busy).count();
+        let quiet_at = first.iter().position(|a| *a == quiet);
+        assert_eq!(
+            busy_first, EGRESS_PER_PEER_TURN,
+            "busy peer's share of one poll"
+        );
+        assert!(
+            quiet_at.is_some_and(|i| i <= 60),
+            "the quiet peer's reply waited behind {quiet_at:?} packets"
+        );
+        // The busy peer's rest goes out on the next polls, asked for at once.
+        assert_eq!(ns.poll_at(t0), Some(t0));
+        let mut rest = 0;
+        for _ in 0..10 {
+            ns.poll(t0);
+            ns.drain_transmit(|p| {
+                assert_eq!(dst_of(p), busy);
+                rest += 1;
+            });
+        }
+        assert!(rest > 0, "the busy peer's remaining segments never left");
+        let unsent: usize = pipes.iter().map(|p| p.lock().tx.len()).sum();
+        assert_eq!(unsent, 0, "data left in the pipes");
+    }
+
+    /// Issue 24: a poll visits only connections with work. A thousand idle
+    /// connections cost a flag check each, not a smoltcp call; one that
+    /// the application wrote to is visited and sends.
+    #[test]
+    fn a_poll_visits_only_connections_with_work() {
+        let t0 = Instant::now();
+        let mut ns = stack(2000, 2000, Duration::from_secs(300), t0);
+        let mut pipes = Vec::new();
+        for port in 0..1000u16 {
+            let src = Ipv4Address::new(10, 13, 14, (port % 200) as u8);
+            pipes.push(establish_from(&mut ns, t0, src, u32::from(port % 200), 30000 + port).1);
+        }
+        // Between sweeps, an idle poll visits nothing.
+        let t1 = t0 + Duration::from_millis(1);
+        ns.poll(t1);
+        assert_eq!(ns.last_visited, 0);
+        app_writes(&pipes[7], b"hello");
+        ns.poll(t1);
+        assert_eq!(ns.last_visited, 1);
+        let mut out = 0;
+        ns.drain_transmit(|_| out += 1);
+        assert_eq!(out, 1);
+        // A sweep visits all of them.
+        ns.poll(t0 + SWEEP_EVERY + Duration::from_millis(1));
+        assert_eq!(ns.last_visited, 1000);
     }
 
     /// Issue 24: a half-open connection holds no pipe buffers; they come
@@ -1217,7 +1465,7 @@ mod tests {
         let t0 = Instant::now();
         let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
         let (gw_seq, pipe) = establish(&mut ns, t0, 40001);
-        let _ = pipe.lock().tx.enqueue_slice(&[b'x'; 4000]);
+        app_writes(&pipe, &[b'x'; 4000]);
         ns.poll(t0);
         let _ = sent_seq(&mut ns);
         let mut t = t0;
@@ -1240,7 +1488,7 @@ mod tests {
         let t0 = Instant::now();
         let mut ns = stack(128, 1024, Duration::from_secs(300), t0);
         let (gw_seq, pipe) = establish(&mut ns, t0, 40001);
-        let _ = pipe.lock().tx.enqueue_slice(&[b'x'; 4000]);
+        app_writes(&pipe, &[b'x'; 4000]);
         ns.poll(t0);
         // Offsets from the first byte the gateway sent, so that sequence
         // numbers wrapping around do not matter.
@@ -1259,7 +1507,7 @@ mod tests {
             ns.receive(t, 1, &p, k).unwrap();
             ns.poll(t);
             if pipe.lock().tx.is_empty() {
-                let _ = pipe.lock().tx.enqueue_slice(&[b'y'; 1000]);
+                app_writes(&pipe, &[b'y'; 1000]);
             }
         }
         assert!(!pipe.lock().reset, "a moving download was cut");

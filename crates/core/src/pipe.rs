@@ -12,6 +12,7 @@
 
 use smoltcp::storage::RingBuffer;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::task::{Context, Poll};
@@ -90,6 +91,10 @@ pub struct Pipe {
     state: Mutex<PipeState>,
     /// Wakes whoever polls the netstack (the driver).
     netstack: Waker,
+    /// The application added data, freed room or closed since the
+    /// netstack last looked: the netstack visits only connections with
+    /// work, and this is how it finds the ones the application gave some.
+    needs_pump: AtomicBool,
 }
 
 impl Pipe {
@@ -110,7 +115,13 @@ impl Pipe {
                 write_waker: None,
             }),
             netstack,
+            needs_pump: AtomicBool::new(false),
         })
+    }
+
+    /// True once after the application asked for a poll, and clears it.
+    pub(crate) fn take_needs_pump(&self) -> bool {
+        self.needs_pump.swap(false, Ordering::AcqRel)
     }
 
     /// Locks the state. A poisoned lock means a panic while copying bytes,
@@ -121,6 +132,7 @@ impl Pipe {
 
     /// Asks for a netstack poll: the application added data or freed room.
     fn request_poll(&self) {
+        self.needs_pump.store(true, Ordering::Release);
         self.netstack.wake_by_ref();
     }
 
