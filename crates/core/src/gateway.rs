@@ -11,6 +11,7 @@
 //! ```
 
 use crate::access::PeerAccess;
+use crate::ingress::{Admit, IngressShares};
 use crate::keys::PrivateKey;
 use crate::netstack::{Netstack, NewConnection, RecoveryTotals};
 use crate::peer::{Decapsulated, Encapsulated, PeerDiff, PeerTable};
@@ -106,6 +107,8 @@ pub struct Gateway {
     rx_buf: Box<[u8]>,
     tx_buf: Box<[u8]>,
     last_tick: Option<Instant>,
+    /// Each session's share of a turn before decryption (see [`crate::ingress`]).
+    ingress: IngressShares,
     /// A monotonic instant and the Unix time at that instant, both from
     /// the caller: the core reads no clock of its own.
     clock_base: (Instant, Duration),
@@ -138,6 +141,7 @@ impl Gateway {
             rx_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
             tx_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
             last_tick: None,
+            ingress: IngressShares::default(),
         }
     }
 
@@ -151,8 +155,24 @@ impl Gateway {
         &self.stats
     }
 
-    /// Handles one UDP datagram from `src`.
+    /// Handles one UDP datagram from `src`, or puts it aside for the next
+    /// turn (the next [`Self::poll`]) when its session has had its share of
+    /// this one.
     pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut impl Transmit,
+    ) {
+        match self.ingress.admit(src, datagram) {
+            Admit::Now => self.process_datagram(now, src, datagram, out),
+            Admit::Deferred => {}
+            Admit::Dropped => self.stats.drop_packet(DropReason::IngressShare),
+        }
+    }
+
+    fn process_datagram(
         &mut self,
         now: Instant,
         src: SocketAddr,
@@ -199,6 +219,14 @@ impl Gateway {
     /// Runs the netstack and sends what it produced. Call after a batch of
     /// datagrams, when a stream signalled, and when [`Self::poll_at`] is due.
     pub fn poll(&mut self, now: Instant, out: &mut impl Transmit) {
+        // A new turn: what was put aside in the last one goes first.
+        if self.ingress.has_deferred() {
+            let mut shares = std::mem::take(&mut self.ingress);
+            shares.next_turn(|src, d| self.process_datagram(now, src, d, out));
+            self.ingress = shares;
+        } else {
+            self.ingress.next_turn(|_, _| {});
+        }
         if self
             .last_tick
             .is_none_or(|t| now.saturating_duration_since(t) >= TICK)
@@ -245,6 +273,9 @@ impl Gateway {
 
     /// When [`Self::poll`] must run next at the latest.
     pub fn poll_at(&mut self, now: Instant) -> Instant {
+        if self.ingress.has_deferred() {
+            return now;
+        }
         let tick = self.last_tick.map_or(now, |t| t + TICK);
         match self.netstack.poll_at(now) {
             Some(t) => t.min(tick),

@@ -23,6 +23,7 @@ pub mod access;
 pub(crate) mod allowed_ips;
 pub mod budget;
 pub mod gateway;
+pub mod ingress;
 pub mod keys;
 pub mod netstack;
 pub mod peer;

@@ -51,10 +51,14 @@ pub enum DropReason {
     NoRoute,
     /// The UDP socket could not take the datagram (send buffer full).
     SendFailed,
+    /// A data datagram over its session's share of a turn
+    /// ([`crate::ingress::PER_SESSION_TURN`]) when the queue of datagrams
+    /// put aside for the next turn was full.
+    IngressShare,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::Unauthenticated,
@@ -72,6 +76,7 @@ impl DropReason {
         DropReason::MalformedInner,
         DropReason::NoRoute,
         DropReason::SendFailed,
+        DropReason::IngressShare,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +98,7 @@ impl DropReason {
             DropReason::MalformedInner => "malformed_inner",
             DropReason::NoRoute => "no_route",
             DropReason::SendFailed => "send_failed",
+            DropReason::IngressShare => "ingress_share",
         }
     }
 }
