@@ -18,6 +18,7 @@ use super::problems::{Problems, parse_duration};
 use super::raw::{OneOrMany, RawGateway};
 use ipnet::IpNet;
 use promgate_core::gateway::TcpSender;
+use promgate_core::netstack::CONNECTION_BUFFERS;
 use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use toml::Spanned;
@@ -105,7 +106,7 @@ pub(super) fn validate_gateway(
     );
     // Half the budget must hold every connection's minimum buffers; the
     // other half is for send buffers that grow.
-    let minimums = max_connections.saturating_mul(connection_buffers(tcp_send_buffer));
+    let minimums = max_connections.saturating_mul(CONNECTION_BUFFERS);
     if minimums > tcp_memory_budget / 2 {
         problems.push(
             total_span.unwrap_or_else(|| span.clone()),
@@ -113,7 +114,7 @@ pub(super) fn validate_gateway(
             format!(
                 "{max_connections} connections hold {} MiB of minimum buffers ({} KiB each), more than half of gateway.tcp_memory_budget ({} MiB); lower the cap or raise the budget",
                 minimums >> 20,
-                connection_buffers(tcp_send_buffer) >> 10,
+                CONNECTION_BUFFERS >> 10,
                 tcp_memory_budget >> 20
             ),
         );
@@ -368,19 +369,4 @@ fn validate_allowed_hosts(
         }
     }
     hosts
-}
-
-/// One connection's minimum buffers with this send buffer (see
-/// `promgate_core::netstack::Limits::connection_buffers`).
-fn connection_buffers(send_buffer: usize) -> usize {
-    let limits = promgate_core::gateway::Limits {
-        send_buffer,
-        per_peer: 1,
-        total: 1,
-        idle_timeout: std::time::Duration::ZERO,
-        sender: TcpSender::Classic,
-        memory_budget: 0,
-        max_send_buffer: send_buffer,
-    };
-    limits.connection_buffers()
 }

@@ -89,6 +89,10 @@ pub(crate) const MAX_HALF_OPEN: usize = 128;
 /// window) is, whatever else it sends.
 pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A connection's minimum buffers: smoltcp's receive and send buffers and
+/// the pipe's two, as it starts (32 KiB), whatever the limits.
+pub const CONNECTION_BUFFERS: usize = TCP_RX_BUFFER + MIN_SEND_BUFFER + 2 * PIPE_MIN;
+
 /// Limits on tunnel TCP state.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -106,10 +110,9 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// A connection's minimum buffers: smoltcp's receive and send buffers
-    /// and the pipe's two, as it starts (32 KiB).
+    /// A connection's minimum buffers ([`CONNECTION_BUFFERS`]).
     pub fn connection_buffers(&self) -> usize {
-        TCP_RX_BUFFER + MIN_SEND_BUFFER + 2 * PIPE_MIN
+        CONNECTION_BUFFERS
     }
 
     /// Connections whose minimum buffers fit in half the budget (the other
