@@ -111,7 +111,7 @@ impl HostCheck {
     pub fn new(config: &GatewayConfig) -> Self {
         HostCheck {
             tunnel: config.addresses.iter().map(|n| n.addr()).collect(),
-            ports: config.http_ports.clone(),
+            ports: config.served_ports(),
             // Validated in config; a bad entry could only never match.
             allowed: config
                 .allowed_hosts
@@ -245,7 +245,7 @@ mod tests {
             "http://prometheus:9090".parse().unwrap(),
         );
         c.addresses.push("fd13::1/64".parse().unwrap());
-        c.http_ports = vec![80, 8080];
+        c.upstreams[0].ports = vec![80, 8080];
         c.allowed_hosts = vec!["Prom.VPN.example".into(), "192.0.2.7".into()];
         HostCheck::new(&c)
     }
