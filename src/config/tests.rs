@@ -406,6 +406,19 @@ fn the_shipped_example_config_validates() {
         ]
     );
     assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
+    let upstreams: Vec<_> = cfg
+        .gateway
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.kind, u.ports.clone()))
+        .collect();
+    assert_eq!(
+        upstreams,
+        [
+            ("prometheus", UpstreamKind::Prometheus, vec![80]),
+            ("alertmanager", UpstreamKind::Alertmanager, vec![9093])
+        ]
+    );
     assert_eq!(
         cfg.admin.upstream_unready_after,
         Some(Duration::from_secs(60))
