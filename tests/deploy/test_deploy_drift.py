@@ -311,11 +311,17 @@ def test_peers_config_map_is_one_file_per_peer(tf):
     text = (TERRAFORM_DIR / "templates" / "peer.toml.tftpl").read_text()
     rendered = re.sub(
         r"\$\{jsonencode\((\w+)\)\}",
-        lambda m: json.dumps({"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer"}[m.group(1)]),
+        lambda m: json.dumps(
+            {"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer", "allow_paths": []}[
+                m.group(1)
+            ]
+        ),
         text,
     )
     assert tomllib.loads(rendered) == {
-        "peer": [{"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer"}]
+        "peer": [
+            {"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer", "allow_paths": []}
+        ]
     }
 
 
@@ -481,7 +487,7 @@ TF_MUTATIONS = {
     "preStop sleep default": ("variables.tf", "default     = 20", "default     = 5"),
     "spread may share a node": ("variables.tf", 'default     = "DoNotSchedule"', 'default     = "ScheduleAnyway"'),
     "egress without the Service port": (
-        "networkpolicy.tf", "port     = tostring(var.upstream_port)", "port     = tostring(var.upstream_target_port)",
+        "networkpolicy.tf", "port     = tostring(local.first_upstream_port)", "port     = tostring(local.first_upstream_target_port)",
     ),
 }
 
