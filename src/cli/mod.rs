@@ -113,6 +113,8 @@ enum PeerCommand {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
     Viewer,
+    /// A viewer who may also create and expire Alertmanager silences.
+    Responder,
     Admin,
 }
 
@@ -247,6 +249,7 @@ fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
         } => {
             let role = match role {
                 RoleArg::Viewer => crate::config::Role::Viewer,
+                RoleArg::Responder => crate::config::Role::Responder,
                 RoleArg::Admin => crate::config::Role::Admin,
             };
             let peer = onboarding::AddPeer {
