@@ -68,7 +68,8 @@ pub struct Proxy {
     timeout: Duration,
     metrics: Arc<HttpMetrics>,
     stats: Arc<Stats>,
-    /// The hosts and origins served (DNS rebinding, cross-site requests).
+    /// The hosts and origins served (DNS rebinding, cross-site requests);
+    /// each upstream narrows it to its own origins.
     hosts: HostCheck,
 }
 
@@ -112,6 +113,7 @@ impl Proxy {
             upstreams: served_upstreams(
                 upstreams,
                 crate::config::defaults::DEFAULT_MAX_UPSTREAM_REQUESTS,
+                &hosts,
             ),
             identity_header,
             timeout,
@@ -134,7 +136,7 @@ impl Proxy {
                 kind: u.kind,
             })
             .collect();
-        self.upstreams = served_upstreams(&configs, requests);
+        self.upstreams = served_upstreams(&configs, requests, &self.hosts);
         self
     }
 
@@ -225,7 +227,7 @@ impl Proxy {
         // a page of any origin could read what a read-only request returns
         // through the peer's browser. Only the gateway's own origins (and
         // the allowed hosts') keep the CORS headers.
-        let foreign_origin = self.hosts.has_foreign_origin(req.headers());
+        let foreign_origin = upstream.served().hosts.has_foreign_origin(req.headers());
         let mut resp = self.handle_checked(info, upstream, req).await;
         if foreign_origin {
             strip_cors(resp.headers_mut());
@@ -321,7 +323,7 @@ impl Proxy {
         let raw_path = req.uri().path();
         // Before anything else: a request a web page forged through the
         // peer's browser must not reach the policy, let alone the upstream.
-        if let Err(refusal) = self
+        if let Err(refusal) = served
             .hosts
             .check(method, req.version(), req.uri(), req.headers())
         {
@@ -490,8 +492,13 @@ impl Proxy {
 }
 
 /// The proxy's view of `upstreams`, numbered in order, each allowing
-/// `max_requests` in flight from all peers together.
-fn served_upstreams(upstreams: &[UpstreamConfig], max_requests: usize) -> Vec<Arc<ServedUpstream>> {
+/// `max_requests` in flight from all peers together and taking the
+/// gateway's `hosts` with its own ports as its only tunnel origins.
+fn served_upstreams(
+    upstreams: &[UpstreamConfig],
+    max_requests: usize,
+    hosts: &HostCheck,
+) -> Vec<Arc<ServedUpstream>> {
     upstreams
         .iter()
         .enumerate()
@@ -501,6 +508,7 @@ fn served_upstreams(upstreams: &[UpstreamConfig], max_requests: usize) -> Vec<Ar
                 u,
                 CONNECT_TIMEOUT,
                 max_requests,
+                hosts,
             ))
         })
         .collect()

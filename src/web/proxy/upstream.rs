@@ -185,6 +185,9 @@ pub(crate) struct ServedUpstream {
     /// Requests in flight to it, all peers together
     /// (`gateway.max_upstream_requests`).
     pub(crate) slots: tokio::sync::Semaphore,
+    /// The hosts and origins its requests may come with: the gateway's,
+    /// with this upstream's own ports as the only tunnel origins.
+    pub(crate) hosts: crate::web::host_check::HostCheck,
 }
 
 impl ServedUpstream {
@@ -193,6 +196,7 @@ impl ServedUpstream {
         config: &crate::config::UpstreamConfig,
         connect_timeout: Duration,
         max_requests: usize,
+        hosts: &crate::web::host_check::HostCheck,
     ) -> Self {
         ServedUpstream {
             number,
@@ -202,6 +206,7 @@ impl ServedUpstream {
             ports: config.ports.clone(),
             connector: Arc::new(Connector::new(config.url.clone(), connect_timeout)),
             slots: tokio::sync::Semaphore::new(max_requests),
+            hosts: hosts.for_upstream(&config.ports),
         }
     }
 }
