@@ -31,6 +31,33 @@ locals {
   gateway_ip   = split("/", var.tunnel_address)[0]
   upstream_url = "http://${var.upstream_service}.${var.upstream_namespace}.svc.${var.cluster_domain}${var.upstream_port == 80 ? "" : ":${var.upstream_port}"}"
 
+  # The upstreams. With var.upstreams null, the one Prometheus of the
+  # upstream_* variables, served on http_ports, as the gateway's older two
+  # keys; otherwise one [[upstream]] table each (the gateway refuses both
+  # spellings in one file). The first upstream's Service is the one the
+  # static egress rule and the policy on the upstream's pods name; the
+  # others get dynamic egress rules (networkpolicy.tf).
+  upstream_line   = var.upstreams == null ? "upstream = ${jsonencode(local.upstream_url)}" : "# The upstreams are the [[upstream]] tables at the end."
+  http_ports_line = var.upstreams == null ? "http_ports = ${jsonencode(var.http_ports)}" : ""
+  upstream_tables = var.upstreams == null ? "" : join("", [
+    for u in var.upstreams : format(
+      "\n[[upstream]]\nname = %s\nurl = %s\nport = %d\nkind = %s\n",
+      jsonencode(u.name),
+      jsonencode("http://${u.service}.${u.namespace}.svc.${var.cluster_domain}${u.service_port == 80 ? "" : ":${u.service_port}"}"),
+      u.port,
+      jsonencode(u.kind),
+    )
+  ])
+
+  first_upstream_service      = var.upstreams == null ? var.upstream_service : var.upstreams[0].service
+  first_upstream_namespace    = var.upstreams == null ? var.upstream_namespace : var.upstreams[0].namespace
+  first_upstream_port         = var.upstreams == null ? var.upstream_port : var.upstreams[0].service_port
+  first_upstream_target_port  = var.upstreams == null ? var.upstream_target_port : var.upstreams[0].target_port
+  first_upstream_pod_selector = var.upstreams == null ? var.upstream_pod_selector : var.upstreams[0].pod_selector
+  other_upstreams             = var.upstreams == null ? [] : slice(var.upstreams, 1, length(var.upstreams))
+  # The tunnel port a client opens first (the first upstream's).
+  first_tunnel_port = var.upstreams == null ? var.http_ports[0] : var.upstreams[0].port
+
   # With service_type LoadBalancer and no explicit endpoint, clients are sent
   # to the load balancer's hostname (AWS NLB) or IP (most other clouds). It is
   # never null where it is used: var.endpoint is required with NodePort (its
@@ -45,8 +72,9 @@ locals {
     private_key_file = "${local.key_dir}/${local.key_file}"
     listen_port      = var.listen_port
     address          = var.tunnel_address
-    upstream         = local.upstream_url
-    http_ports       = var.http_ports
+    upstream_line    = local.upstream_line
+    http_ports_line  = local.http_ports_line
+    upstream_tables  = local.upstream_tables
     mtu              = var.mtu
     endpoint         = local.endpoint
     peers_dir        = local.peers_dir
@@ -62,6 +90,7 @@ locals {
       public_key  = p.public_key
       allowed_ips = p.allowed_ips
       role        = p.role
+      allow_paths = p.allow_paths
     })
   }
 
@@ -73,7 +102,7 @@ locals {
       gateway_public_key = wireguard_asymmetric_key.gateway.public_key
       endpoint           = local.endpoint
       gateway_ip         = local.gateway_ip
-      http_port          = var.http_ports[0]
+      http_port          = local.first_tunnel_port
     })
   }
 }

@@ -1,8 +1,8 @@
-# Two policies. On Prometheus: only promgate (and the sources listed in
-# var.upstream_allowed_sources) may open its port. On promgate: the tunnel
-# port is open to the world (WireGuard authenticates every packet), the admin
-# port to the cluster, and egress goes only to Prometheus (pod and Service
-# port) and DNS.
+# Two policies. On Prometheus (the first upstream): only promgate (and the
+# sources listed in var.upstream_allowed_sources) may open its port. On
+# promgate: the tunnel port is open to the world (WireGuard authenticates
+# every packet), the admin port to the cluster, and egress goes only to each
+# upstream (pod and Service port) and DNS.
 #
 # NetworkPolicy is enforced only by a CNI that implements it (Calico, Cilium,
 # the AWS VPC CNI with network policy enabled, ...). Without one these
@@ -12,14 +12,14 @@ resource "kubernetes_network_policy_v1" "upstream" {
   count = var.create_upstream_network_policy ? 1 : 0
 
   metadata {
-    name      = "${var.name}-to-${var.upstream_service}"
-    namespace = var.upstream_namespace
+    name      = "${var.name}-to-${local.first_upstream_service}"
+    namespace = local.first_upstream_namespace
     labels    = local.common_labels
   }
 
   spec {
     pod_selector {
-      match_labels = var.upstream_pod_selector
+      match_labels = local.first_upstream_pod_selector
     }
 
     policy_types = ["Ingress"]
@@ -27,7 +27,7 @@ resource "kubernetes_network_policy_v1" "upstream" {
     ingress {
       # Policies see the pod's port, after the Service's port 80 -> 9090.
       ports {
-        port     = tostring(var.upstream_target_port)
+        port     = tostring(local.first_upstream_target_port)
         protocol = "TCP"
       }
 
@@ -114,19 +114,43 @@ resource "kubernetes_network_policy_v1" "gateway" {
     # ports are equal the entry is listed twice, which the API accepts.)
     egress {
       ports {
-        port     = tostring(var.upstream_target_port)
+        port     = tostring(local.first_upstream_target_port)
         protocol = "TCP"
       }
       ports {
-        port     = tostring(var.upstream_port)
+        port     = tostring(local.first_upstream_port)
         protocol = "TCP"
       }
       to {
         namespace_selector {
-          match_labels = { "kubernetes.io/metadata.name" = var.upstream_namespace }
+          match_labels = { "kubernetes.io/metadata.name" = local.first_upstream_namespace }
         }
         pod_selector {
-          match_labels = var.upstream_pod_selector
+          match_labels = local.first_upstream_pod_selector
+        }
+      }
+    }
+
+    # Every other upstream (var.upstreams), the same way: its pods on
+    # their pod port and its Service port, and nothing else of theirs.
+    dynamic "egress" {
+      for_each = local.other_upstreams
+      content {
+        ports {
+          port     = tostring(egress.value.target_port)
+          protocol = "TCP"
+        }
+        ports {
+          port     = tostring(egress.value.service_port)
+          protocol = "TCP"
+        }
+        to {
+          namespace_selector {
+            match_labels = { "kubernetes.io/metadata.name" = egress.value.namespace }
+          }
+          pod_selector {
+            match_labels = egress.value.pod_selector
+          }
         }
       }
     }

@@ -15,7 +15,7 @@ output "tunnel_address" {
 
 output "prometheus_url" {
   description = "URL of Prometheus as seen from a connected WireGuard client."
-  value       = "http://${local.gateway_ip}${var.http_ports[0] == 80 ? "" : ":${var.http_ports[0]}"}/"
+  value       = "http://${local.gateway_ip}${local.first_tunnel_port == 80 ? "" : ":${local.first_tunnel_port}"}/"
 }
 
 output "client_configs" {

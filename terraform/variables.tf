@@ -289,6 +289,7 @@ variable "peers" {
     public_key  = string
     allowed_ips = list(string)
     role        = optional(string, "viewer")
+    allow_paths = optional(list(string), [])
   }))
   default = []
 
@@ -313,8 +314,17 @@ variable "peers" {
   }
 
   validation {
-    condition     = alltrue([for p in var.peers : contains(["viewer", "admin"], p.role)])
-    error_message = "Each peer role must be \"viewer\" or \"admin\"."
+    condition     = alltrue([for p in var.peers : contains(["viewer", "responder", "admin"], p.role)])
+    error_message = "Each peer role must be \"viewer\", \"responder\" or \"admin\"."
+  }
+
+  validation {
+    # "/prefix", or "upstream:/prefix" for one upstream (the only way into
+    # a kind http upstream); the gateway checks that the name exists.
+    condition = alltrue(flatten([
+      for p in var.peers : [for a in p.allow_paths : can(regex("^([a-z][-_a-z0-9]{0,31}:)?/", a))]
+    ]))
+    error_message = "Each allow_paths entry must be a path prefix starting with '/', or an upstream's name, ':' and one (\"wiki:/\")."
   }
 
   validation {
@@ -468,6 +478,61 @@ variable "session_affinity_timeout_seconds" {
 # ---------------------------------------------------------------------------
 # Upstream Prometheus and network policy
 # ---------------------------------------------------------------------------
+
+variable "upstreams" {
+  description = "The upstreams served through the tunnel, each on a tunnel TCP port of its own (the gateway config's [[upstream]] tables): name (a-z 0-9 _ -), kind (prometheus, alertmanager or http), port (the tunnel port clients open), and where it lives: its Service (service, namespace, service_port) and pods (target_port, pod_selector). The gateway's egress policy allows each one's pods and Service port, and DNS, nothing else; the first upstream is also the one create_upstream_network_policy guards (list Prometheus first). Null keeps the single Prometheus of the upstream_* variables, served on http_ports."
+  type = list(object({
+    name         = string
+    kind         = string
+    port         = number
+    service      = string
+    namespace    = string
+    service_port = number
+    target_port  = number
+    pod_selector = map(string)
+  }))
+  default = null
+
+  validation {
+    condition     = var.upstreams == null ? true : length(var.upstreams) > 0
+    error_message = "upstreams must list at least one upstream, or be null."
+  }
+
+  validation {
+    condition     = alltrue([for u in coalesce(var.upstreams, []) : can(regex("^[a-z][-_a-z0-9]{0,31}$", u.name))])
+    error_message = "Each upstream name must be 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter."
+  }
+
+  validation {
+    condition     = alltrue([for u in coalesce(var.upstreams, []) : contains(["prometheus", "alertmanager", "http"], u.kind)])
+    error_message = "Each upstream kind must be \"prometheus\", \"alertmanager\" or \"http\"."
+  }
+
+  validation {
+    condition     = length(distinct([for u in coalesce(var.upstreams, []) : u.name])) == length(coalesce(var.upstreams, []))
+    error_message = "Upstream names must be unique."
+  }
+
+  validation {
+    # The tunnel port picks the upstream, so each needs its own.
+    condition     = length(distinct([for u in coalesce(var.upstreams, []) : u.port])) == length(coalesce(var.upstreams, []))
+    error_message = "Each upstream needs a tunnel port of its own: two upstreams share one."
+  }
+
+  validation {
+    condition = alltrue([
+      for u in coalesce(var.upstreams, []) : alltrue([
+        for p in [u.port, u.service_port, u.target_port] : p >= 1 && p <= 65535 && floor(p) == p
+      ])
+    ])
+    error_message = "Upstream port, service_port and target_port must be TCP ports (1-65535)."
+  }
+
+  validation {
+    condition     = alltrue([for u in coalesce(var.upstreams, []) : length(u.pod_selector) > 0])
+    error_message = "Each upstream pod_selector must not be empty: an empty selector would open egress to every pod of its namespace."
+  }
+}
 
 variable "upstream_service" {
   description = "Name of the Prometheus Service."

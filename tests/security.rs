@@ -499,7 +499,7 @@ async fn error_pages_do_not_reveal_the_upstream() {
     let dead = closed.local_addr().unwrap();
     drop(closed);
     let mut lab = Lab::with(&[peer_config("alice", &a, V_IP, Role::Viewer)], |c| {
-        c.upstream = format!("http://{dead}").parse().unwrap();
+        c.upstreams[0].url = format!("http://{dead}").parse().unwrap();
     })
     .await;
     let mut alice = TestPeer::new(&a, lab.public(), V_IP, 51005);

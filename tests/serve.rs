@@ -55,12 +55,15 @@ async fn run_serves_health_and_readiness_on_given_sockets_and_stops_on_the_shutd
     let mut metrics = String::new();
     for _ in 0..50 {
         metrics = get(admin_addr, "/metrics").await;
-        if metrics.contains("promgate_upstream_up 1") {
+        if metrics.contains("promgate_upstream_up{upstream=\"prometheus\"} 1") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(metrics.contains("promgate_upstream_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("promgate_upstream_up{upstream=\"prometheus\"} 1"),
+        "{metrics}"
+    );
     let ready = get(admin_addr, "/readyz").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 

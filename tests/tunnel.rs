@@ -743,3 +743,43 @@ async fn scoped_peer_requests_are_rewritten_filtered_or_refused() {
     let r = ask(&mut lab, &mut peers, 1, get("/api/v1/query?query=up")).await;
     assert!(body_of(&r).contains("uri=/api/v1/query?query=up\n"), "{r}");
 }
+
+/// Issue 28: a second upstream on its own tunnel port, through the real
+/// core and proxy. The core accepts on both ports; the port picks the
+/// upstream; a kind http upstream opens only where an entry names it.
+#[tokio::test(start_paused = true)]
+async fn a_second_upstream_is_served_on_its_own_port_with_its_own_rules() {
+    use promgate::config::{UpstreamConfig, UpstreamKind};
+    let a = StaticSecret::random();
+    let ip = Ipv4Addr::new(10, 13, 13, 2);
+    let mut alice_cfg = peer_config("alice", &a, ip, Role::Viewer);
+    alice_cfg.allow_paths.push("wiki:/hello".into());
+    let mut lab = Lab::with(&[alice_cfg], |c| {
+        let url = c.upstreams[0].url.clone();
+        c.upstreams.push(UpstreamConfig {
+            name: "wiki".into(),
+            url,
+            ports: vec![8080],
+            kind: UpstreamKind::Http,
+        });
+    })
+    .await;
+    let mut alice = TestPeer::new(&a, lab.public(), ip, 50021);
+    let on_prometheus = alice.connect(GW, 80, &get("/headers"));
+    let on_wiki = alice.connect(GW, 8080, &get("/hello"));
+    // "/headers" is a bare allow entry: Prometheus's, not the wiki's.
+    let not_named = alice.connect(GW, 8080, &get("/headers"));
+    let r = lab
+        .responses_of(
+            &mut [&mut alice],
+            &[(0, on_prometheus), (0, on_wiki), (0, not_named)],
+            Duration::from_secs(10),
+            "two upstreams",
+        )
+        .await;
+    assert_eq!(status_of(&r[0]), 200, "{}", r[0]);
+    assert_eq!(status_of(&r[1]), 200, "{}", r[1]);
+    assert_eq!(body_of(&r[1]), "hello from upstream");
+    assert_eq!(status_of(&r[2]), 403, "{}", r[2]);
+    assert!(r[2].contains("wiki:/..."), "{}", r[2]);
+}

@@ -123,6 +123,10 @@ pub const ADMIN_ONLY: &[&str] = &[
     "/debug",
 ];
 
+/// What only admins may use on an Alertmanager (written out here for the
+/// same reason): its v1 API, reload, pprof and metrics.
+pub const ALERTMANAGER_ADMIN_ONLY: &[&str] = &["/api/v1", "/-/reload", "/debug", "/metrics"];
+
 /// A WireGuard peer driven by the fuzz input.
 pub struct HarnessPeer {
     pub tunn: Tunn,

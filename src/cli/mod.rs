@@ -113,6 +113,8 @@ enum PeerCommand {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
     Viewer,
+    /// A viewer who may also create and expire Alertmanager silences.
+    Responder,
     Admin,
 }
 
@@ -183,6 +185,12 @@ fn print_status(config: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let peers = rt.block_on(crate::ops::control::fetch(addr))?;
+    // A gateway older than the upstreams list has no `/upstreams`: show
+    // the peers all the same.
+    let upstreams = rt
+        .block_on(crate::ops::control::fetch_upstreams(addr))
+        .unwrap_or_default();
+    print!("{}", format_upstreams(&upstreams));
     print!("{}", format_status(&peers));
     Ok(())
 }
@@ -241,6 +249,7 @@ fn peer_command(cmd: PeerCommand) -> anyhow::Result<()> {
         } => {
             let role = match role {
                 RoleArg::Viewer => crate::config::Role::Viewer,
+                RoleArg::Responder => crate::config::Role::Responder,
                 RoleArg::Admin => crate::config::Role::Admin,
             };
             let peer = onboarding::AddPeer {
@@ -348,6 +357,24 @@ fn unix_now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// One line per upstream: its name, kind and last probe.
+fn format_upstreams(upstreams: &[crate::ops::control::UpstreamStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for u in upstreams {
+        let state = match u.up {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "not probed yet",
+        };
+        let _ = writeln!(out, "upstream: {} ({}): {state}", u.name, u.kind);
+    }
+    if !upstreams.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 fn format_status(peers: &[crate::ops::control::PeerStatus]) -> String {

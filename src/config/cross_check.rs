@@ -14,6 +14,44 @@ use std::collections::HashMap;
 pub(crate) fn cross_check_peers(peers: &[PeerConfig], gateway: &GatewayConfig) -> Vec<ConfigError> {
     let mut errors = check_each_against_the_rest(peers, gateway);
     errors.extend(check_overlaps(peers));
+    errors.extend(check_upstream_names(peers, gateway));
+    errors
+}
+
+/// `allow_paths` and `deny_paths` entries that name an upstream
+/// (`"wiki:/"`) must name one the gateway serves: an entry for a
+/// misspelt name would silently open or close nothing.
+fn check_upstream_names(peers: &[PeerConfig], gateway: &GatewayConfig) -> Vec<ConfigError> {
+    let known = || {
+        gateway
+            .upstreams
+            .iter()
+            .map(|u| format!("\"{}\"", u.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut errors = Vec::new();
+    for p in peers {
+        for (field, entries) in [
+            ("allow_paths", &p.allow_paths),
+            ("deny_paths", &p.deny_paths),
+        ] {
+            for entry in entries {
+                if let (Some(name), _) = crate::web::policy::split_entry(entry)
+                    && gateway.upstream_named(name).is_none()
+                {
+                    errors.push(peer_error(
+                        p,
+                        field,
+                        format!(
+                            "`{entry}` names upstream \"{name}\", which is not configured (the upstreams are {})",
+                            known()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     errors
 }
 

@@ -1,4 +1,5 @@
-//! Validation of the `[gateway]` table: keys, addresses, upstream, limits.
+//! Validation of the `[gateway]` table: keys, addresses, limits, and (with
+//! the `[[upstream]]` list, see `upstream`) the upstreams.
 //!
 //! Each field is checked on its own and falls back to its default when it
 //! is bad, so one pass reports every problem; the gateway is only built
@@ -6,16 +7,17 @@
 
 use super::GatewayConfig;
 use super::defaults::{
-    DEFAULT_HANDSHAKE_RATE_LIMIT, DEFAULT_HTTP_PORTS, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_PORT,
+    DEFAULT_HANDSHAKE_RATE_LIMIT, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_PORT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_UPSTREAM_REQUESTS,
     DEFAULT_MAX_UPSTREAM_REQUESTS_PER_PEER, DEFAULT_MTU, DEFAULT_TCP_IDLE_TIMEOUT,
-    DEFAULT_TCP_MEMORY_BUDGET, DEFAULT_TCP_SEND_BUFFER, DEFAULT_TCP_SENDER, DEFAULT_UPSTREAM,
+    DEFAULT_TCP_MEMORY_BUDGET, DEFAULT_TCP_SEND_BUFFER, DEFAULT_TCP_SENDER,
     DEFAULT_UPSTREAM_TIMEOUT, MTU_RANGE, TCP_MEMORY_BUDGET_RANGE, TCP_SEND_BUFFER_RANGE,
 };
 use super::endpoint::check_endpoint;
 use super::private_key::resolve_private_key;
 use super::problems::{Problems, parse_duration};
-use super::raw::{OneOrMany, RawGateway};
+use super::raw::{OneOrMany, RawGateway, RawUpstream};
+use super::upstream::{GatewayUpstreamKeys, validate_upstreams};
 use ipnet::IpNet;
 use promgate_core::gateway::TcpSender;
 use promgate_core::netstack::CONNECTION_BUFFERS;
@@ -23,13 +25,15 @@ use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use toml::Spanned;
 
-/// Validates `[gateway]`; `span` is the table's, for fields that are missing.
-/// Relative paths (key file, `peers_dir`) are relative to the config file.
+/// Validates `[gateway]` and the `[[upstream]]` list; `span` is the
+/// table's, for fields that are missing. Relative paths (key file,
+/// `peers_dir`) are relative to the config file.
 pub(super) fn validate_gateway(
     problems: &mut Problems<'_>,
     path: &Path,
     span: Range<usize>,
     raw: RawGateway,
+    upstream_list: Vec<Spanned<RawUpstream>>,
 ) -> Option<GatewayConfig> {
     let before = problems.count();
     let base_dir = path.parent().unwrap_or(Path::new("."));
@@ -41,8 +45,15 @@ pub(super) fn validate_gateway(
         .unwrap_or(DEFAULT_LISTEN_PORT);
     let addresses = validate_addresses(problems, span.clone(), raw.address);
     let mtu = within(problems, "gateway.mtu", raw.mtu, MTU_RANGE, "", DEFAULT_MTU);
-    let upstream = validate_upstream(problems, span.clone(), raw.upstream);
-    let http_ports = validate_http_ports(problems, raw.http_ports);
+    let upstreams = validate_upstreams(
+        problems,
+        GatewayUpstreamKeys {
+            upstream: raw.upstream,
+            http_ports: raw.http_ports,
+            table: span.clone(),
+        },
+        upstream_list,
+    );
     let identity_header = validate_identity_header(problems, raw.identity_header);
     let endpoint = raw.endpoint.map(|e| {
         let text = e.get_ref().clone();
@@ -179,8 +190,7 @@ pub(super) fn validate_gateway(
         listen_port,
         addresses,
         mtu,
-        upstream: upstream?,
-        http_ports,
+        upstreams,
         endpoint,
         peers_dir,
         identity_header,
@@ -263,52 +273,6 @@ fn within<T: Copy + PartialOrd + std::fmt::Display>(
             default
         }
     }
-}
-
-/// The upstream Prometheus: an `http://` URL with a host.
-fn validate_upstream(
-    problems: &mut Problems<'_>,
-    table: Range<usize>,
-    raw: Option<Spanned<String>>,
-) -> Option<http::Uri> {
-    let (text, span) = match raw {
-        Some(u) => (u.get_ref().clone(), u.span()),
-        None => (DEFAULT_UPSTREAM.to_string(), table),
-    };
-    match text.parse::<http::Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
-        Ok(_) => {
-            problems.push(
-                span,
-                "gateway.upstream",
-                format!("`{text}` must be an http:// URL with a host"),
-            );
-            None
-        }
-        Err(e) => {
-            problems.push(
-                span,
-                "gateway.upstream",
-                format!("`{text}` is not a URL: {e}"),
-            );
-            None
-        }
-    }
-}
-
-fn validate_http_ports(problems: &mut Problems<'_>, raw: Option<Spanned<Vec<u16>>>) -> Vec<u16> {
-    let Some(p) = raw else {
-        return DEFAULT_HTTP_PORTS.to_vec();
-    };
-    let ports = p.get_ref().clone();
-    if ports.is_empty() || ports.contains(&0) {
-        problems.push(
-            p.span(),
-            "gateway.http_ports",
-            "list at least one port, none of them 0",
-        );
-    }
-    ports
 }
 
 fn validate_identity_header(

@@ -11,8 +11,8 @@
 //!
 //! Peers may live inline (`[[peer]]`), and in `*.toml` files of a
 //! `peers_dir` (one file per peer suits GitOps and ConfigMap mounts). The
-//! peer set is re-read on reload with [`load_peers`]; the gateway section is
-//! only read at start.
+//! peer set is re-read on reload with [`load_peers`]; the gateway section
+//! and the upstreams are only read at start.
 
 mod admin;
 mod cross_check;
@@ -25,12 +25,14 @@ mod problems;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 pub(crate) use self::cross_check::cross_check_peers;
 pub use self::defaults::*;
 pub use self::endpoint::EndpointError;
 pub(crate) use self::endpoint::check_endpoint;
 pub(crate) use self::peer::valid_peer_name;
+pub use self::upstream::{UpstreamConfig, UpstreamKind};
 pub use promgate_core::peer_config::{Origin, PeerConfig};
 pub use promgate_core::role::Role;
 
@@ -92,8 +94,10 @@ pub struct GatewayConfig {
     /// The gateway's own tunnel addresses with their prefixes (one per family at most).
     pub addresses: Vec<IpNet>,
     pub mtu: u16,
-    pub upstream: http::Uri,
-    pub http_ports: Vec<u16>,
+    /// What the tunnel serves, each upstream on its own ports (never
+    /// empty, no port twice): `[[upstream]]`, or the one Prometheus of
+    /// `upstream` and `http_ports`.
+    pub upstreams: Vec<UpstreamConfig>,
     /// Public `host:port` written into client configs.
     pub endpoint: Option<String>,
     pub peers_dir: Option<PathBuf>,
@@ -103,7 +107,7 @@ pub struct GatewayConfig {
     /// TCP connections allowed per peer and in total inside the tunnel.
     pub max_connections_per_peer: usize,
     pub max_connections: usize,
-    /// Requests in flight to the upstream per peer and in total; more wait
+    /// Requests in flight to each upstream per peer and in total; more wait
     /// (in order), and one that waits 30 s gets a 503.
     pub max_upstream_requests_per_peer: usize,
     pub max_upstream_requests: usize,
@@ -123,13 +127,29 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Every tunnel port served, all upstreams together, in config order.
+    pub fn served_ports(&self) -> Vec<u16> {
+        self.upstreams
+            .iter()
+            .flat_map(|u| u.ports.iter().copied())
+            .collect()
+    }
+
+    /// The upstream named `name`, and its number.
+    pub fn upstream_named(&self, name: &str) -> Option<(usize, &UpstreamConfig)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.name == name)
+    }
+
     /// What the I/O-free core needs of this table.
     pub fn core_settings(&self) -> promgate_core::gateway::Settings {
         promgate_core::gateway::Settings {
             private_key: self.private_key.clone(),
             addresses: self.addresses.clone(),
             mtu: self.mtu,
-            http_ports: self.http_ports.clone(),
+            http_ports: self.served_ports(),
             limits: promgate_core::gateway::Limits {
                 send_buffer: self.tcp_send_buffer,
                 per_peer: self.max_connections_per_peer,
@@ -140,21 +160,27 @@ impl GatewayConfig {
                 max_send_buffer: defaults::MAX_SEND_BUFFER.max(self.tcp_send_buffer),
             },
             handshake_rate_limit: self.handshake_rate_limit,
-            max_upstream_requests_per_peer: self.max_upstream_requests_per_peer,
+            upstream_shares: promgate_core::access::UpstreamShares {
+                per_peer: self.max_upstream_requests_per_peer,
+                upstreams: self.upstreams.len(),
+            },
         }
     }
 
     /// A gateway config with every optional field at its default, as a
-    /// file that names only these three would give: for tests, benches and
-    /// embedding. Adjust fields afterwards as needed.
+    /// file that names only these three would give (the upstream is one
+    /// Prometheus on the default port): for tests, benches and embedding.
+    /// Adjust fields afterwards as needed.
     pub fn with_defaults(private_key: PrivateKey, address: IpNet, upstream: http::Uri) -> Self {
         GatewayConfig {
             private_key,
             listen_port: defaults::DEFAULT_LISTEN_PORT,
             addresses: vec![address],
             mtu: defaults::DEFAULT_MTU,
-            upstream,
-            http_ports: defaults::DEFAULT_HTTP_PORTS.to_vec(),
+            upstreams: vec![UpstreamConfig::single_prometheus(
+                upstream,
+                defaults::DEFAULT_HTTP_PORTS.to_vec(),
+            )],
             endpoint: None,
             peers_dir: None,
             identity_header: http::HeaderName::from_static(defaults::DEFAULT_IDENTITY_HEADER),
@@ -218,7 +244,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(problems.errors));
     };
     let gw_span = gw.span();
-    let gateway = gateway::validate_gateway(&mut problems, path, gw_span, gw.into_inner());
+    let gateway =
+        gateway::validate_gateway(&mut problems, path, gw_span, gw.into_inner(), raw.upstream);
     let admin = admin::validate_admin(&mut problems, raw.admin);
 
     let inline = validate_peers(&mut problems, raw.peer);

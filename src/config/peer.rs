@@ -188,23 +188,39 @@ fn validate_role(problems: &mut Problems<'_>, field: &str, raw: Option<Spanned<S
     let Some(r) = raw else { return Role::Viewer };
     match r.get_ref().as_str() {
         "viewer" => Role::Viewer,
+        "responder" => Role::Responder,
         "admin" => Role::Admin,
         other => {
             problems.push(
                 r.span(),
                 field,
-                format!("`{other}` is not a role; use \"viewer\" or \"admin\""),
+                format!("`{other}` is not a role; use \"viewer\", \"responder\" or \"admin\""),
             );
             Role::Viewer
         }
     }
 }
 
-/// Path prefixes (`allow_paths`, `deny_paths`) must be absolute.
+/// Path prefixes (`allow_paths`, `deny_paths`) must be absolute, after
+/// an upstream's name if they have one (`"wiki:/"`). Whether that upstream
+/// exists is checked with the whole config (`cross_check`).
 fn check_paths(problems: &mut Problems<'_>, table: Range<usize>, field: &str, paths: &[String]) {
     for p in paths {
-        if !p.starts_with('/') {
-            problems.push(table.clone(), field, format!("`{p}` must start with '/'"));
+        let (upstream, path) = crate::web::policy::split_entry(p);
+        if upstream.is_some_and(|name| !super::upstream::valid_upstream_name(name)) {
+            problems.push(
+                table.clone(),
+                field,
+                format!("`{p}`: before the ':' must be an upstream's name (a-z, 0-9, '_', '-'), as in \"wiki:/\""),
+            );
+        } else if !path.starts_with('/') {
+            problems.push(
+                table.clone(),
+                field,
+                format!(
+                    "`{p}` must start with '/', or with an upstream's name and ':/' (\"wiki:/\")"
+                ),
+            );
         }
     }
 }

@@ -8,12 +8,15 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A whole config file: `[gateway]`, `[admin]` and inline `[[peer]]`s.
+/// A whole config file: `[gateway]`, `[admin]`, `[[upstream]]`s and
+/// inline `[[peer]]`s.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFile {
     pub(super) gateway: Option<Spanned<RawGateway>>,
     pub(super) admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub(super) upstream: Vec<Spanned<RawUpstream>>,
     #[serde(default)]
     pub(super) peer: Vec<Spanned<RawPeer>>,
 }
@@ -68,6 +71,16 @@ pub(super) struct RawGateway {
     pub(super) tcp_memory_budget: Option<Spanned<usize>>,
     pub(super) handshake_rate_limit: Option<Spanned<u64>>,
     pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
+}
+
+/// One `[[upstream]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<u16>>,
+    pub(super) kind: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

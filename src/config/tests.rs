@@ -45,7 +45,7 @@ allowed_ips = ["10.13.13.2/32"]
     );
     let cfg = parse(&dir.join("promgate.toml"), &text).unwrap();
     assert_eq!(cfg.gateway.listen_port, 51820);
-    assert_eq!(cfg.gateway.http_ports, vec![80]);
+    assert_eq!(cfg.gateway.served_ports(), vec![80]);
     assert_eq!(cfg.peers.len(), 1);
     assert_eq!(cfg.peers[0].role, Role::Viewer);
     assert_eq!(cfg.peers[0].origin.line, 8);
@@ -406,6 +406,19 @@ fn the_shipped_example_config_validates() {
         ]
     );
     assert_eq!(cfg.gateway.upstream_timeout, Duration::from_secs(120));
+    let upstreams: Vec<_> = cfg
+        .gateway
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.kind, u.ports.clone()))
+        .collect();
+    assert_eq!(
+        upstreams,
+        [
+            ("prometheus", UpstreamKind::Prometheus, vec![80]),
+            ("alertmanager", UpstreamKind::Alertmanager, vec![9093])
+        ]
+    );
     assert_eq!(
         cfg.admin.upstream_unready_after,
         Some(Duration::from_secs(60))
@@ -446,7 +459,7 @@ fn defaults_apply_when_fields_are_left_out() {
         cfg.gateway.identity_header.as_str(),
         DEFAULT_IDENTITY_HEADER
     );
-    assert_eq!(cfg.gateway.http_ports, DEFAULT_HTTP_PORTS);
+    assert_eq!(cfg.gateway.served_ports(), DEFAULT_HTTP_PORTS);
     assert!(cfg.gateway.allowed_hosts.is_empty());
     assert_eq!(cfg.admin.listen, Some(DEFAULT_ADMIN_LISTEN));
     assert_eq!(
@@ -454,7 +467,7 @@ fn defaults_apply_when_fields_are_left_out() {
         Some("127.0.0.1:9587")
     );
     assert_eq!(
-        cfg.gateway.upstream.to_string(),
+        cfg.gateway.upstreams[0].url.to_string(),
         format!("{DEFAULT_UPSTREAM}/")
     );
 }
@@ -506,4 +519,218 @@ fn a_peers_file_replaced_by_a_symlink_loop_is_refused_not_skipped() {
     std::fs::remove_file(peers.join("gone.toml")).unwrap();
     std::fs::create_dir(peers.join("dir.toml")).unwrap();
     assert_eq!(load_peers_dir(&peers).unwrap().len(), 0);
+}
+
+/// Issue 28: the `[[upstream]]` list as the issue spells it.
+const TWO_UPSTREAMS: &str = r#"
+[[upstream]]
+name = "prometheus"
+url = "http://prometheus.monitoring.svc:9090"
+port = 80
+kind = "prometheus"
+
+[[upstream]]
+name = "alertmanager"
+url = "http://alertmanager.monitoring.svc:9093"
+port = 9093
+kind = "alertmanager"
+"#;
+
+fn all_errors(text: &str, dir: &Path) -> String {
+    errors_of(text, dir)
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn upstreams_are_read_as_the_issue_spells_them() {
+    let dir = tempdir("upstreams");
+    write_key(&dir);
+    let text = format!(
+        "{}{TWO_UPSTREAMS}\n[[peer]]\nname = \"oncall\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nrole = \"responder\"\nallow_paths = [\"alertmanager:/api/v2/alerts\"]\n",
+        base(&dir),
+        peer_key()
+    );
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<_> = cfg
+        .gateway
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.kind, u.ports.clone(), u.url.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "prometheus",
+                UpstreamKind::Prometheus,
+                vec![80],
+                "http://prometheus.monitoring.svc:9090/".to_string()
+            ),
+            (
+                "alertmanager",
+                UpstreamKind::Alertmanager,
+                vec![9093],
+                "http://alertmanager.monitoring.svc:9093/".to_string()
+            ),
+        ]
+    );
+    assert_eq!(cfg.gateway.served_ports(), [80, 9093]);
+    assert_eq!(cfg.gateway.core_settings().http_ports, [80, 9093]);
+    assert_eq!(cfg.gateway.core_settings().upstream_shares.upstreams, 2);
+    assert_eq!(cfg.peers[0].role, Role::Responder);
+}
+
+#[test]
+fn the_older_upstream_keys_are_one_prometheus_on_each_port() {
+    let dir = tempdir("old-upstream");
+    write_key(&dir);
+    let text = format!(
+        "{}upstream = \"http://127.0.0.1:9090\"\nhttp_ports = [80, 8080]\n",
+        base(&dir)
+    );
+    let cfg = parse(&dir.join("p.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.gateway.upstreams.len(), 1);
+    let u = &cfg.gateway.upstreams[0];
+    assert_eq!(
+        (u.name.as_str(), u.kind, u.ports.as_slice()),
+        ("prometheus", UpstreamKind::Prometheus, &[80, 8080][..])
+    );
+}
+
+#[test]
+fn both_spellings_of_the_upstreams_are_refused_naming_both_keys() {
+    let dir = tempdir("both-upstreams");
+    write_key(&dir);
+    let text = format!(
+        "{}upstream = \"http://127.0.0.1:9090\"\nhttp_ports = [80]\n{TWO_UPSTREAMS}",
+        base(&dir)
+    );
+    let errs = errors_of(&text, &dir);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    let all = all_errors(&text, &dir);
+    assert!(
+        all.contains("p.toml:4: gateway.upstream: is the older spelling"),
+        "{all}"
+    );
+    assert!(
+        all.contains("p.toml:5: gateway.http_ports: is the older spelling"),
+        "{all}"
+    );
+    assert!(all.contains("[[upstream]]"), "{all}");
+}
+
+#[test]
+fn bad_upstream_lists_are_refused_with_line_and_field() {
+    let dir = tempdir("bad-upstreams");
+    write_key(&dir);
+    let text = format!(
+        r#"{}
+[[upstream]]
+name = "prometheus"
+url = "http://p:9090"
+port = 80
+kind = "prometheus"
+
+[[upstream]]
+name = "alertmanager"
+url = "http://a:9093"
+port = 80
+kind = "alertmanager"
+
+[[upstream]]
+name = "loki"
+url = "http://l:3100"
+port = 3100
+kind = "loki"
+
+[[upstream]]
+name = "prometheus"
+url = "http://p2:9090"
+port = 81
+kind = "prometheus"
+
+[[upstream]]
+name = "Wiki:x"
+url = "https://wiki"
+port = 82
+kind = "http"
+
+[[upstream]]
+name = "nothing"
+"#,
+        base(&dir)
+    );
+    let all = all_errors(&text, &dir);
+    for want in [
+        "p.toml:14: upstream \"alertmanager\".port: tunnel port 80 is already upstream \"prometheus\"'s (line 5)",
+        "p.toml:21: upstream \"loki\".kind: `loki` is not a kind of upstream; use \"prometheus\", \"alertmanager\" or \"http\"",
+        "p.toml:23: upstream \"prometheus\".name: duplicate name, also at line 5",
+        "p.toml:30: upstream.name: `Wiki:x` must be 1-32 characters of a-z, 0-9, '_' or '-', starting with a letter",
+        "p.toml:31: upstream.url: `https://wiki` must be an http:// URL with a host",
+        "upstream \"nothing\".url: missing",
+        "upstream \"nothing\".port: missing",
+        "upstream \"nothing\".kind: missing",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn roles_include_responder_and_a_bad_one_lists_them_all() {
+    let dir = tempdir("roles");
+    write_key(&dir);
+    let text = format!(
+        "{}[[peer]]\nname = \"a\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nrole = \"silencer\"\n",
+        base(&dir),
+        peer_key()
+    );
+    let all = all_errors(&text, &dir);
+    assert!(
+        all.contains(
+            "peer \"a\".role: `silencer` is not a role; use \"viewer\", \"responder\" or \"admin\""
+        ),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_path_entry_for_an_unknown_upstream_names_the_peer_and_the_key() {
+    let dir = tempdir("path-upstream");
+    write_key(&dir);
+    let text = format!(
+        "{}{TWO_UPSTREAMS}\n[[peer]]\nname = \"a\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nallow_paths = [\"wiki:/\", \"alertmanager:/api/v2/alerts\"]\ndeny_paths = [\"grafana:/x\", \"Bad Name:/x\", \"alertmanager:api\"]\n",
+        base(&dir),
+        peer_key()
+    );
+    let all = all_errors(&text, &dir);
+    assert!(
+        all.contains(
+            "peer \"a\".deny_paths: `Bad Name:/x`: before the ':' must be an upstream's name"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("peer \"a\".deny_paths: `alertmanager:api` must start with '/'"),
+        "{all}"
+    );
+    // The unknown names are found once the peer is valid on its own.
+    let text = format!(
+        "{}{TWO_UPSTREAMS}\n[[peer]]\nname = \"a\"\npublic_key = \"{}\"\nallowed_ips = [\"10.13.13.2/32\"]\nallow_paths = [\"wiki:/\", \"alertmanager:/api/v2/alerts\"]\ndeny_paths = [\"grafana:/x\"]\n",
+        base(&dir),
+        peer_key()
+    );
+    let errs = errors_of(&text, &dir);
+    let all = all_errors(&text, &dir);
+    assert_eq!(errs.len(), 2, "{all}");
+    assert!(
+        all.contains("p.toml:17: peer \"a\".allow_paths: `wiki:/` names upstream \"wiki\", which is not configured (the upstreams are \"prometheus\", \"alertmanager\")"),
+        "{all}"
+    );
+    assert!(
+        all.contains("peer \"a\".deny_paths: `grafana:/x` names upstream \"grafana\""),
+        "{all}"
+    );
 }

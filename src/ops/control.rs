@@ -3,6 +3,7 @@
 //! never on the cluster network or in the tunnel: peer names and endpoints
 //! are not for everyone in the cluster.
 
+use crate::ops::health::Health;
 use crate::ops::telemetry::PeerView;
 use axum::Router;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use axum::routing::get;
 use promgate_core::keys::encode_key;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// One peer as `status` shows it.
@@ -28,13 +30,42 @@ pub(crate) struct PeerStatus {
     pub(crate) tx_bytes: u64,
 }
 
+/// One upstream as `status` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct UpstreamStatus {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    /// The last probe: `Some(true)` up, `None` not probed yet.
+    pub(crate) up: Option<bool>,
+}
+
 /// The control router for a listener on `listen` (its Host check needs
-/// the port).
-pub(crate) fn router(peers: PeerView, listen: SocketAddr) -> Router {
+/// the port). `/status` keeps its shape (a list of peers) for older
+/// clients; the upstreams are at `/upstreams`.
+pub(crate) fn router(peers: PeerView, health: Arc<Health>, listen: SocketAddr) -> Router {
     Router::new()
         .route("/status", get(status))
         .with_state(peers)
+        .merge(
+            Router::new()
+                .route("/upstreams", get(upstreams))
+                .with_state(health),
+        )
         .layer(axum::middleware::from_fn_with_state(listen, loopback_host))
+}
+
+async fn upstreams(State(health): State<Arc<Health>>) -> axum::Json<Vec<UpstreamStatus>> {
+    axum::Json(
+        health
+            .upstreams_up()
+            .into_iter()
+            .map(|u| UpstreamStatus {
+                name: u.name.to_string(),
+                kind: u.kind.as_str().to_string(),
+                up: u.up,
+            })
+            .collect(),
+    )
 }
 
 /// Loopback is no protection from a browser on the same host: a page can
@@ -124,8 +155,20 @@ pub(crate) enum ControlError {
     },
 }
 
-/// Fetches the status from a running gateway's control endpoint.
+/// Fetches the peers' status from a running gateway's control endpoint.
 pub(crate) async fn fetch(addr: SocketAddr) -> Result<Vec<PeerStatus>, ControlError> {
+    fetch_json(addr, "/status").await
+}
+
+/// Fetches the upstreams' state from a running gateway's control endpoint.
+pub(crate) async fn fetch_upstreams(addr: SocketAddr) -> Result<Vec<UpstreamStatus>, ControlError> {
+    fetch_json(addr, "/upstreams").await
+}
+
+async fn fetch_json<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    path: &'static str,
+) -> Result<T, ControlError> {
     use http_body_util::BodyExt;
     let no_answer = |source| ControlError::NoAnswer { addr, source };
     let stream = tokio::net::TcpStream::connect(addr)
@@ -136,7 +179,7 @@ pub(crate) async fn fetch(addr: SocketAddr) -> Result<Vec<PeerStatus>, ControlEr
             .await
             .map_err(no_answer)?;
     tokio::spawn(conn);
-    let req = http::Request::get("/status")
+    let req = http::Request::get(path)
         .header("host", addr.to_string())
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|source| ControlError::Request { addr, source })?;
@@ -174,7 +217,7 @@ mod tests {
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::ops::admin_server::serve(
             listener,
-            router(PeerView::default(), addr),
+            router(PeerView::default(), Arc::new(Health::new(None)), addr),
             stop.clone(),
         ));
         for host in ["evil.example", "evil.example:9587", "127.0.0.1:1"] {
@@ -195,6 +238,16 @@ mod tests {
         }
         // `promgate status` itself sends the listen address as Host.
         assert!(fetch(addr).await.unwrap().is_empty());
+        let upstreams = fetch_upstreams(addr).await.unwrap();
+        assert_eq!(upstreams.len(), 1);
+        assert_eq!(
+            (
+                upstreams[0].name.as_str(),
+                upstreams[0].kind.as_str(),
+                upstreams[0].up
+            ),
+            ("prometheus", "prometheus", None)
+        );
         stop.cancel();
     }
 }

@@ -1,12 +1,15 @@
-//! The active readiness probe of the upstream: the tokio side of
+//! The active readiness probe of each upstream: the tokio side of
 //! [`crate::ops::health`].
 //!
 //! Every [`PROBE_INTERVAL`] it asks the upstream's `/-/ready` (Prometheus
-//! answers 200 once it can serve queries, 503 while it starts) with a
-//! [`PROBE_TIMEOUT`], and records the outcome. It needs no tunnel traffic,
-//! so a gateway that went unready while Prometheus restarted becomes ready
+//! and Alertmanager answer 200 once they can serve, 503 while they start)
+//! with a [`PROBE_TIMEOUT`], and records the outcome. A plain `http`
+//! upstream has no such endpoint: its `/` is asked, and any HTTP answer,
+//! a 404 or a 401 included, counts as up. It needs no tunnel traffic, so a
+//! gateway that went unready while Prometheus restarted becomes ready
 //! again by itself within one interval of Prometheus coming back.
 
+use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::ops::health::Health;
 use crate::web::proxy::upstream::{Connector, UpstreamError};
 use crate::web::proxy::{TargetError, upstream_host, upstream_uri};
@@ -22,8 +25,6 @@ use tokio_util::sync::CancellationToken;
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// A probe that takes longer than this counts as failed.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Prometheus's readiness endpoint, relative to the upstream URL's path.
-pub const PROBE_PATH: &str = "/-/ready";
 
 /// Why a probe failed, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -38,16 +39,24 @@ enum ProbeFailure {
 
 /// The probe's request target for an upstream URL (which may have a path
 /// prefix), built as the proxy builds its own.
-fn probe_target(upstream: &Uri) -> Result<Uri, TargetError> {
-    upstream_uri(upstream, &Uri::from_static(PROBE_PATH))
+fn probe_target(upstream: &Uri, kind: UpstreamKind) -> Result<Uri, TargetError> {
+    upstream_uri(upstream, &Uri::from_static(kind.probe_path()))
 }
 
-/// Probes until `shutdown`.
-pub async fn run(upstream: Uri, health: Arc<Health>, shutdown: CancellationToken) {
-    let target = match probe_target(&upstream) {
+/// Probes upstream number `number` (config order) until `shutdown`.
+pub async fn run(
+    number: usize,
+    config: UpstreamConfig,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    let upstream = config.url;
+    let name = config.name;
+    let kind = config.kind;
+    let target = match probe_target(&upstream, kind) {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(%upstream, error = %e, "cannot build the upstream probe URL; readiness will not follow the upstream");
+            tracing::error!(upstream = %name, url = %upstream, error = %e, "cannot build the upstream probe URL; its state will not be followed");
             return;
         }
     };
@@ -60,14 +69,16 @@ pub async fn run(upstream: Uri, health: Arc<Health>, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let outcome = probe_once(&connector, &upstream, &target).await;
+        let outcome = probe_once(&connector, &upstream, &target, kind).await;
         let ok = outcome.is_ok();
-        health.record_probe(Instant::now(), ok);
+        health.record_probe(number, Instant::now(), ok);
         if was_ok != Some(ok) {
             match &outcome {
-                Ok(()) => tracing::info!(%upstream, probe = %target, "upstream is ready"),
+                Ok(()) => {
+                    tracing::info!(upstream = %name, url = %upstream, probe = %target, "upstream is ready")
+                }
                 Err(why) => {
-                    tracing::warn!(%upstream, probe = %target, %why, "upstream readiness probe failed")
+                    tracing::warn!(upstream = %name, url = %upstream, probe = %target, %why, "upstream readiness probe failed")
                 }
             }
             was_ok = Some(ok);
@@ -80,6 +91,7 @@ async fn probe_once(
     connector: &Connector,
     upstream: &Uri,
     target: &Uri,
+    kind: UpstreamKind,
 ) -> Result<(), ProbeFailure> {
     let mut req = Request::new(
         Empty::new()
@@ -92,6 +104,9 @@ async fn probe_once(
     }
     match tokio::time::timeout(PROBE_TIMEOUT, connector.send_once(req)).await {
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+        // A plain HTTP service answered: it is there, whatever it thinks
+        // of a bare `/`.
+        Ok(Ok(_)) if kind == UpstreamKind::Http => Ok(()),
         Ok(Ok(resp)) => Err(ProbeFailure::Answered(resp.status())),
         Ok(Err(e)) => Err(ProbeFailure::Failed(e)),
         Err(_) => Err(ProbeFailure::NoAnswer),
@@ -107,8 +122,29 @@ mod tests {
         let u: Uri = "http://prometheus.default.svc.cluster.local"
             .parse()
             .unwrap();
-        assert_eq!(probe_target(&u).unwrap().to_string(), "/-/ready");
+        assert_eq!(
+            probe_target(&u, UpstreamKind::Prometheus)
+                .unwrap()
+                .to_string(),
+            "/-/ready"
+        );
         let u: Uri = "http://10.0.0.1:9090/prom/".parse().unwrap();
-        assert_eq!(probe_target(&u).unwrap().to_string(), "/prom/-/ready");
+        assert_eq!(
+            probe_target(&u, UpstreamKind::Prometheus)
+                .unwrap()
+                .to_string(),
+            "/prom/-/ready"
+        );
+        let u: Uri = "http://10.0.0.1:9093/am".parse().unwrap();
+        assert_eq!(
+            probe_target(&u, UpstreamKind::Alertmanager)
+                .unwrap()
+                .to_string(),
+            "/am/-/ready"
+        );
+        assert_eq!(
+            probe_target(&u, UpstreamKind::Http).unwrap().to_string(),
+            "/am/"
+        );
     }
 }

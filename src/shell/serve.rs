@@ -82,7 +82,10 @@ pub async fn run(
     shutdown_signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let stats = Arc::new(Stats::default());
-    let health = Arc::new(Health::new(config.admin.upstream_unready_after));
+    let health = Arc::new(Health::for_upstreams(
+        &config.gateway.upstreams,
+        config.admin.upstream_unready_after,
+    ));
     let peer_view: PeerView = Arc::new(RwLock::new(Vec::new()));
     let telemetry = Telemetry::new(stats.clone(), peer_view.clone(), health.clone());
     let shutdown = CancellationToken::new();
@@ -140,7 +143,7 @@ fn spawn_operations(
         ),
         (
             control,
-            crate::ops::control::router(peer_view.clone(), control_addr),
+            crate::ops::control::router(peer_view.clone(), health.clone(), control_addr),
             "control endpoint",
         ),
     ] {
@@ -155,18 +158,21 @@ fn spawn_operations(
             ));
         }
     }
-    tokio::spawn(crate::ops::upstream_probe::run(
-        config.gateway.upstream.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    for (number, upstream) in config.gateway.upstreams.iter().enumerate() {
+        tokio::spawn(crate::ops::upstream_probe::run(
+            number,
+            upstream.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
+    }
 }
 
 /// The HTTP proxy that serves every tunnel connection.
 fn proxy_for(config: &Config, telemetry: &Telemetry, stats: &Arc<Stats>) -> Arc<Proxy> {
     Arc::new(
-        Proxy::new(
-            config.gateway.upstream.clone(),
+        Proxy::with_upstreams(
+            &config.gateway.upstreams,
             config.gateway.identity_header.clone(),
             config.gateway.upstream_timeout,
             telemetry.http.clone(),
@@ -182,10 +188,12 @@ fn log_start(config: &Config) {
         public_key = %encode_key(&config.gateway.private_key.public_key().to_bytes()),
         port = config.gateway.listen_port,
         addresses = ?config.gateway.addresses,
-        upstream = %config.gateway.upstream,
         peers = config.peers.len(),
         "promgate is up"
     );
+    for u in &config.gateway.upstreams {
+        tracing::info!(upstream = %u.name, kind = u.kind.as_str(), url = %u.url, tunnel_ports = ?u.ports, "serving upstream");
+    }
 }
 
 /// Waits for the shutdown signal, then for the driver's drain. The driver

@@ -103,7 +103,13 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct HostCheck {
     tunnel: Vec<IpAddr>,
+    /// Every served port, all upstreams together (`Host` may name any).
     ports: Vec<u16>,
+    /// The ports of the one upstream this check is for, when it is for
+    /// one: an `Origin` on the tunnel address must then be one of them.
+    /// Each upstream is its own origin, so a page of one (a plain HTTP
+    /// upstream's, say) cannot act with the peer's rights on another.
+    origin_ports: Option<Vec<u16>>,
     allowed: Vec<HostName>,
 }
 
@@ -111,13 +117,23 @@ impl HostCheck {
     pub fn new(config: &GatewayConfig) -> Self {
         HostCheck {
             tunnel: config.addresses.iter().map(|n| n.addr()).collect(),
-            ports: config.http_ports.clone(),
+            ports: config.served_ports(),
+            origin_ports: None,
             // Validated in config; a bad entry could only never match.
             allowed: config
                 .allowed_hosts
                 .iter()
                 .filter_map(|h| parse_allowed_host(h))
                 .collect(),
+        }
+    }
+
+    /// The same check for requests to the upstream served on `ports`: an
+    /// `Origin` on a tunnel address must be that upstream's own.
+    pub fn for_upstream(&self, ports: &[u16]) -> Self {
+        HostCheck {
+            origin_ports: Some(ports.to_vec()),
+            ..self.clone()
         }
     }
 
@@ -149,7 +165,12 @@ impl HostCheck {
             return false;
         };
         let scheme = scheme.to_ascii_lowercase();
-        (scheme == "http" && self.is_tunnel(&host, port))
+        // An origin without a port is on http's 80.
+        let own_upstream = self
+            .origin_ports
+            .as_ref()
+            .is_none_or(|ports| ports.contains(&port.unwrap_or(80)));
+        (scheme == "http" && self.is_tunnel(&host, port) && own_upstream)
             || ((scheme == "http" || scheme == "https") && self.is_allowed(&host))
     }
 
@@ -245,7 +266,7 @@ mod tests {
             "http://prometheus:9090".parse().unwrap(),
         );
         c.addresses.push("fd13::1/64".parse().unwrap());
-        c.http_ports = vec![80, 8080];
+        c.upstreams[0].ports = vec![80, 8080];
         c.allowed_hosts = vec!["Prom.VPN.example".into(), "192.0.2.7".into()];
         HostCheck::new(&c)
     }
@@ -468,5 +489,65 @@ mod tests {
         }
         let other: std::net::SocketAddr = "127.0.0.2:9587".parse().unwrap();
         assert!(loopback_host_ok("127.0.0.2:9587", other));
+    }
+
+    /// Issue 28: each upstream is its own origin. A page of one upstream
+    /// (port 9093) cannot POST to another (port 80) with the peer's
+    /// rights, nor read its answers; its own page can. `Host` may still
+    /// name any served port.
+    #[test]
+    fn an_origin_of_another_upstream_is_foreign() {
+        let mut c = GatewayConfig::with_defaults(
+            PrivateKey::generate(),
+            "10.13.13.1/24".parse().unwrap(),
+            "http://prometheus:9090".parse().unwrap(),
+        );
+        c.upstreams.push(crate::config::UpstreamConfig {
+            name: "alertmanager".into(),
+            url: "http://alertmanager:9093".parse().unwrap(),
+            ports: vec![9093],
+            kind: crate::config::UpstreamKind::Alertmanager,
+        });
+        c.allowed_hosts = vec!["prom.vpn.example".into()];
+        let all = HostCheck::new(&c);
+        let prometheus = all.for_upstream(&[80]);
+        let alertmanager = all.for_upstream(&[9093]);
+        let post = |hc: &HostCheck, host: &str, origin: &str| {
+            let (p, ()) = http::Request::builder()
+                .method("POST")
+                .uri("/x")
+                .header("host", host)
+                .header("origin", origin)
+                .body(())
+                .unwrap()
+                .into_parts();
+            hc.check(&p.method, p.version, &p.uri, &p.headers)
+        };
+        let am_page = "http://10.13.13.1:9093";
+        assert_eq!(post(&alertmanager, "10.13.13.1:9093", am_page), Ok(()));
+        assert_eq!(
+            post(&prometheus, "10.13.13.1", am_page),
+            Err(Refusal::ForeignOrigin(am_page.into()))
+        );
+        assert_eq!(post(&prometheus, "10.13.13.1", "http://10.13.13.1"), Ok(()));
+        assert_eq!(
+            post(&prometheus, "10.13.13.1", "http://10.13.13.1:80"),
+            Ok(())
+        );
+        assert_eq!(
+            post(&alertmanager, "10.13.13.1:9093", "http://10.13.13.1"),
+            Err(Refusal::ForeignOrigin("http://10.13.13.1".into()))
+        );
+        // The gateway-wide check (no upstream) still takes every served port.
+        assert_eq!(post(&all, "10.13.13.1", am_page), Ok(()));
+        // Names in allowed_hosts are matched on any port, as before.
+        assert_eq!(
+            post(&prometheus, "10.13.13.1", "https://prom.vpn.example:9093"),
+            Ok(())
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("origin", am_page.parse().unwrap());
+        assert!(prometheus.has_foreign_origin(&h));
+        assert!(!alertmanager.has_foreign_origin(&h));
     }
 }

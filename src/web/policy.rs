@@ -1,4 +1,5 @@
-//! Who may do what: access decisions on HTTP requests, by peer role.
+//! Who may do what: access decisions on HTTP requests, by peer role and
+//! the kind of upstream the request is for.
 //!
 //! Decisions are made on a normalized path (percent-decoded, `.`/`..`
 //! resolved, repeated and trailing slashes removed, lower-cased), so that
@@ -10,7 +11,19 @@
 //! and UI routes listed here, which are the ones Prometheus 2.x and 3.x
 //! register (`web/web.go`); anything else, `/debug/pprof` included, needs
 //! the admin role or a per-peer `allow_paths` entry.
+//!
+//! Alertmanager has its own list (its UI and read API v2 for viewers,
+//! silences for responders), and a plain `http` upstream has none: only
+//! `allow_paths` entries that name it open it.
+//!
+//! A peer's `allow_paths` and `deny_paths` entries are either a path
+//! prefix (`"/api/v1/write"`) or an upstream's name and a prefix
+//! (`"wiki:/"`, see [`split_entry`]). A bare allow entry applies to
+//! Prometheus upstreams only, as before there were others: it must not
+//! open a service it was not written for. A bare deny entry applies to
+//! every upstream: a deny that misses is the worse mistake.
 
+use crate::config::UpstreamKind;
 use http::Method;
 pub use promgate_core::access::{AccessRules, PeerAccess};
 use promgate_core::role::Role;
@@ -86,6 +99,66 @@ const ADMIN_ONLY: &[&str] = &[
     "/-/quit",
     "/debug",
 ];
+
+/// Alertmanager's UI (0.25 to 0.27): the page, its script and icon, and
+/// the libraries under `/lib/`. Its views (`/#/alerts`, `/#/silences`)
+/// are fragments, which a browser never sends.
+const ALERTMANAGER_UI_EXACT: &[&str] =
+    &["/", "/script.js", "/favicon.ico", "/-/ready", "/-/healthy"];
+const ALERTMANAGER_UI_UNDER: &[&str] = &["/lib"];
+
+/// Alertmanager's read API v2 (GET/HEAD), each path exact; a single
+/// silence (`/api/v2/silence/{id}`) is matched in [`is_one_silence`].
+const ALERTMANAGER_READ_API: &[&str] = &[
+    "/api/v2/alerts",
+    "/api/v2/alerts/groups",
+    "/api/v2/silences",
+    "/api/v2/status",
+    "/api/v2/receivers",
+];
+
+/// What only admins may use on an Alertmanager. `/api/v1` is the API that
+/// 0.25 still has and 0.27 removed: it creates and deletes silences and
+/// posts alerts outside the v2 rules, so it is no one else's way in.
+const ALERTMANAGER_ADMIN_ONLY: &[&str] = &["/-/reload", "/debug", "/metrics", "/api/v1"];
+
+/// The upstream a request is for, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub kind: UpstreamKind,
+}
+
+impl Target<'static> {
+    /// The one Prometheus of a config without `[[upstream]]`.
+    pub const PROMETHEUS: Target<'static> = Target {
+        name: "prometheus",
+        kind: UpstreamKind::Prometheus,
+    };
+}
+
+/// Splits an `allow_paths` / `deny_paths` entry into the upstream it
+/// names, if any, and its path prefix: `"/x"` is `(None, "/x")`,
+/// `"wiki:/x"` is `(Some("wiki"), "/x")`. Paths start with `/`, so an
+/// entry that does not names an upstream before its first `:`.
+pub fn split_entry(entry: &str) -> (Option<&str>, &str) {
+    if entry.starts_with('/') {
+        return (None, entry);
+    }
+    match entry.split_once(':') {
+        Some((name, path)) => (Some(name), path),
+        None => (None, entry),
+    }
+}
+
+/// The path prefix of `entry` when it applies to `target`; bare entries
+/// apply where `bare_applies`.
+fn entry_for<'e>(entry: &'e str, target: Target<'_>, bare_applies: bool) -> Option<&'e str> {
+    match split_entry(entry) {
+        (None, path) => bare_applies.then_some(path),
+        (Some(name), path) => (name == target.name).then_some(path),
+    }
+}
 
 /// Path normalization failure: the request is refused with 400.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,8 +256,8 @@ fn is_read(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-/// Decides on a request. `path` must come from [`normalize`]; the per-peer
-/// prefixes are normalized here the same way.
+/// Decides on a request to the one Prometheus of a config without
+/// `[[upstream]]`; see [`decide_for`].
 pub fn decide(
     role: Role,
     allow_paths: &[String],
@@ -192,17 +265,65 @@ pub fn decide(
     method: &Method,
     path: &str,
 ) -> Decision {
-    let norm = |p: &String| normalize(p).unwrap_or_else(|_| p.to_ascii_lowercase());
-    if let Some(p) = deny_paths.iter().find(|p| under(path, &norm(p))) {
+    decide_for(
+        Target::PROMETHEUS,
+        role,
+        allow_paths,
+        deny_paths,
+        method,
+        path,
+    )
+}
+
+/// Decides on a request to `target`. `path` must come from [`normalize`];
+/// the per-peer prefixes are normalized here the same way.
+pub fn decide_for(
+    target: Target<'_>,
+    role: Role,
+    allow_paths: &[String],
+    deny_paths: &[String],
+    method: &Method,
+    path: &str,
+) -> Decision {
+    let norm = |p: &str| normalize(p).unwrap_or_else(|_| p.to_ascii_lowercase());
+    if let Some(p) = deny_paths
+        .iter()
+        .find(|p| entry_for(p, target, true).is_some_and(|prefix| under(path, &norm(prefix))))
+    {
         return Decision::Deny(format!("the peer's deny_paths entry \"{p}\""));
     }
+    let allowed = || {
+        allow_paths.iter().any(|p| {
+            entry_for(p, target, target.kind == UpstreamKind::Prometheus)
+                .is_some_and(|prefix| under(path, &norm(prefix)))
+        })
+    };
+    match target.kind {
+        UpstreamKind::Prometheus => decide_prometheus(role, allowed, method, path),
+        UpstreamKind::Alertmanager => decide_alertmanager(role, allowed, method, path),
+        UpstreamKind::Http if allowed() => Decision::Allow,
+        UpstreamKind::Http => Decision::Deny(format!(
+            "upstream \"{}\" has no built-in rules; only the peer's allow_paths entries \"{}:/...\" open it",
+            target.name, target.name
+        )),
+    }
+}
+
+/// Prometheus's rules; `allowed` tells whether the peer's own entries
+/// allow the path. A responder is a viewer here.
+fn decide_prometheus(
+    role: Role,
+    allowed: impl Fn() -> bool,
+    method: &Method,
+    path: &str,
+) -> Decision {
     if let Some(p) = ADMIN_ONLY.iter().find(|p| under(path, p)) {
         return match role {
             Role::Admin => Decision::Allow,
-            Role::Viewer => Decision::Deny(format!("{p} is for the admin role")),
+            Role::Viewer | Role::Responder => Decision::Deny(format!("{p} is for the admin role")),
         };
     }
-    if allow_paths.iter().any(|p| under(path, &norm(p))) {
+    if allowed() {
         return Decision::Allow;
     }
     if VIEWER_API.iter().any(|p| under(path, p)) {
@@ -222,6 +343,62 @@ pub fn decide(
     Decision::Deny(format!(
         "{path} is not on the list of read endpoints and UI routes"
     ))
+}
+
+/// `/api/v2/silence/{id}`: one silence, by a single path segment.
+fn is_one_silence(path: &str) -> bool {
+    path.strip_prefix("/api/v2/silence/")
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// Alertmanager's rules (API v2, 0.25 and later). Viewers read; creating
+/// and expiring silences needs a responder or an admin; sending alerts,
+/// the v1 API, reloads, pprof and metrics need an admin. `allowed` is the
+/// peer's own entries for this upstream, which never lift the admin rules.
+fn decide_alertmanager(
+    role: Role,
+    allowed: impl Fn() -> bool,
+    method: &Method,
+    path: &str,
+) -> Decision {
+    let admin_only = |what: &str| match role {
+        Role::Admin => Decision::Allow,
+        Role::Viewer | Role::Responder => Decision::Deny(format!("{what} is for the admin role")),
+    };
+    if let Some(p) = ALERTMANAGER_ADMIN_ONLY.iter().find(|p| under(path, p)) {
+        return admin_only(p);
+    }
+    // Alerts come from Prometheus. A person who posts one pages whoever is
+    // on call for it, so it is for admins (testing routes with amtool).
+    if path == "/api/v2/alerts" && !is_read(method) {
+        return admin_only(&format!("{method} /api/v2/alerts (sending alerts)"));
+    }
+    // The operator's own entries for this upstream may open the rest,
+    // silences included (a viewer given "alertmanager:/api/v2/silences").
+    if allowed() {
+        return Decision::Allow;
+    }
+    let silence_write = (path == "/api/v2/silences" && method == Method::POST)
+        || (is_one_silence(path) && method == Method::DELETE);
+    if silence_write {
+        return match role {
+            Role::Admin | Role::Responder => Decision::Allow,
+            Role::Viewer => Decision::Deny(
+                "creating or expiring a silence needs the responder or admin role".into(),
+            ),
+        };
+    }
+    let listed = ALERTMANAGER_UI_EXACT.contains(&path)
+        || ALERTMANAGER_UI_UNDER.iter().any(|p| under(path, p))
+        || ALERTMANAGER_READ_API.contains(&path)
+        || is_one_silence(path);
+    match (listed, is_read(method)) {
+        (true, true) => Decision::Allow,
+        (true, false) => Decision::Deny(format!("only GET and HEAD are allowed on {path}")),
+        (false, _) => Decision::Deny(format!(
+            "{path} is not on Alertmanager's list of UI routes and read API v2 endpoints"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -391,5 +568,391 @@ mod tests {
             decide(Role::Viewer, &allow, &[], &Method::POST, &path),
             Decision::Deny(_)
         ));
+    }
+
+    const AM: Target<'static> = Target {
+        name: "alertmanager",
+        kind: UpstreamKind::Alertmanager,
+    };
+    const WIKI: Target<'static> = Target {
+        name: "wiki",
+        kind: UpstreamKind::Http,
+    };
+
+    fn on(target: Target<'_>, role: Role, method: &Method, raw: &str) -> Decision {
+        on_with(target, role, &[], &[], method, raw)
+    }
+
+    fn on_with(
+        target: Target<'_>,
+        role: Role,
+        allow: &[&str],
+        deny: &[&str],
+        method: &Method,
+        raw: &str,
+    ) -> Decision {
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let deny: Vec<String> = deny.iter().map(|s| s.to_string()).collect();
+        let path = normalize(raw).unwrap();
+        decide_for(target, role, &allow, &deny, method, &path)
+    }
+
+    /// Issue 28, part 2: Alertmanager's rules, default-deny.
+    #[test]
+    fn alertmanager_decision_table() {
+        use Role::*;
+        let get = Method::GET;
+        let head = Method::HEAD;
+        let post = Method::POST;
+        let put = Method::PUT;
+        let del = Method::DELETE;
+        let id = "/api/v2/silence/8d7c0b0e-3b6f-4a9e-9c61-2f1c7e0d5a11";
+        let cases: &[(Role, &Method, &str, bool)] = &[
+            // The UI and its assets.
+            (Viewer, &get, "/", true),
+            (Viewer, &head, "/", true),
+            (Viewer, &get, "/script.js", true),
+            (Viewer, &get, "/favicon.ico", true),
+            (
+                Viewer,
+                &get,
+                "/lib/bootstrap-4.0.0-alpha.6-dist/css/bootstrap.min.css",
+                true,
+            ),
+            (
+                Viewer,
+                &get,
+                "/lib/font-awesome-4.7.0/fonts/fontawesome-webfont.woff2",
+                true,
+            ),
+            (Viewer, &get, "/-/ready", true),
+            (Viewer, &get, "/-/healthy", true),
+            (Viewer, &post, "/", false),
+            (Viewer, &post, "/lib/x.js", false),
+            // The read API v2.
+            (Viewer, &get, "/api/v2/alerts", true),
+            (Viewer, &get, "/api/v2/alerts/groups", true),
+            (Viewer, &get, "/api/v2/silences", true),
+            (Viewer, &get, id, true),
+            (Viewer, &get, "/api/v2/status", true),
+            (Viewer, &get, "/api/v2/receivers", true),
+            (Viewer, &put, "/api/v2/status", false),
+            (Viewer, &get, "/api/v2/silence", false),
+            (Viewer, &get, "/api/v2/silence/a/b", false),
+            (Viewer, &get, "/api/v2/alerts/groups/x", false),
+            (Viewer, &get, "/api/v2/something-new", false),
+            // Silences: responders and admins.
+            (Viewer, &post, "/api/v2/silences", false),
+            (Viewer, &del, id, false),
+            (Responder, &post, "/api/v2/silences", true),
+            (Responder, &del, id, true),
+            (Admin, &post, "/api/v2/silences", true),
+            (Admin, &del, id, true),
+            (Responder, &del, "/api/v2/silences", false),
+            (Responder, &post, id, false),
+            (Responder, &put, "/api/v2/silences", false),
+            (Responder, &del, "/api/v2/silence/a/b", false),
+            (Responder, &get, "/api/v2/silences", true),
+            // Sending alerts, the v1 API, reload, pprof, metrics: admins.
+            (Viewer, &post, "/api/v2/alerts", false),
+            (Responder, &post, "/api/v2/alerts", false),
+            (Admin, &post, "/api/v2/alerts", true),
+            (Viewer, &get, "/api/v1/alerts", false),
+            (Responder, &post, "/api/v1/silences", false),
+            (Responder, &del, "/api/v1/silence/x", false),
+            (Viewer, &get, "/api/v1/status", false),
+            (Admin, &get, "/api/v1/alerts", true),
+            (Viewer, &post, "/-/reload", false),
+            (Responder, &post, "/-/reload", false),
+            (Admin, &post, "/-/reload", true),
+            (Viewer, &get, "/debug/pprof/heap", false),
+            (Responder, &get, "/debug/pprof/goroutine", false),
+            (Admin, &get, "/debug/pprof/heap", true),
+            (Viewer, &get, "/metrics", false),
+            (Admin, &get, "/metrics", true),
+            // Prometheus's routes are not Alertmanager's.
+            (Viewer, &get, "/graph", false),
+            (Viewer, &get, "/api/v1/query", false),
+            (Admin, &post, "/api/v2/admin/tsdb/snapshot", false),
+            (Admin, &get, "/-/quit", false),
+            (Admin, &get, "/anything", false),
+        ];
+        for (role, method, raw, allowed) in cases {
+            let d = on(AM, *role, method, raw);
+            assert_eq!(
+                d == Decision::Allow,
+                *allowed,
+                "{role:?} {method} {raw}: {d:?}"
+            );
+        }
+    }
+
+    /// Encoded, dotted, doubled and upper-case spellings meet the same
+    /// rules: none lets a viewer silence, or a responder reach the admin
+    /// endpoints.
+    #[test]
+    fn path_tricks_cannot_silence_or_reach_alertmanager_admin() {
+        let viewer_writes = [
+            (Method::POST, "//api/v2/silences"),
+            (Method::POST, "/api/v2/silences/"),
+            (Method::POST, "/API/V2/SILENCES"),
+            (Method::POST, "/api/v2/alerts/../silences"),
+            (Method::POST, "/api/v2/alerts/%2e%2e/silences"),
+            (Method::POST, "/api/v2/%73ilences"),
+            (Method::POST, "/api/v2/./silences"),
+            (Method::DELETE, "/api/v2/silence/x/"),
+            (Method::DELETE, "/API/v2/Silence/x"),
+            (Method::DELETE, "/api/v2/silences/../silence/x"),
+            (Method::POST, "/api/v2/alerts/"),
+            (Method::POST, "/API/V2/ALERTS"),
+        ];
+        for (method, raw) in &viewer_writes {
+            assert_ne!(
+                on(AM, Role::Viewer, method, raw),
+                Decision::Allow,
+                "{method} {raw}"
+            );
+        }
+        for raw in [
+            "/-/RELOAD",
+            "//-/reload/",
+            "/api/v2/../../-/reload",
+            "/lib/../-/reload",
+            "/%2d/reload",
+            "/API/V1/SILENCES",
+            "/api/v2/../v1/silences",
+            "/lib/%2e%2e/debug/pprof/heap",
+            "/lib/../metrics",
+        ] {
+            let Ok(path) = normalize(raw) else { continue };
+            for role in [Role::Viewer, Role::Responder] {
+                for method in [Method::GET, Method::POST, Method::DELETE] {
+                    let allow = vec!["alertmanager:/".to_string()];
+                    assert_ne!(
+                        decide_for(AM, role, &allow, &[], &method, &path),
+                        Decision::Allow,
+                        "{role:?} {method} {raw}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A plain `http` upstream opens only where an entry names it; bare
+    /// allow entries stay Prometheus's, bare deny entries apply everywhere.
+    #[test]
+    fn plain_http_upstreams_open_only_by_named_allow_entries() {
+        let get = Method::GET;
+        for role in [Role::Viewer, Role::Responder, Role::Admin] {
+            assert_ne!(on(WIKI, role, &get, "/"), Decision::Allow, "{role:?}");
+            assert_ne!(
+                on_with(WIKI, role, &["/"], &[], &get, "/page"),
+                Decision::Allow,
+                "{role:?}: a bare entry is Prometheus's"
+            );
+            assert_ne!(
+                on_with(WIKI, role, &["alertmanager:/"], &[], &get, "/page"),
+                Decision::Allow,
+                "{role:?}: another upstream's entry"
+            );
+        }
+        assert_eq!(
+            on_with(WIKI, Role::Viewer, &["wiki:/"], &[], &Method::POST, "/edit"),
+            Decision::Allow
+        );
+        assert_eq!(
+            on_with(WIKI, Role::Viewer, &["wiki:/docs"], &[], &get, "/docs/a"),
+            Decision::Allow
+        );
+        assert_ne!(
+            on_with(
+                WIKI,
+                Role::Viewer,
+                &["wiki:/docs"],
+                &[],
+                &get,
+                "/docs-private"
+            ),
+            Decision::Allow
+        );
+        assert_ne!(
+            on_with(
+                WIKI,
+                Role::Viewer,
+                &["wiki:/docs"],
+                &[],
+                &get,
+                "/docs/../admin"
+            ),
+            Decision::Allow
+        );
+        // Deny entries: a bare one everywhere, a named one only there.
+        assert_ne!(
+            on_with(
+                WIKI,
+                Role::Viewer,
+                &["wiki:/"],
+                &["/admin"],
+                &get,
+                "/admin/x"
+            ),
+            Decision::Allow
+        );
+        assert_ne!(
+            on_with(
+                WIKI,
+                Role::Viewer,
+                &["wiki:/"],
+                &["wiki:/admin"],
+                &get,
+                "/admin"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            on_with(
+                WIKI,
+                Role::Viewer,
+                &["wiki:/"],
+                &["alertmanager:/admin"],
+                &get,
+                "/admin"
+            ),
+            Decision::Allow
+        );
+        let d = on(WIKI, Role::Admin, &get, "/");
+        assert!(
+            matches!(&d, Decision::Deny(why) if why.contains("\"wiki:/...\"")),
+            "{d:?}"
+        );
+    }
+
+    /// Entries naming an upstream apply to it alone; a bare allow entry
+    /// does not reach Alertmanager, a bare deny entry does.
+    #[test]
+    fn named_entries_apply_to_their_upstream_only() {
+        let get = Method::GET;
+        let post = Method::POST;
+        // Prometheus: a bare entry and one naming it both allow.
+        let prom = Target::PROMETHEUS;
+        assert_eq!(
+            on_with(
+                prom,
+                Role::Viewer,
+                &["/api/v1/write"],
+                &[],
+                &post,
+                "/api/v1/write"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            on_with(
+                prom,
+                Role::Viewer,
+                &["prometheus:/api/v1/write"],
+                &[],
+                &post,
+                "/api/v1/write"
+            ),
+            Decision::Allow
+        );
+        assert_ne!(
+            on_with(
+                prom,
+                Role::Viewer,
+                &["alertmanager:/api/v1/write"],
+                &[],
+                &post,
+                "/api/v1/write"
+            ),
+            Decision::Allow
+        );
+        // Alertmanager: a bare allow entry does not open it.
+        assert_ne!(
+            on_with(
+                AM,
+                Role::Viewer,
+                &["/api/v2/silences"],
+                &[],
+                &post,
+                "/api/v2/silences"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            on_with(
+                AM,
+                Role::Viewer,
+                &["alertmanager:/api/v2/silences"],
+                &[],
+                &post,
+                "/api/v2/silences"
+            ),
+            Decision::Allow
+        );
+        // A bare deny entry closes it, as a named one does.
+        assert_ne!(
+            on_with(
+                AM,
+                Role::Admin,
+                &[],
+                &["/api/v2/alerts"],
+                &get,
+                "/api/v2/alerts"
+            ),
+            Decision::Allow
+        );
+        assert_ne!(
+            on_with(
+                AM,
+                Role::Responder,
+                &[],
+                &["alertmanager:/api/v2/silences"],
+                &post,
+                "/api/v2/silences"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            on_with(
+                AM,
+                Role::Responder,
+                &[],
+                &["prometheus:/api/v2/silences"],
+                &post,
+                "/api/v2/silences"
+            ),
+            Decision::Allow
+        );
+    }
+
+    /// A responder is a viewer on Prometheus.
+    #[test]
+    fn a_responder_is_a_viewer_on_prometheus() {
+        for (method, raw) in [
+            (Method::GET, "/api/v1/query"),
+            (Method::GET, "/graph"),
+            (Method::POST, "/api/v1/admin/tsdb/delete_series"),
+            (Method::POST, "/-/reload"),
+            (Method::GET, "/debug/pprof/heap"),
+            (Method::POST, "/api/v1/write"),
+        ] {
+            let path = normalize(raw).unwrap();
+            assert_eq!(
+                decide(Role::Responder, &[], &[], &method, &path),
+                decide(Role::Viewer, &[], &[], &method, &path),
+                "{method} {raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_split_into_upstream_and_path() {
+        assert_eq!(split_entry("/api/v1/write"), (None, "/api/v1/write"));
+        assert_eq!(split_entry("wiki:/"), (Some("wiki"), "/"));
+        assert_eq!(split_entry("am:/a:b"), (Some("am"), "/a:b"));
+        assert_eq!(split_entry("/a:b"), (None, "/a:b"));
+        assert_eq!(split_entry("api"), (None, "api"));
     }
 }

@@ -447,8 +447,8 @@ impl Lab {
                 unix_now: unix_now(),
             },
         );
-        let proxy = Arc::new(Proxy::new(
-            config.upstream.clone(),
+        let proxy = Arc::new(Proxy::with_upstreams(
+            &config.upstreams,
             config.identity_header.clone(),
             config.upstream_timeout,
             telemetry.http.clone(),

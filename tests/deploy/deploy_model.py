@@ -138,6 +138,11 @@ class TerraformModule:
         if m and m.group(1) not in ("var", "local"):
             meta = one(self.resource(m.group(1), m.group(2))["metadata"], "metadata")
             return self.value(meta["name"])
+        m = re.fullmatch(r"jsonencode\((.*)\)", text, re.S)
+        if m:
+            import json
+
+            return json.dumps(self.expr(m.group(1)))
         m = re.fullmatch(r"tostring\((.*)\)", text, re.S)
         if m:
             return str(self.expr(m.group(1)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -311,11 +312,17 @@ def test_peers_config_map_is_one_file_per_peer(tf):
     text = (TERRAFORM_DIR / "templates" / "peer.toml.tftpl").read_text()
     rendered = re.sub(
         r"\$\{jsonencode\((\w+)\)\}",
-        lambda m: json.dumps({"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer"}[m.group(1)]),
+        lambda m: json.dumps(
+            {"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer", "allow_paths": []}[
+                m.group(1)
+            ]
+        ),
         text,
     )
     assert tomllib.loads(rendered) == {
-        "peer": [{"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer"}]
+        "peer": [
+            {"name": "alice", "public_key": "k=", "allowed_ips": ["10.13.13.2/32"], "role": "viewer", "allow_paths": []}
+        ]
     }
 
 
@@ -481,7 +488,7 @@ TF_MUTATIONS = {
     "preStop sleep default": ("variables.tf", "default     = 20", "default     = 5"),
     "spread may share a node": ("variables.tf", 'default     = "DoNotSchedule"', 'default     = "ScheduleAnyway"'),
     "egress without the Service port": (
-        "networkpolicy.tf", "port     = tostring(var.upstream_port)", "port     = tostring(var.upstream_target_port)",
+        "networkpolicy.tf", "port     = tostring(local.first_upstream_port)", "port     = tostring(local.first_upstream_target_port)",
     ),
 }
 
@@ -687,3 +694,72 @@ def test_eks_path_starts_from_the_example():
     assert "AWS Load Balancer Controller" in text
     assert "describe-target-health" in text, "the docs show how to check the NLB's UDP target health"
     assert "kubectl apply -f config/kubernetes/" in (ROOT / "config" / "kubernetes" / "README.md").read_text()
+
+
+# ---------------------------------------------------------------------------
+# The Alertmanager variant of the manifests (config/kubernetes/alertmanager/):
+# the same ConfigMap and gateway policy, with Alertmanager beside Prometheus.
+# ---------------------------------------------------------------------------
+
+VARIANT_DIR = ROOT / "config" / "kubernetes" / "alertmanager"
+ALERTMANAGER_URL = "http://alertmanager.default.svc.cluster.local:9093"
+ALERTMANAGER_POD_LABELS = {"app.kubernetes.io/name": "alertmanager"}
+
+
+def _variant(kind: str, name: str) -> dict:
+    import yaml
+
+    found = []
+    for path in sorted(VARIANT_DIR.glob("*.yaml")):
+        with path.open(encoding="utf-8") as f:
+            found += [d for d in yaml.safe_load_all(f) if d and d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{VARIANT_DIR}: {len(found)} {kind} {name}"
+    return found[0]
+
+
+def test_the_alertmanager_variant_differs_only_in_its_upstreams(manifests):
+    base_cm = manifests.get("ConfigMap", "promgate-config")
+    var_cm = _variant("ConfigMap", "promgate-config")
+    assert var_cm["metadata"] == base_cm["metadata"]
+    base = tomllib.loads(base_cm["data"]["promgate.toml"])
+    var = tomllib.loads(var_cm["data"]["promgate.toml"])
+    gateway = dict(base["gateway"])
+    url, ports = gateway.pop("upstream"), gateway.pop("http_ports")
+    assert var["gateway"] == gateway, "the variant's [gateway] must be the base's without upstream and http_ports"
+    assert var["admin"] == base["admin"]
+    assert var["upstream"] == [
+        {"name": "prometheus", "url": url, "port": ports[0], "kind": "prometheus"},
+        {"name": "alertmanager", "url": ALERTMANAGER_URL, "port": 9093, "kind": "alertmanager"},
+    ]
+    assert set(var) == {"gateway", "admin", "upstream"}
+
+    base_np = manifests.get("NetworkPolicy", "promgate")
+    var_np = _variant("NetworkPolicy", "promgate")
+    assert var_np["metadata"] == base_np["metadata"]
+    base_spec, var_spec = dict(base_np["spec"]), dict(var_np["spec"])
+    base_egress, var_egress = base_spec.pop("egress"), var_spec.pop("egress")
+    assert var_spec == base_spec, "only the egress rules may differ"
+    extra = [r for r in var_egress if r not in base_egress]
+    assert len(var_egress) == len(base_egress) + 1 and len(extra) == 1, var_egress
+    assert extra[0] == {
+        "ports": [{"port": 9093, "protocol": "TCP"}],
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": UPSTREAM_NAMESPACE}},
+            "podSelector": {"matchLabels": ALERTMANAGER_POD_LABELS},
+        }],
+    }
+
+
+def test_the_alertmanager_variant_passes_promgate_check(tmp_path):
+    binary = os.environ.get("PROMGATE_BIN")
+    if not binary:
+        pytest.skip("PROMGATE_BIN is not set")
+    text = _variant("ConfigMap", "promgate-config")["data"]["promgate.toml"]
+    (tmp_path / "private.key").write_text("QEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEA=\n")
+    (tmp_path / "private.key").chmod(0o600)
+    (tmp_path / "peers.d").mkdir()
+    text = text.replace(KEY_DIR + "/private.key", str(tmp_path / "private.key")).replace(PEERS_DIR, str(tmp_path / "peers.d"))
+    cfg = tmp_path / "promgate.toml"
+    cfg.write_text(text)
+    res = subprocess.run([binary, "check", "--config", str(cfg)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -124,6 +124,51 @@ def test_load_balancer_class(stub, value, accepted):
         assert not ok, f"load_balancer_class with NodePort must be refused\n{out}"
 
 
+def upstream(name: str, kind: str, port: int, **more) -> dict:
+    u = {
+        "name": name, "kind": kind, "port": port, "service": name, "namespace": "monitoring",
+        "service_port": 9090, "target_port": 9090, "pod_selector": {"app": name},
+    }
+    u.update(more)
+    return u
+
+
+PROM = upstream("prometheus", "prometheus", 80)
+AM = upstream("alertmanager", "alertmanager", 9093, service_port=9093, target_port=9093)
+
+# (case, upstreams, accepted, a phrase of the Terraform error when refused)
+UPSTREAM_CASES = [
+    ("none: the older single Prometheus", None, True, None),
+    ("Prometheus and Alertmanager", [PROM, AM], True, None),
+    ("a plain http upstream", [PROM, upstream("wiki", "http", 8080)], True, None),
+    ("an empty list", [], False, "at least one upstream"),
+    ("two on one tunnel port", [PROM, dict(AM, port=80)], False, "tunnel port of its own"),
+    ("an unknown kind", [PROM, dict(AM, kind="loki")], False, '"prometheus", "alertmanager" or "http"'),
+    ("a duplicate name", [PROM, dict(AM, name="prometheus")], False, "names must be unique"),
+    ("a name with a colon", [dict(PROM, name="prom:x")], False, "starting with a letter"),
+    ("an empty pod selector", [dict(PROM, pod_selector={})], False, "must not be empty"),
+    ("port 0", [dict(PROM, port=0)], False, "TCP ports (1-65535)"),
+]
+
+
+@pytest.mark.parametrize("case,upstreams,accepted,phrase", UPSTREAM_CASES, ids=[c[0] for c in UPSTREAM_CASES])
+def test_terraform_upstream_validation(stub, case, upstreams, accepted, phrase):
+    ok, out = plan(stub, upstreams=upstreams)
+    assert ok == accepted, f"{case}: plan {'passed' if ok else 'failed'}\n{out}"
+    if phrase:
+        assert phrase in out, f"{case}: expected {phrase!r} in\n{out}"
+
+
+@pytest.mark.parametrize(
+    "role,allow_paths,accepted",
+    [("responder", [], True), ("viewer", ["wiki:/", "/api/v1/write"], True), ("viewer", ["api"], False), ("oncall", [], False)],
+)
+def test_terraform_peer_role_and_allow_paths(stub, role, allow_paths, accepted):
+    p = dict(peer("a", A, "10.13.13.2/32"), role=role, allow_paths=allow_paths)
+    ok, out = plan(stub, peers=[p])
+    assert ok == accepted, out
+
+
 # -- the gateway agrees ------------------------------------------------------
 
 GATEWAY_KEY = "QEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEA="

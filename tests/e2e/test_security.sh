@@ -140,13 +140,13 @@ check "/healthz still answers" expect_code server "http://$ADMIN/healthz" 200
 
 t_log "item 2: readiness follows the upstream, with no tunnel traffic"
 check "/readyz 200 while Prometheus is up" readyz_is 200
-check "promgate_upstream_up is 1" test "$(metric promgate_upstream_up)" = 1
+check "promgate_upstream_up is 1" test "$(metric 'promgate_upstream_up{upstream="prometheus"}')" = 1
 rx_before=$(peer_rx_total)
 lab_stop_pid "$PROM_PID"
 t0=$(now)
 retry 10 readyz_is 503; rc=$?
 check "/readyz 503 after Prometheus stopped ($(seconds_since "$t0") s; limit 3 s + one probe)" test $rc = 0
-check "promgate_upstream_up is 0" test "$(metric promgate_upstream_up)" = 0
+check "promgate_upstream_up is 0" test "$(metric 'promgate_upstream_up{upstream="prometheus"}')" = 0
 check "/healthz still 200" expect_code server "http://$ADMIN/healthz" 200
 lab_start_prometheus "$SRV" --web.enable-admin-api
 t0=$(now)

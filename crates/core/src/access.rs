@@ -12,9 +12,30 @@ use crate::scope::Scope;
 use async_lock::Semaphore;
 use std::sync::{Arc, RwLock};
 
-/// Requests one peer may have in flight to the upstream unless configured
+/// Requests one peer may have in flight to an upstream unless configured
 /// (`gateway.max_upstream_requests_per_peer`).
 pub const DEFAULT_UPSTREAM_REQUESTS_PER_PEER: usize = 8;
+
+/// How the upstreams' concurrency is shared out to each peer: every peer
+/// gets `per_peer` requests in flight to each of the `upstreams`, so that a
+/// peer waiting on a slow Alertmanager does not hold its Prometheus share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamShares {
+    pub per_peer: usize,
+    /// How many upstreams the gateway serves; they are numbered from 0 in
+    /// the order of the config.
+    pub upstreams: usize,
+}
+
+impl UpstreamShares {
+    /// `per_peer` requests to a single upstream.
+    pub fn one_upstream(per_peer: usize) -> Self {
+        UpstreamShares {
+            per_peer,
+            upstreams: 1,
+        }
+    }
+}
 
 /// What a peer may do, as of the current configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +61,9 @@ pub struct PeerAccess {
     scoped_work: Semaphore,
     /// Rate limit on this peer's audit lines for refused requests.
     refusal_lines: std::sync::Mutex<RefusalLines>,
-    /// Bounds this peer's requests in flight to the upstream
-    /// (`gateway.max_upstream_requests_per_peer`).
-    upstream: Semaphore,
+    /// Bounds this peer's requests in flight to each upstream
+    /// (`gateway.max_upstream_requests_per_peer`), indexed by upstream.
+    upstream: Box<[Semaphore]>,
 }
 
 /// Audit lines of refused requests one peer may cause per second, and at
@@ -63,16 +84,23 @@ struct RefusalLines {
 pub const SCOPED_WORK_PER_PEER: usize = 2;
 
 impl PeerAccess {
-    /// With the default upstream concurrency; see [`Self::with_upstream_limit`].
+    /// With the default concurrency to one upstream; see [`Self::with_upstream_shares`].
     pub fn new(rules: AccessRules) -> Self {
         Self::with_upstream_limit(rules, DEFAULT_UPSTREAM_REQUESTS_PER_PEER)
     }
 
+    /// `upstream_requests` in flight to a single upstream.
     pub fn with_upstream_limit(rules: AccessRules, upstream_requests: usize) -> Self {
+        Self::with_upstream_shares(rules, UpstreamShares::one_upstream(upstream_requests))
+    }
+
+    pub fn with_upstream_shares(rules: AccessRules, shares: UpstreamShares) -> Self {
         PeerAccess {
             rules: RwLock::new(Arc::new(rules)),
             scoped_work: Semaphore::new(SCOPED_WORK_PER_PEER),
-            upstream: Semaphore::new(upstream_requests),
+            upstream: (0..shares.upstreams)
+                .map(|_| Semaphore::new(shares.per_peer))
+                .collect(),
             refusal_lines: std::sync::Mutex::new(RefusalLines {
                 tokens: REFUSAL_LINES_BURST,
                 last: None,
@@ -110,9 +138,10 @@ impl PeerAccess {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
     }
 
-    /// This peer's share of the upstream's concurrency.
-    pub fn upstream_slots(&self) -> &Semaphore {
-        &self.upstream
+    /// This peer's share of upstream number `upstream`'s concurrency;
+    /// `None` for a number the gateway was not configured with.
+    pub fn upstream_slots(&self, upstream: usize) -> Option<&Semaphore> {
+        self.upstream.get(upstream)
     }
 
     /// This peer's share of scoped work (see [`SCOPED_WORK_PER_PEER`]).

@@ -75,14 +75,14 @@ pub struct Settings {
     /// The gateway's tunnel addresses with their prefixes.
     pub addresses: Vec<ipnet::IpNet>,
     pub mtu: u16,
-    /// Tunnel ports on which TCP is accepted.
+    /// Tunnel ports on which TCP is accepted: every upstream's.
     pub http_ports: Vec<u16>,
     pub limits: Limits,
     /// Handshakes per second before cookie replies start.
     pub handshake_rate_limit: u64,
-    /// Each peer's share of the upstream's concurrency, carried in its
+    /// Each peer's share of each upstream's concurrency, carried in its
     /// [`PeerAccess`].
-    pub max_upstream_requests_per_peer: usize,
+    pub upstream_shares: crate::access::UpstreamShares,
 }
 
 /// The shell's clock and wake-up, handed in once: the core reads no clock
@@ -124,7 +124,7 @@ impl Gateway {
                 settings.private_key.clone(),
                 peers,
                 settings.handshake_rate_limit,
-                settings.max_upstream_requests_per_peer,
+                settings.upstream_shares,
             ),
             netstack: Netstack::new(
                 &settings.addresses,

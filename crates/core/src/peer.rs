@@ -29,7 +29,7 @@
 //! - Slots are reused after a peer is removed. A stale receiver index that
 //!   lands on a new occupant fails authentication and is dropped.
 
-use crate::access::{AccessRules, PeerAccess};
+use crate::access::{AccessRules, PeerAccess, UpstreamShares};
 use crate::allowed_ips::AllowedIps;
 use crate::keys::PrivateKey;
 use crate::peer_config::PeerConfig;
@@ -130,8 +130,8 @@ pub(crate) struct PeerTable {
     handshakes_this_second: u64,
     handshakes_per_second: u64,
     buckets: HandshakeBuckets,
-    /// Each peer's share of the upstream's concurrency.
-    upstream_per_peer: usize,
+    /// Each peer's share of each upstream's concurrency.
+    upstream_shares: UpstreamShares,
 }
 
 /// Why [`PeerTable::check_macs`] stopped a datagram.
@@ -215,12 +215,12 @@ impl HandshakeBuckets {
 
 impl PeerTable {
     /// `handshakes_per_second` is the load threshold for cookie replies;
-    /// `upstream_per_peer` bounds each peer's requests in flight upstream.
+    /// `upstream_shares` bounds each peer's requests in flight upstream.
     pub(crate) fn new(
         private_key: PrivateKey,
         peers: &[PeerConfig],
         handshakes_per_second: u64,
-        upstream_per_peer: usize,
+        upstream_shares: UpstreamShares,
     ) -> Self {
         let public_key = private_key.public_key();
         // One limiter decides on load, in the pre-check that every
@@ -246,7 +246,7 @@ impl PeerTable {
             handshakes_this_second: 0,
             handshakes_per_second,
             buckets: HandshakeBuckets::default(),
-            upstream_per_peer,
+            upstream_shares,
         };
         for p in peers {
             table.insert(p.clone());
@@ -290,9 +290,9 @@ impl PeerTable {
         self.by_key.insert(config.public_key, id);
         self.slots[id as usize] = Some(Peer {
             name: Arc::from(config.name.as_str()),
-            access: Arc::new(PeerAccess::with_upstream_limit(
+            access: Arc::new(PeerAccess::with_upstream_shares(
                 access_rules(&config),
-                self.upstream_per_peer,
+                self.upstream_shares,
             )),
             config,
             tunn: None,
@@ -703,7 +703,12 @@ mod tests {
     fn a_replayed_initiation_is_refused_and_moves_no_endpoint() {
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4, 8);
+        let mut table = PeerTable::new(
+            key.clone(),
+            &[peer_config(&secret)],
+            u64::MAX / 4,
+            UpstreamShares::one_upstream(8),
+        );
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let init = match client.format_handshake_initiation(&mut buf, false) {
@@ -756,7 +761,12 @@ mod tests {
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
         let client_pub = PublicKey::from(&secret);
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4, 8);
+        let mut table = PeerTable::new(
+            key.clone(),
+            &[peer_config(&secret)],
+            u64::MAX / 4,
+            UpstreamShares::one_upstream(8),
+        );
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let init = initiation(&mut client, &mut buf);
@@ -817,7 +827,12 @@ mod tests {
         use blake2::digest::{Digest, Mac};
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&secret)], u64::MAX / 4, 8);
+        let mut table = PeerTable::new(
+            key.clone(),
+            &[peer_config(&secret)],
+            u64::MAX / 4,
+            UpstreamShares::one_upstream(8),
+        );
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let mut init = initiation(&mut client, &mut buf);
@@ -862,7 +877,12 @@ mod tests {
         let key = PrivateKey::generate();
         let secret = StaticSecret::random();
         let config = peer_config(&secret);
-        let mut table = PeerTable::new(key.clone(), std::slice::from_ref(&config), u64::MAX / 4, 8);
+        let mut table = PeerTable::new(
+            key.clone(),
+            std::slice::from_ref(&config),
+            u64::MAX / 4,
+            UpstreamShares::one_upstream(8),
+        );
         let mut client = Tunn::new(secret, key.public_key(), None, None, 1, None);
         let mut buf = vec![0u8; 2048];
         let init = initiation(&mut client, &mut buf);
@@ -908,7 +928,12 @@ mod tests {
         let key = PrivateKey::generate();
         let known = StaticSecret::random();
         let limit = 1;
-        let mut table = PeerTable::new(key.clone(), &[peer_config(&known)], limit, 8);
+        let mut table = PeerTable::new(
+            key.clone(),
+            &[peer_config(&known)],
+            limit,
+            UpstreamShares::one_upstream(8),
+        );
         // A key the gateway does not know: every initiation that reaches
         // the Diffie-Hellman ends as `UnknownPeer`.
         let mut flooder = Tunn::new(
@@ -1003,7 +1028,12 @@ mod tests {
         strict.deny_paths = vec!["/api/v1/admin".into(), "/federate".into()];
         strict.scope =
             Some(crate::scope::Scope::new([("namespace", &["team-a"][..])]).expect("a scope"));
-        let mut table = PeerTable::new(key, std::slice::from_ref(&strict), u64::MAX / 4, 8);
+        let mut table = PeerTable::new(
+            key,
+            std::slice::from_ref(&strict),
+            u64::MAX / 4,
+            UpstreamShares::one_upstream(8),
+        );
 
         let mut fewer = strict.clone();
         fewer.deny_paths.pop();

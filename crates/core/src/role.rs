@@ -9,6 +9,11 @@ use serde::Deserialize;
 pub enum Role {
     #[default]
     Viewer,
+    /// May silence alerts in Alertmanager (create and expire silences) and
+    /// is otherwise a viewer, of Prometheus too. On-call people must
+    /// silence a page at 3 a.m.; that must not also let them delete series
+    /// or reload Prometheus, which `admin` does.
+    Responder,
     Admin,
 }
 
@@ -16,6 +21,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
+            Role::Responder => "responder",
             Role::Admin => "admin",
         }
     }

@@ -116,17 +116,44 @@ struct PeerLabel {
     peer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+/// `promgate_upstream_up{upstream}`: each probed upstream's last probe (an
+/// upstream not yet probed has no series, as before).
+fn encode_upstreams_up(
+    enc: &mut DescriptorEncoder,
+    health: &Health,
+) -> Result<(), std::fmt::Error> {
+    let probed: Vec<_> = health
+        .upstreams_up()
+        .into_iter()
+        .filter_map(|u| Some((u.name, u.up?)))
+        .collect();
+    if probed.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(
+        "promgate_upstream_up",
+        "1 when the last readiness probe of the upstream (/-/ready; / for kind http) succeeded.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, up) in probed {
+        let labels = UpstreamLabel {
+            upstream: name.to_string(),
+        };
+        ConstGauge::new(if up { 1.0 } else { 0.0 }).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for GatewayCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         encode_gateway_counters(&mut enc, &self.stats)?;
-        if let Some(up) = self.health.upstream_up() {
-            gauge(
-                &mut enc,
-                "promgate_upstream_up",
-                "1 when the last readiness probe of the upstream (its /-/ready) succeeded.",
-                if up { 1.0 } else { 0.0 },
-            )?;
-        }
+        encode_upstreams_up(&mut enc, &self.health)?;
         let peers = self.peers.read().map(|p| p.clone()).unwrap_or_default();
         encode_peer_counts(&mut enc, &peers)?;
         encode_per_peer(&mut enc, &peers)?;

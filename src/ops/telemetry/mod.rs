@@ -116,4 +116,52 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
     }
+
+    /// Issue 28: one `promgate_upstream_up` series per probed upstream,
+    /// named by its `upstream` label; an upstream not yet probed has none.
+    #[test]
+    fn each_probed_upstream_has_its_up_series() {
+        use crate::config::{UpstreamConfig, UpstreamKind};
+        let url: http::Uri = "http://x".parse().unwrap();
+        let health = Arc::new(Health::for_upstreams(
+            &[
+                UpstreamConfig::single_prometheus(url.clone(), vec![80]),
+                UpstreamConfig {
+                    name: "alertmanager".into(),
+                    url: url.clone(),
+                    ports: vec![9093],
+                    kind: UpstreamKind::Alertmanager,
+                },
+                UpstreamConfig {
+                    name: "wiki".into(),
+                    url,
+                    ports: vec![8080],
+                    kind: UpstreamKind::Http,
+                },
+            ],
+            None,
+        ));
+        let t = Telemetry::new(
+            Arc::new(Stats::default()),
+            Default::default(),
+            health.clone(),
+        );
+        health.record_probe(0, std::time::Instant::now(), true);
+        health.record_probe(1, std::time::Instant::now(), false);
+        let text = openmetrics_to_text(&t.render());
+        assert!(
+            text.contains("promgate_upstream_up{upstream=\"prometheus\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("promgate_upstream_up{upstream=\"alertmanager\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("upstream=\"wiki\""), "{text}");
+        assert_eq!(
+            text.matches("# TYPE promgate_upstream_up gauge").count(),
+            1,
+            "{text}"
+        );
+    }
 }

@@ -1,14 +1,17 @@
-//! The HTTP reverse proxy that serves tunnel connections from the upstream.
+//! The HTTP reverse proxy that serves tunnel connections from the upstreams.
 //!
 //! Each tunnel TCP connection is one future running hyper's HTTP/1.1
 //! server, polled by the driver's task together with its own upstream
-//! connection (`upstream.rs`; no task of its own). Requests are checked
-//! against [`crate::web::policy`], get their identity headers (client copies
-//! stripped first), and go to the one upstream on that connection, which
+//! connection (`upstream.rs`; no task of its own). The upstream is the one
+//! served on the tunnel port the connection was accepted on, fixed for the
+//! connection's life. Requests are checked against [`crate::web::policy`]
+//! under that upstream's kind, get their identity headers (client copies
+//! stripped first), and go to the upstream on that connection, which
 //! comes from a small idle list when one is free. Bodies stream in both
 //! directions; a large response is never buffered whole. An unreachable
 //! upstream gives a 502 page, a slow one a 504 page, never a hang.
 
+use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::ops::telemetry::HttpMetrics;
 use crate::web::host_check::{HostCheck, Refusal};
 use crate::web::policy::{self, Decision};
@@ -33,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 mod scoped;
 pub(crate) mod upstream;
 
-use upstream::{Connector, Upstream, UpstreamBody, UpstreamError, WithUpstream};
+use upstream::{ServedUpstream, Upstream, UpstreamBody, UpstreamError, WithUpstream};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -59,16 +62,15 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Shared by every tunnel connection's future.
 pub struct Proxy {
-    connector: Arc<Connector>,
-    upstream: Uri,
+    /// In the config's order; each on its own tunnel ports.
+    upstreams: Vec<Arc<ServedUpstream>>,
     identity_header: HeaderName,
     timeout: Duration,
     metrics: Arc<HttpMetrics>,
     stats: Arc<Stats>,
-    /// The hosts and origins served (DNS rebinding, cross-site requests).
+    /// The hosts and origins served (DNS rebinding, cross-site requests);
+    /// each upstream narrows it to its own origins.
     hosts: HostCheck,
-    /// Requests in flight to the upstream, all peers together.
-    upstream_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a request may wait for a place among the upstream requests in
@@ -76,6 +78,7 @@ pub struct Proxy {
 pub const UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Proxy {
+    /// A proxy for one Prometheus on the default port (80).
     pub fn new(
         upstream: Uri,
         identity_header: HeaderName,
@@ -84,25 +87,62 @@ impl Proxy {
         stats: Arc<Stats>,
         hosts: HostCheck,
     ) -> Self {
-        Proxy {
-            connector: Arc::new(Connector::new(upstream.clone(), CONNECT_TIMEOUT)),
-            upstream,
+        Self::with_upstreams(
+            &[UpstreamConfig::single_prometheus(
+                upstream,
+                crate::config::defaults::DEFAULT_HTTP_PORTS.to_vec(),
+            )],
             identity_header,
             timeout,
             metrics,
             stats,
             hosts,
-            upstream_slots: Arc::new(tokio::sync::Semaphore::new(
+        )
+    }
+
+    /// A proxy for `upstreams` (validated: no port twice).
+    pub fn with_upstreams(
+        upstreams: &[UpstreamConfig],
+        identity_header: HeaderName,
+        timeout: Duration,
+        metrics: Arc<HttpMetrics>,
+        stats: Arc<Stats>,
+        hosts: HostCheck,
+    ) -> Self {
+        Proxy {
+            upstreams: served_upstreams(
+                upstreams,
                 crate::config::defaults::DEFAULT_MAX_UPSTREAM_REQUESTS,
-            )),
+                &hosts,
+            ),
+            identity_header,
+            timeout,
+            metrics,
+            stats,
+            hosts,
         }
     }
 
-    /// Sets the limit on requests in flight to the upstream, all peers
-    /// together (`gateway.max_upstream_requests`).
+    /// Sets the limit on requests in flight to each upstream, all peers
+    /// together (`gateway.max_upstream_requests`). Call before serving.
     pub fn with_upstream_limit(mut self, requests: usize) -> Self {
-        self.upstream_slots = Arc::new(tokio::sync::Semaphore::new(requests));
+        let configs: Vec<UpstreamConfig> = self
+            .upstreams
+            .iter()
+            .map(|u| UpstreamConfig {
+                name: u.name.to_string(),
+                url: u.url.clone(),
+                ports: u.ports.clone(),
+                kind: u.kind,
+            })
+            .collect();
+        self.upstreams = served_upstreams(&configs, requests, &self.hosts);
         self
+    }
+
+    /// The upstream served on tunnel port `port`.
+    fn served_on(&self, port: u16) -> Option<&Arc<ServedUpstream>> {
+        self.upstreams.iter().find(|u| u.ports.contains(&port))
     }
 
     /// Serves one tunnel connection until it closes or `shutdown` fires
@@ -118,18 +158,27 @@ impl Proxy {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
+        use futures_util::future::Either;
         use tracing::Instrument as _;
+        let Some(served) = self.served_on(info.local_port).cloned() else {
+            // The core accepts connections only on the served ports, so
+            // this is a port the proxy was not told about: close it.
+            tracing::warn!(
+                port = info.local_port,
+                "a tunnel connection on a port no upstream is served on; closed"
+            );
+            return Either::Left(std::future::ready(()));
+        };
         let info = Arc::new(info);
-        let span =
-            tracing::debug_span!("conn", peer = %info.access.current().name, remote = %info.remote);
-        let upstream = Upstream::new(self.connector.clone());
-        WithUpstream {
+        let span = tracing::debug_span!("conn", peer = %info.access.current().name, remote = %info.remote, upstream = %served.name);
+        let upstream = Upstream::new(served);
+        Either::Right(WithUpstream {
             serve: Box::pin(
                 self.serve_inner(info, stream, shutdown, upstream.clone())
                     .instrument(span),
             ),
             upstream,
-        }
+        })
     }
 
     async fn serve_inner<S>(
@@ -178,7 +227,7 @@ impl Proxy {
         // a page of any origin could read what a read-only request returns
         // through the peer's browser. Only the gateway's own origins (and
         // the allowed hosts') keep the CORS headers.
-        let foreign_origin = self.hosts.has_foreign_origin(req.headers());
+        let foreign_origin = upstream.served().hosts.has_foreign_origin(req.headers());
         let mut resp = self.handle_checked(info, upstream, req).await;
         if foreign_origin {
             strip_cors(resp.headers_mut());
@@ -198,7 +247,9 @@ impl Proxy {
         let rules = info.access.current();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
+        let served = upstream.served();
         let mut audit = Audit {
+            upstream: served.name.clone(),
             peer: rules.name.clone(),
             scope: rules.scope.clone(),
             addr: info.remote.ip(),
@@ -211,17 +262,32 @@ impl Proxy {
             access: info.access.clone(),
         };
 
-        let normalized = match self.admit(info, &rules, &req) {
+        let normalized = match self.admit(info, served, &rules, &req) {
             Ok(normalized) => normalized,
             Err(page) => return audit.finish(*page),
         };
         if let Some(scope) = &rules.scope {
-            match self
-                .handle_scoped(info, scope, &normalized, upstream, req, &mut audit)
-                .await
-            {
-                Ok(resp) => return audit.finish(resp),
-                Err(open) => req = open,
+            match served.kind {
+                UpstreamKind::Prometheus => match self
+                    .handle_scoped(info, scope, &normalized, upstream, req, &mut audit)
+                    .await
+                {
+                    Ok(resp) => return audit.finish(resp),
+                    Err(open) => req = open,
+                },
+                UpstreamKind::Alertmanager => {
+                    return audit.finish(refuse_scoped_on_alertmanager(
+                        &rules.name,
+                        scope,
+                        &method,
+                        &raw_path,
+                    ));
+                }
+                // No scope can be enforced on an arbitrary HTTP service;
+                // a scoped peer reaches it only where its own allow_paths
+                // entries for it say (the policy allowed nothing else),
+                // and what they open is opened whole.
+                UpstreamKind::Http => {}
             }
         }
 
@@ -249,6 +315,7 @@ impl Proxy {
     fn admit(
         &self,
         info: &ConnInfo,
+        served: &ServedUpstream,
         rules: &AccessRules,
         req: &Request<Incoming>,
     ) -> Result<String, Box<Response<ProxyBody>>> {
@@ -256,7 +323,7 @@ impl Proxy {
         let raw_path = req.uri().path();
         // Before anything else: a request a web page forged through the
         // peer's browser must not reach the policy, let alone the upstream.
-        if let Err(refusal) = self
+        if let Err(refusal) = served
             .hosts
             .check(method, req.version(), req.uri(), req.headers())
         {
@@ -272,7 +339,12 @@ impl Proxy {
                 ),
             )));
         };
-        if let Decision::Deny(rule) = policy::decide(
+        let target = policy::Target {
+            name: &served.name,
+            kind: served.kind,
+        };
+        if let Decision::Deny(rule) = policy::decide_for(
+            target,
             rules.role,
             &rules.allow_paths,
             &rules.deny_paths,
@@ -280,11 +352,13 @@ impl Proxy {
             &normalized,
         ) {
             let body = format!(
-                "Peer \"{}\" (role {}) may not {} {}: {}.",
+                "Peer \"{}\" (role {}) may not {} {} on {} \"{}\": {}.",
                 rules.name,
                 rules.role.as_str(),
                 method,
                 raw_path,
+                served.kind.as_str(),
+                served.name,
                 rule
             );
             return Err(Box::new(error_page(
@@ -307,23 +381,35 @@ impl Proxy {
         req: Request<UpstreamBody>,
         audit: &mut Audit,
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        let served = upstream.served();
         let req = self
-            .upstream_request(info, peer_name, req)
+            .upstream_request(info, served, peer_name, req)
             .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad request", &e.to_string()))?;
+        // A peer's share exists for every upstream the proxy serves (both
+        // come from the same config); fail closed if it ever does not.
+        let Some(peer_slots) = info.access.upstream_slots(served.number) else {
+            tracing::error!(peer = %peer_name, upstream = %served.name, "the peer has no share of this upstream's concurrency");
+            return Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "promgate has no place for this request; try again shortly.",
+            ));
+        };
         // A place among the requests in flight: the peer's own share first,
         // so that a peer with many waiting holds at most its share of the
         // total's queue (tokio's semaphores are first come, first served).
         // Held until the response head arrives: that is when Prometheus has
         // evaluated the query.
-        let slots = scoped::permits(info.access.upstream_slots(), &self.upstream_slots);
+        let slots = scoped::permits(peer_slots, &served.slots);
         let Ok(Some(_held)) = tokio::time::timeout(UPSTREAM_QUEUE_TIMEOUT, slots).await else {
             self.stats.upstream_queue_timeouts.fetch_add(1, Relaxed);
-            tracing::warn!(peer = %peer_name, "a request waited {}s for a place among the upstream requests in flight", UPSTREAM_QUEUE_TIMEOUT.as_secs());
+            tracing::warn!(peer = %peer_name, upstream = %served.name, "a request waited {}s for a place among the upstream requests in flight", UPSTREAM_QUEUE_TIMEOUT.as_secs());
             return Err(error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable",
                 &format!(
-                    "Too many requests are waiting for Prometheus (this peer's, or all peers'); this one waited {} s. Try again shortly.",
+                    "Too many requests are waiting for {} (this peer's, or all peers'); this one waited {} s. Try again shortly.",
+                    served.kind.display_name(),
                     UPSTREAM_QUEUE_TIMEOUT.as_secs()
                 ),
             ));
@@ -334,7 +420,7 @@ impl Proxy {
         // Request outcomes never touch readiness: a peer can abort its own
         // body or reset its connection, and that is not the upstream's
         // health. Readiness follows the active probe (`upstream_probe`).
-        result.map_err(|e| self.upstream_failed(&e))
+        result.map_err(|e| self.upstream_failed(served, &e))
     }
 
     /// Counts and logs a failed upstream request and gives the page for it:
@@ -343,23 +429,28 @@ impl Proxy {
     /// peer: a 504 says retrying may work once Prometheus is less busy, a
     /// 502 that it is not there. The pages say what failed, never where
     /// the upstream lives; the log keeps that.
-    fn upstream_failed(&self, error: &UpstreamError) -> Response<ProxyBody> {
+    fn upstream_failed(
+        &self,
+        served: &ServedUpstream,
+        error: &UpstreamError,
+    ) -> Response<ProxyBody> {
         self.stats.upstream_errors.fetch_add(1, Relaxed);
+        let what = served.kind.display_name();
         match error {
             UpstreamError::TimedOut(timeout) => {
-                tracing::warn!(upstream = %self.upstream, ?timeout, "upstream timed out");
+                tracing::warn!(upstream = %served.name, url = %served.url, ?timeout, "upstream timed out");
                 error_page(
                     StatusCode::GATEWAY_TIMEOUT,
                     "Gateway timeout",
-                    &format!("Prometheus did not answer within {}s.", timeout.as_secs()),
+                    &format!("{what} did not answer within {}s.", timeout.as_secs()),
                 )
             }
             e => {
-                tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
+                tracing::warn!(error = %e, upstream = %served.name, url = %served.url, "upstream request failed");
                 error_page(
                     StatusCode::BAD_GATEWAY,
                     "Bad gateway",
-                    "promgate could not get an answer from Prometheus.",
+                    &format!("promgate could not get an answer from {what}."),
                 )
             }
         }
@@ -368,11 +459,12 @@ impl Proxy {
     fn upstream_request<B>(
         &self,
         info: &ConnInfo,
+        served: &ServedUpstream,
         peer_name: &str,
         req: Request<B>,
     ) -> Result<Request<B>, TargetError> {
         let (mut parts, body) = req.into_parts();
-        parts.uri = upstream_uri(&self.upstream, &parts.uri)?;
+        parts.uri = upstream_uri(&served.url, &parts.uri)?;
         parts.version = http::Version::HTTP_11;
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
@@ -386,7 +478,7 @@ impl Proxy {
             h.remove(name);
         }
         h.remove(&self.identity_header);
-        if let Some(host) = upstream_host(&self.upstream) {
+        if let Some(host) = upstream_host(&served.url) {
             h.insert(header::HOST, host);
         }
         if let Ok(v) = HeaderValue::from_str(&info.remote.ip().to_string()) {
@@ -397,6 +489,48 @@ impl Proxy {
         }
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// The proxy's view of `upstreams`, numbered in order, each allowing
+/// `max_requests` in flight from all peers together and taking the
+/// gateway's `hosts` with its own ports as its only tunnel origins.
+fn served_upstreams(
+    upstreams: &[UpstreamConfig],
+    max_requests: usize,
+    hosts: &HostCheck,
+) -> Vec<Arc<ServedUpstream>> {
+    upstreams
+        .iter()
+        .enumerate()
+        .map(|(number, u)| {
+            Arc::new(ServedUpstream::new(
+                number,
+                u,
+                CONNECT_TIMEOUT,
+                max_requests,
+                hosts,
+            ))
+        })
+        .collect()
+}
+
+/// The answer to every request of a scoped peer on an Alertmanager: its
+/// API cannot yet be filtered by label scope (alerts, groups and silences
+/// would show every team's), so nothing is forwarded. Issue 28, part 3
+/// replaces this with the filtering.
+fn refuse_scoped_on_alertmanager(
+    peer: &str,
+    scope: &crate::web::scope::Scope,
+    method: &http::Method,
+    path: &str,
+) -> Response<ProxyBody> {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &format!(
+            "Peer \"{peer}\" (scope {scope}) may not {method} {path}: scoped peers on Alertmanager: its alerts and silences cannot be limited to a scope yet, so a scoped peer gets none of them."
+        ),
+    )
 }
 
 /// The request target sent upstream for `requested`, in origin form (the
@@ -525,6 +659,8 @@ fn error_page(status: StatusCode, title: &str, detail: &str) -> Response<ProxyBo
 
 /// One request's audit record; written when its response body ends.
 struct Audit {
+    /// The name of the upstream the request was for.
+    upstream: Arc<str>,
     peer: Arc<str>,
     scope: Option<crate::web::scope::Scope>,
     addr: std::net::IpAddr,
@@ -583,6 +719,7 @@ impl AuditedBody {
             }
             tracing::info!(
                 target: "promgate::audit",
+                upstream = %a.upstream,
                 peer = %a.peer,
                 addr = %a.addr,
                 role = a.role.as_str(),
@@ -1218,5 +1355,183 @@ mod tests {
                 "{origin}: {out}"
             );
         }
+    }
+
+    fn upstream_config(name: &str, url: Uri, port: u16, kind: UpstreamKind) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            url,
+            ports: vec![port],
+            kind,
+        }
+    }
+
+    /// Prometheus on 80, Alertmanager on 9093, at most `max` requests in
+    /// flight to each.
+    fn two_upstreams(prom: Uri, am: Uri, max: usize) -> Arc<Proxy> {
+        Arc::new(
+            Proxy::with_upstreams(
+                &[
+                    upstream_config("prometheus", prom, 80, UpstreamKind::Prometheus),
+                    upstream_config("alertmanager", am, 9093, UpstreamKind::Alertmanager),
+                ],
+                HeaderName::from_static("x-promgate-peer"),
+                Duration::from_secs(200),
+                metrics(),
+                Arc::new(Stats::default()),
+                hosts(),
+            )
+            .with_upstream_limit(max),
+        )
+    }
+
+    fn info_on(port: u16, role: Role, scope: Option<&str>, per_upstream: usize) -> ConnInfo {
+        let scope = scope.map(|s| {
+            let raw: crate::web::scope::RawScope = toml::from_str::<
+                std::collections::HashMap<String, crate::web::scope::RawScope>,
+            >(&format!("s = {s}"))
+            .unwrap()
+            .remove("s")
+            .unwrap();
+            crate::web::scope::validate_peer_scope(raw, role).unwrap()
+        });
+        ConnInfo {
+            access: Arc::new(PeerAccess::with_upstream_shares(
+                AccessRules {
+                    name: Arc::from("alice"),
+                    role,
+                    allow_paths: Arc::from([]),
+                    deny_paths: Arc::from([]),
+                    scope,
+                },
+                promgate_core::access::UpstreamShares {
+                    per_peer: per_upstream,
+                    upstreams: 2,
+                },
+            )),
+            remote: "10.13.13.2:40000".parse().unwrap(),
+            local_port: port,
+        }
+    }
+
+    /// Issue 28: the tunnel port picks the upstream, and the upstream's
+    /// kind picks the rules.
+    #[tokio::test]
+    async fn the_tunnel_port_picks_the_upstream_and_its_rules() {
+        let (prom, prom_seen) = counting_upstream(true).await;
+        let (am, am_seen) = counting_upstream(true).await;
+        let proxy = two_upstreams(prom, am, 16);
+        let req = |path: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n")
+        };
+        let out = exchange_as(
+            proxy.clone(),
+            info_on(9093, Role::Viewer, None, 8),
+            &req("/api/v2/alerts"),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("path=/api/v2/alerts"), "{out}");
+        assert_eq!((prom_seen.load(Relaxed), am_seen.load(Relaxed)), (0, 1));
+        // Prometheus's routes are not open on Alertmanager's port...
+        let out = exchange_as(
+            proxy.clone(),
+            info_on(9093, Role::Viewer, None, 8),
+            &req("/graph"),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(
+            out.contains("alertmanager &quot;alertmanager&quot;"),
+            "{out}"
+        );
+        // ...and Alertmanager's are not on Prometheus's.
+        let out = exchange_as(
+            proxy.clone(),
+            info_on(80, Role::Viewer, None, 8),
+            &req("/api/v2/alerts"),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        let out = exchange_as(
+            proxy.clone(),
+            info_on(80, Role::Viewer, None, 8),
+            &req("/api/v1/query?query=up"),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert_eq!((prom_seen.load(Relaxed), am_seen.load(Relaxed)), (1, 1));
+        // A port no upstream is on is closed without an answer.
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        proxy
+            .serve_connection(
+                info_on(81, Role::Viewer, None, 8),
+                server,
+                CancellationToken::new(),
+            )
+            .await;
+        let _ = client.write_all(req("/").as_bytes()).await;
+        let mut out = String::new();
+        let _ = client.read_to_string(&mut out).await;
+        assert_eq!(out, "");
+    }
+
+    /// Until the scoped filtering lands, a scoped peer gets nothing from an
+    /// Alertmanager, with a page naming the rule; its Prometheus is scoped
+    /// as before.
+    #[tokio::test]
+    async fn a_scoped_peer_is_refused_on_alertmanager_naming_the_rule() {
+        let (prom, _) = counting_upstream(true).await;
+        let (am, am_seen) = counting_upstream(true).await;
+        let proxy = two_upstreams(prom, am, 16);
+        for (role, method, path) in [
+            (Role::Viewer, "GET", "/api/v2/alerts"),
+            (Role::Viewer, "GET", "/"),
+            (Role::Responder, "POST", "/api/v2/silences"),
+        ] {
+            let out = exchange_as(
+                proxy.clone(),
+                info_on(9093, role, Some("{ namespace = \"team-a\" }"), 8),
+                &format!("{method} {path} HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+            assert!(out.contains("scoped peers on Alertmanager"), "{out}");
+            assert!(out.contains("team-a"), "{out}");
+        }
+        assert_eq!(am_seen.load(Relaxed), 0);
+    }
+
+    /// Each upstream has its own concurrency limits: a peer whose
+    /// Prometheus share is taken by slow queries still reaches its
+    /// Alertmanager at once.
+    #[tokio::test(start_paused = true)]
+    async fn each_upstream_has_its_own_share() {
+        let (prom, seen) = counting_slow_upstream(Duration::from_secs(10)).await;
+        let (am, _) = counting_upstream(true).await;
+        let proxy = two_upstreams(prom, am, 1);
+        let alice = info_on(80, Role::Viewer, None, 1);
+        let busy = tokio::spawn(exchange_as(proxy.clone(), alice.clone(), QUERY));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        // The same peer (its PeerAccess), on Alertmanager's port.
+        let on_am = ConnInfo {
+            local_port: 9093,
+            ..alice.clone()
+        };
+        let out = exchange_as(
+            proxy.clone(),
+            on_am,
+            "GET /api/v2/alerts HTTP/1.1\r\nHost: 10.13.13.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(busy.await.unwrap().starts_with("HTTP/1.1 200"));
+        assert_eq!(seen.lock().unwrap()["alice"].1, 1);
     }
 }

@@ -1,5 +1,6 @@
 //! The upstream side of one tunnel connection: an HTTP/1.1 connection to
-//! Prometheus that is driven by the tunnel connection's own future.
+//! its upstream (Prometheus, Alertmanager, ...) that is driven by the
+//! tunnel connection's own future.
 //!
 //! hyper's pooled client runs every upstream connection as a task of its
 //! own, so each request crossed two more task wake-ups (request in,
@@ -168,19 +169,68 @@ impl Connector {
 /// with this). Prometheus's response heads are far smaller.
 pub(crate) const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
+/// One upstream as the proxy serves it: what it is, where it lives, its
+/// idle connections, and the bound on requests in flight to it from all
+/// peers together.
+pub(crate) struct ServedUpstream {
+    /// Its place in the config's order: the index of each peer's share
+    /// (`PeerAccess::upstream_slots`).
+    pub(crate) number: usize,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: crate::config::UpstreamKind,
+    pub(crate) url: Uri,
+    /// The tunnel ports it is served on.
+    pub(crate) ports: Vec<u16>,
+    pub(crate) connector: Arc<Connector>,
+    /// Requests in flight to it, all peers together
+    /// (`gateway.max_upstream_requests`).
+    pub(crate) slots: tokio::sync::Semaphore,
+    /// The hosts and origins its requests may come with: the gateway's,
+    /// with this upstream's own ports as the only tunnel origins.
+    pub(crate) hosts: crate::web::host_check::HostCheck,
+}
+
+impl ServedUpstream {
+    pub(crate) fn new(
+        number: usize,
+        config: &crate::config::UpstreamConfig,
+        connect_timeout: Duration,
+        max_requests: usize,
+        hosts: &crate::web::host_check::HostCheck,
+    ) -> Self {
+        ServedUpstream {
+            number,
+            name: Arc::from(config.name.as_str()),
+            kind: config.kind,
+            url: config.url.clone(),
+            ports: config.ports.clone(),
+            connector: Arc::new(Connector::new(config.url.clone(), connect_timeout)),
+            slots: tokio::sync::Semaphore::new(max_requests),
+            hosts: hosts.for_upstream(&config.ports),
+        }
+    }
+}
+
 /// One tunnel connection's upstream connection, opened on its first
 /// request and replaced when the upstream closes it.
 pub(crate) struct Upstream {
+    served: Arc<ServedUpstream>,
     connector: Arc<Connector>,
     conn: Mutex<Option<Conn>>,
 }
 
 impl Upstream {
-    pub(crate) fn new(connector: Arc<Connector>) -> Arc<Self> {
+    pub(crate) fn new(served: Arc<ServedUpstream>) -> Arc<Self> {
         Arc::new(Upstream {
-            connector,
+            connector: served.connector.clone(),
+            served,
             conn: Mutex::new(None),
         })
+    }
+
+    /// The upstream this connection goes to.
+    pub(crate) fn served(&self) -> &ServedUpstream {
+        &self.served
     }
 
     fn conn(&self) -> MutexGuard<'_, Option<Conn>> {
