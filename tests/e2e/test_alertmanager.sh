@@ -336,7 +336,7 @@ active_direct() { alerts_query server direct-active TeamADown TeamBDown; }
 for who in rita:b adam:d; do
     p=${who%:*} n=${who#*:}
     check "$p: amtool silence add alertname=TeamADown namespace=team-a" \
-        add_silence $n $p-add $p alertname=TeamADown namespace=team-a
+        add_silence "$n" "$p-add" "$p" alertname=TeamADown namespace=team-a
     sid=$SID
     # Without a silence, what follows would act on nothing and some of it
     # (the viewer's refused expire) would pass for the wrong reason.
@@ -346,16 +346,16 @@ for who in rita:b adam:d; do
     fi
     check "  ... Alertmanager holds it, active, by $p" silence_state "$sid" active
     check "  ... and TeamADown is silenced within 10 s (no longer active, direct)" retry 10 silenced_direct
-    check "audit: $p POST /api/v2/silences 200" audit_has $p POST /api/v2/silences 200
-    if [ $p = rita ]; then
+    check "audit: $p POST /api/v2/silences 200" audit_has "$p" POST /api/v2/silences 200
+    if [ "$p" = rita ]; then
         check_not "vera: amtool silence expire <rita's silence> is refused" amt a vera-expire silence expire "$sid"
         check "  ... it is still active" silence_state "$sid" active
         check "audit: vera DELETE /api/v2/silence/$sid 403" audit_has vera DELETE "/api/v2/silence/$sid" 403
     fi
-    check "$p: amtool silence expire <that silence>" amt $n $p-expire silence expire "$sid"
+    check "$p: amtool silence expire <that silence>" amt "$n" "$p-expire" silence expire "$sid"
     check "  ... Alertmanager holds it, expired" retry 5 silence_state "$sid" expired
     check "  ... and TeamADown is active again within 10 s (direct)" retry 10 active_direct
-    check "audit: $p DELETE /api/v2/silence/<id> 200" audit_has $p DELETE "/api/v2/silence/$sid" 200
+    check "audit: $p DELETE /api/v2/silence/<id> 200" audit_has "$p" DELETE "/api/v2/silence/$sid" 200
 done
 
 t_log "a second Prometheus in netns a federates and remote-reads through the tunnel, as vera (an unscoped viewer)"
