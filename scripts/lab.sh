@@ -23,6 +23,9 @@
 #                               listen ${LAB_PROM_LISTEN:-127.0.0.1:9090}; waits /-/ready;
 #                               $LAB_PROM_EXTRA_SCRAPE (YAML, items of scrape_configs
 #                               indented by 2) is appended to its scrape_configs
+#   lab_start_alertmanager NS LISTEN CONFIG [FLAGS...]
+#                               Debian prometheus-alertmanager, temp storage, no
+#                               cluster port; waits /-/ready; sets LAB_AM_PID
 #   lab_start_nginx NS LISTEN ROOT
 #                               static file server (nginx-light); waits for 200
 #   lab_start_pyhttp NS LISTEN ROOT
@@ -215,6 +218,30 @@ EOF
     lab_wait_http "$ns" "http://$host:$port/-/ready" 60 ||
         { tail -20 "$LAB_DIR/prometheus-$port.log" >&2; lab_die "prometheus not ready on $listen"; }
     lab_log "prometheus ready on $listen in $ns (pid $LAB_PROM_PID)"
+}
+
+# lab_start_alertmanager NS LISTEN CONFIG [FLAGS...] — Debian's
+# prometheus-alertmanager with CONFIG, its silences and notification log in
+# the lab's directory, and no cluster listener (an empty
+# --cluster.listen-address: one instance gossips with nobody). Waits for
+# /-/ready. Sets LAB_AM_PID.
+lab_start_alertmanager() {
+    local ns=$1 listen=$2 cfg=$3; shift 3
+    command -v prometheus-alertmanager >/dev/null ||
+        lab_die "prometheus-alertmanager not installed (apt-get install -y --no-install-recommends prometheus-alertmanager)"
+    local port=${listen##*:} host=${listen%:*}
+    [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+    local d="$LAB_DIR/alertmanager-$port"
+    mkdir -p "$d"
+    lab_spawn "$ns" "alertmanager-$port" prometheus-alertmanager \
+        --config.file="$cfg" \
+        --storage.path="$d" \
+        --web.listen-address="$listen" \
+        --cluster.listen-address= "$@"
+    LAB_AM_PID=$LAB_LAST_PID
+    lab_wait_http "$ns" "http://$host:$port/-/ready" 30 ||
+        { tail -20 "$LAB_DIR/alertmanager-$port.log" >&2; lab_die "alertmanager not ready on $listen"; }
+    lab_log "alertmanager ready on $listen in $ns (pid $LAB_AM_PID)"
 }
 
 # lab_start_nginx NS LISTEN ROOT — nginx-light serving ROOT, sendfile on.

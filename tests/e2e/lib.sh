@@ -18,6 +18,8 @@
 #   now, seconds_since T0    wall-clock time, and seconds elapsed since T0
 #   at_most VALUE LIMIT      VALUE is a number no larger than LIMIT
 #   gateway_toml [OPTS]      the text of a gateway config for the lab
+#   upstream_toml NAME URL PORT KIND
+#                            the text of one [[upstream]] table
 #   peer_toml NAME KEY IP .. the text of one [[peer]] table
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -151,7 +153,9 @@ at_most() { awk -v v="$1" -v l="$2" 'BEGIN { exit !(v ~ /^[0-9.]+$/ && v + 0 <= 
 # 51820 serving HTTP on port 80, and [admin]. By default the key is the file
 # $LAB_DIR/gw.key, the upstream the lab's Prometheus and the admin server
 # 127.0.0.1:9586. --gateway and --admin-line add lines to those tables.
-# A blank line ends it, so peer_toml output can follow.
+# `--upstream none` leaves out `upstream` and `http_ports`, for a config
+# whose upstreams are [[upstream]] tables (upstream_toml).
+# A blank line ends it, so upstream_toml and peer_toml output can follow.
 gateway_toml() {
     local key="private_key_file = \"$LAB_DIR/gw.key\"" upstream=http://127.0.0.1:9090
     local admin=127.0.0.1:9586 gateway_lines=() admin_lines=()
@@ -167,12 +171,19 @@ gateway_toml() {
         esac
         shift 2
     done
-    printf '[gateway]\n%s\nlisten_port = 51820\naddress = "%s/24"\nupstream = "%s"\nhttp_ports = [80]\n' \
-        "$key" "$GW" "$upstream"
+    printf '[gateway]\n%s\nlisten_port = 51820\naddress = "%s/24"\n' "$key" "$GW"
+    [ "$upstream" = none ] || printf 'upstream = "%s"\nhttp_ports = [80]\n' "$upstream"
     [ ${#gateway_lines[@]} -eq 0 ] || printf '%s\n' "${gateway_lines[@]}"
     printf '\n[admin]\nlisten = "%s"\n' "$admin"
     [ ${#admin_lines[@]} -eq 0 ] || printf '%s\n' "${admin_lines[@]}"
     echo
+}
+
+# upstream_toml NAME URL PORT KIND — one [[upstream]] table (issue 28's
+# spelling: the upstream served on tunnel port PORT, of kind prometheus,
+# alertmanager or http), and a blank line after it.
+upstream_toml() {
+    printf '[[upstream]]\nname = "%s"\nurl = "%s"\nport = %s\nkind = "%s"\n\n' "$@"
 }
 
 # peer_toml NAME PUBKEY IP [LINE...] — one [[peer]] table for the host
