@@ -359,7 +359,7 @@ fn unix_now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// One line per upstream: its name, kind and last probe.
+/// One line per upstream: its name, kind, URL and last probe.
 fn format_upstreams(upstreams: &[crate::ops::control::UpstreamStatus]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -369,7 +369,7 @@ fn format_upstreams(upstreams: &[crate::ops::control::UpstreamStatus]) -> String
             Some(false) => "down",
             None => "not probed yet",
         };
-        let _ = writeln!(out, "upstream: {} ({}): {state}", u.name, u.kind);
+        let _ = writeln!(out, "upstream: {} ({}, {}): {state}", u.name, u.kind, u.url);
     }
     if !upstreams.is_empty() {
         out.push('\n');

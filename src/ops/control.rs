@@ -34,6 +34,9 @@ pub(crate) struct PeerStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct UpstreamStatus {
     pub(crate) name: String,
+    /// Absent from gateways older than the field.
+    #[serde(default)]
+    pub(crate) url: String,
     pub(crate) kind: String,
     /// The last probe: `Some(true)` up, `None` not probed yet.
     pub(crate) up: Option<bool>,
@@ -61,6 +64,7 @@ async fn upstreams(State(health): State<Arc<Health>>) -> axum::Json<Vec<Upstream
             .into_iter()
             .map(|u| UpstreamStatus {
                 name: u.name.to_string(),
+                url: u.url.to_string(),
                 kind: u.kind.as_str().to_string(),
                 up: u.up,
             })

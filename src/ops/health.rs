@@ -25,6 +25,7 @@ pub struct Health {
 #[derive(Debug)]
 struct UpstreamHealth {
     name: Arc<str>,
+    url: Arc<str>,
     kind: UpstreamKind,
     state: Mutex<UpstreamState>,
 }
@@ -41,6 +42,7 @@ struct UpstreamState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUp {
     pub name: Arc<str>,
+    pub url: Arc<str>,
     pub kind: UpstreamKind,
     /// `Some(true)` when the last probe succeeded; `None` before the first.
     pub up: Option<bool>,
@@ -66,6 +68,7 @@ impl Health {
                 .iter()
                 .map(|u| UpstreamHealth {
                     name: Arc::from(u.name.as_str()),
+                    url: Arc::from(u.url.to_string()),
                     kind: u.kind,
                     state: Mutex::new(UpstreamState::default()),
                 })
@@ -98,6 +101,7 @@ impl Health {
             .iter()
             .map(|u| UpstreamUp {
                 name: u.name.clone(),
+                url: u.url.clone(),
                 kind: u.kind,
                 up: u.state.lock().unwrap_or_else(|e| e.into_inner()).last_ok,
             })
