@@ -275,13 +275,13 @@ audit_has() {
 audit_names_upstream() {
     audit_of "$1" "$2" | grep -qF "$3" || { echo "        $(audit_of "$1" "$2" | tail -1)"; return 1; }
 }
-check "audit: vera GET /api/v2/alerts 200" audit_has vera GET /api/v2/alerts 200
+check "audit: vera GET /api/v2/alerts 200" retry 5 audit_has vera GET /api/v2/alerts 200
 check "audit: vera's Alertmanager lines name the upstream (alertmanager)" audit_names_upstream vera /api/v2/alerts alertmanager
 
 t_log "a viewer may not silence"
 check_not "vera: amtool silence add is refused (amtool exits non-zero)" \
     add_silence a vera-add vera alertname=TeamADown namespace=team-a
-check "audit: vera POST /api/v2/silences 403" audit_has vera POST /api/v2/silences 403
+check "audit: vera POST /api/v2/silences 403" retry 5 audit_has vera POST /api/v2/silences 403
 check "Alertmanager holds no silence by vera" no_silence_by vera True
 
 t_log "a scoped $SILENCER (alice, team-a) sees only team-a"
@@ -317,7 +317,7 @@ check_not "alice: amtool silence add alertname=TeamBDown 'namespace=~team-.*' is
     add_silence c alice-add-re alice alertname=TeamBDown 'namespace=~team-.*'
 check "Alertmanager holds no silence by alice that is not pinned to namespace=\"team-a\"" \
     no_silence_by alice "not $PINNED_A"
-check "audit: alice POST /api/v2/silences 403" audit_has alice POST /api/v2/silences 403
+check "audit: alice POST /api/v2/silences 403" retry 5 audit_has alice POST /api/v2/silences 403
 check_not "alice: amtool silence expire <team-b's silence> is refused" amt c alice-expire-b silence expire "$S_B"
 check "  ... it is still active" silence_state "$S_B" active
 check_not "alice: amtool silence expire <the unpinned silence> is refused" amt c alice-expire-all silence expire "$S_ALL"
@@ -346,16 +346,16 @@ for who in rita:b adam:d; do
     fi
     check "  ... Alertmanager holds it, active, by $p" silence_state "$sid" active
     check "  ... and TeamADown is silenced within 10 s (no longer active, direct)" retry 10 silenced_direct
-    check "audit: $p POST /api/v2/silences 200" audit_has "$p" POST /api/v2/silences 200
+    check "audit: $p POST /api/v2/silences 200" retry 5 audit_has "$p" POST /api/v2/silences 200
     if [ "$p" = rita ]; then
         check_not "vera: amtool silence expire <rita's silence> is refused" amt a vera-expire silence expire "$sid"
         check "  ... it is still active" silence_state "$sid" active
-        check "audit: vera DELETE /api/v2/silence/$sid 403" audit_has vera DELETE "/api/v2/silence/$sid" 403
+        check "audit: vera DELETE /api/v2/silence/$sid 403" retry 5 audit_has vera DELETE "/api/v2/silence/$sid" 403
     fi
     check "$p: amtool silence expire <that silence>" amt "$n" "$p-expire" silence expire "$sid"
     check "  ... Alertmanager holds it, expired" retry 5 silence_state "$sid" expired
     check "  ... and TeamADown is active again within 10 s (direct)" retry 10 active_direct
-    check "audit: $p DELETE /api/v2/silence/<id> 200" audit_has "$p" DELETE "/api/v2/silence/$sid" 200
+    check "audit: $p DELETE /api/v2/silence/<id> 200" retry 5 audit_has "$p" DELETE "/api/v2/silence/$sid" 200
 done
 
 t_log "a second Prometheus in netns a federates and remote-reads through the tunnel, as vera (an unscoped viewer)"
@@ -390,12 +390,12 @@ check "federation: up{via=\"federate\",job=\"prometheus\"} (the server's up, fed
     retry 20 query2 federated 'up{via="federate",job="prometheus"}'
 check "  ... the federation target is up (up{job=\"federate\"} == 1)" \
     retry 10 query2 federate-up 'up{job="federate"} == 1'
-check "audit: vera GET /federate 200" audit_has vera GET /federate 200
+check "audit: vera GET /federate 200" retry 5 audit_has vera GET /federate 200
 check "remote read: ALERTS{alertname=\"TeamBDown\"} (only the server has it) within 20 s" \
     retry 20 query2 remote-read 'ALERTS{alertname="TeamBDown",alertstate="firing"}'
 check "  ... the same for prometheus_build_info{instance=\"127.0.0.1:9090\"} (the server's own)" \
     retry 10 query2 remote-read-build 'prometheus_build_info{job="prometheus",instance="127.0.0.1:9090"}'
-check "audit: vera POST /api/v1/read 200" audit_has vera POST /api/v1/read 200
+check "audit: vera POST /api/v1/read 200" retry 5 audit_has vera POST /api/v1/read 200
 
 t_log "status, metrics and readiness name each upstream; a down Alertmanager leaves Prometheus served"
 on server "$BIN" status --config "$CFG" > "$D/status.txt" 2>&1
