@@ -48,7 +48,9 @@
 //!   answer, [`check_existing_silence`] decides: `Ok` passes the answer on,
 //!   `Err` is the page.
 //! - [`Route::NewSilence`]: read the JSON body (bounded as a form body is,
-//!   `MAX_FORM_BODY`), then [`check_new_silence`]. [`NewSilence::Create`]
+//!   `MAX_FORM_BODY` within `FORM_BODY_TIMEOUT`; a `Content-Encoding` other
+//!   than identity refused with 415, as `request::rewrite` does), then
+//!   [`check_new_silence`]. [`NewSilence::Create`]
 //!   is POSTed with its rebuilt body and `Content-Type: application/json`,
 //!   no query string. [`NewSilence::Replace`] first needs the silence it
 //!   replaces: GET [`SilenceId::path`] upstream, [`check_existing_silence`]
