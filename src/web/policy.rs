@@ -56,6 +56,13 @@ const VIEWER_API: &[&str] = &[
     "/api/v1/notifications",
 ];
 
+/// Read endpoints that Prometheus serves by POST only, matched exactly.
+/// Remote read hands a viewer the same raw samples `/federate` does (issue
+/// 28), so it is open to viewers as `/federate` is. A scoped peer is
+/// refused it by [`crate::web::scope::request`], which does not rewrite
+/// its protobuf matchers.
+const VIEWER_POST: &[&str] = &["/api/v1/read"];
+
 /// Read endpoints and UI routes outside `/api/` (GET/HEAD only): the
 /// routes of Prometheus 3's UI and of the 2.x UIs, their static assets,
 /// and the plain read endpoints. `/` itself is matched exactly.
@@ -333,6 +340,13 @@ fn decide_prometheus(
             Decision::Deny(format!("{method} is not allowed on the read API"))
         };
     }
+    if VIEWER_POST.contains(&path) {
+        return if method == Method::POST {
+            Decision::Allow
+        } else {
+            Decision::Deny(format!("{path} takes only POST"))
+        };
+    }
     if path == "/" || VIEWER_GET.iter().any(|p| under(path, p)) {
         return if is_read(method) {
             Decision::Allow
@@ -491,6 +505,14 @@ mod tests {
             (Viewer, &post, "/-/reload", false),
             (Viewer, &get, "/-/quit", false),
             (Viewer, &post, "/api/v1/write", false),
+            // Remote read: POST only, as Prometheus registers it; exactly
+            // that path.
+            (Viewer, &post, "/api/v1/read", true),
+            (Viewer, &get, "/api/v1/read", false),
+            (Viewer, &Method::HEAD, "/api/v1/read", false),
+            (Viewer, &put, "/api/v1/read", false),
+            (Viewer, &post, "/api/v1/read/x", false),
+            (Viewer, &post, "/api/v1/reader", false),
             (Viewer, &post, "/api/v1/otlp/v1/metrics", false),
             (Viewer, &get, "/api/v1/query_evil", false),
             (Viewer, &post, "/graph", false),
@@ -511,6 +533,8 @@ mod tests {
             (Admin, &post, "/-/reload", true),
             (Admin, &get, "/api/v1/query", true),
             (Admin, &post, "/api/v1/write", false),
+            (Admin, &post, "/api/v1/read", true),
+            (Admin, &get, "/api/v1/read", false),
         ];
         for (role, method, raw, allowed) in cases {
             let path = normalize(raw).unwrap();
@@ -521,6 +545,20 @@ mod tests {
                 "{role:?} {method} {raw}: {d:?}"
             );
         }
+    }
+
+    #[test]
+    fn remote_read_is_post_only_and_deny_paths_still_close_it() {
+        let path = normalize("/api/v1/read").unwrap();
+        assert_eq!(
+            decide(Role::Viewer, &[], &[], &Method::GET, &path),
+            Decision::Deny("/api/v1/read takes only POST".into())
+        );
+        let deny = vec!["/api/v1/read".to_string()];
+        assert!(matches!(
+            decide(Role::Viewer, &[], &deny, &Method::POST, &path),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 # query_range, query_exemplars, series, labels, label values, federate,
 # rules, alerts) and nothing of team B's; the data endpoints without a
 # selector are refused with 403 naming the scope; uma sees both teams.
+# Remote read (issue 28) is open to uma and refused to alice by its own rule.
 set -u
 . "$(dirname "$0")/lib.sh"
 
@@ -233,6 +234,69 @@ done
 names_scope_and_rule() { grep -q 'scope namespace=&quot;team-a&quot;' "$1" && grep -q 'no series selector' "$1"; }
 check "alice: the 403 page names the scope and the rule" names_scope_and_rule "$D/r/closed.a"
 check "alice: POST /api/v1/read is 403" expect a rr /api/v1/read 403 -X POST -H 'Content-Type: application/x-protobuf' --data-binary x
+check "alice: ... the page names the remote read rule" grep -q 'remote read is not available to a peer with a scope' "$D/r/rr.a"
+
+# Issue 28: remote read is open to unscoped viewers, as /federate is. A
+# ReadRequest for shop_queue_depth over the last hour, snappy-framed as one
+# literal block (valid snappy, no compression), built by hand; the answer is
+# decoded the same way and must carry both teams' series.
+remote_read_body() {
+    python3 - "$1" <<'PY'
+import sys, time
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7f; n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n: return bytes(out)
+def field(num, data): return varint(num << 3 | 2) + varint(len(data)) + data
+now = int(time.time() * 1000)
+matcher = field(2, b"__name__") + field(3, b"shop_queue_depth")
+query = varint(1 << 3) + varint(now - 3600000) + varint(2 << 3) + varint(now) + field(3, matcher)
+raw = field(1, query)
+assert len(raw) <= 60
+open(sys.argv[1], "wb").write(varint(len(raw)) + bytes([(len(raw) - 1) << 2]) + raw)
+PY
+}
+# snappy_has FILE WORD... — the snappy block in FILE decodes to bytes that hold every WORD
+snappy_has() {
+    python3 - "$@" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+def varint(i):
+    n = s = 0
+    while True:
+        b = data[i]; i += 1; n |= (b & 0x7f) << s; s += 7
+        if b < 0x80: return n, i
+size, i = varint(0)
+out = bytearray()
+while i < len(data):
+    tag = data[i]; i += 1; kind = tag & 3
+    if kind == 0:
+        n = tag >> 2
+        if n >= 60:
+            k = n - 59; n = int.from_bytes(data[i:i + k], "little"); i += k
+        n += 1; out += data[i:i + n]; i += n
+        continue
+    if kind == 1:
+        n = ((tag >> 2) & 7) + 4; off = (tag >> 5) << 8 | data[i]; i += 1
+    elif kind == 2:
+        n = (tag >> 2) + 1; off = int.from_bytes(data[i:i + 2], "little"); i += 2
+    else:
+        n = (tag >> 2) + 1; off = int.from_bytes(data[i:i + 4], "little"); i += 4
+    for _ in range(n): out.append(out[-off])
+assert len(out) == size, (len(out), size)
+missing = [w for w in sys.argv[2:] if w.encode() not in out]
+if missing: print("        the answer lacks", missing); sys.exit(1)
+PY
+}
+remote_read_body "$D/rr.bin"
+RR=(-X POST -H 'Content-Type: application/x-protobuf' -H 'Content-Encoding: snappy'
+    -H 'X-Prometheus-Remote-Read-Version: 0.1.0' --data-binary "@$D/rr.bin")
+check "uma: POST /api/v1/read is 200" expect b rr /api/v1/read 200 "${RR[@]}"
+check "uma: ... and returns both teams' series" snappy_has "$D/r/rr.b" shop_queue_depth team-a team-b
+check "alice: the same remote read is 403" expect a rr2 /api/v1/read 403 "${RR[@]}"
+check "uma: GET /api/v1/read is 403 (POST only)" expect b rrget /api/v1/read 403
 check "uma: GET /api/v1/targets is 200" expect b t /api/v1/targets 200
 check "alice: GET /api/v1/status/buildinfo is 200" expect a bi /api/v1/status/buildinfo 200
 check "alice: GET /api/v1/format_query is 200" expect a fq /api/v1/format_query 200 "${Q[@]}" 'query=sum(x)'

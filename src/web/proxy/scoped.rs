@@ -86,7 +86,7 @@ impl Proxy {
         };
         Ok(match request::classify(normalized) {
             Endpoint::Open => return Err(req),
-            Endpoint::Closed => refuse(RequestError::Closed(path.clone())),
+            Endpoint::Closed => refuse(RequestError::closed(normalized, path.clone())),
             endpoint @ (Endpoint::Query | Endpoint::Match) => {
                 match self.forward_rewritten(&scoped, endpoint, req, audit).await {
                     Ok(resp) | Err(Stop::Page(resp)) => resp,

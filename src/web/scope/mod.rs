@@ -13,6 +13,7 @@
 //! rewritten and then independently verified ([`promql`]). Anything the
 //! module does not understand is refused, never passed through unmodified.
 
+pub mod alertmanager;
 pub mod filter;
 pub mod promql;
 pub mod request;

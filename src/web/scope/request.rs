@@ -101,6 +101,11 @@ pub enum RequestError {
         "{0} exposes data that no series selector constrains, so it is closed to a peer with a scope"
     )]
     Closed(String),
+    #[error(
+        "remote read is not available to a peer with a scope: its protobuf matchers are not \
+         rewritten; use /federate with match[], which is scoped"
+    )]
+    RemoteRead,
     #[error("{0} is not allowed here for a peer with a scope (use GET or POST)")]
     Method(Method),
     #[error("a {0} request must not carry a body")]
@@ -119,11 +124,26 @@ pub enum RequestError {
     Promql(#[from] PromqlError),
 }
 
+/// The normalized path of Prometheus's remote read endpoint.
+const REMOTE_READ: &str = "/api/v1/read";
+
 impl RequestError {
+    /// The refusal of an [`Endpoint::Closed`] path: remote read gets its own
+    /// rule (issue 28: it is open to unscoped viewers, so a scoped one needs
+    /// to know why it is not), every other path the general one. `shown` is
+    /// the path as the peer sent it, for the message.
+    pub fn closed(normalized: &str, shown: String) -> RequestError {
+        if normalized == REMOTE_READ {
+            RequestError::RemoteRead
+        } else {
+            RequestError::Closed(shown)
+        }
+    }
+
     /// The HTTP status the peer gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::Closed(_) => StatusCode::FORBIDDEN,
+            RequestError::Closed(_) | RequestError::RemoteRead => StatusCode::FORBIDDEN,
             RequestError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::ContentType(_) | RequestError::ContentEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -443,6 +463,21 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(classify(path), want, "{path}");
         }
+    }
+
+    /// Issue 28: remote read is open to unscoped viewers; a scoped peer is
+    /// refused it by a rule that names remote read and what to use instead.
+    #[test]
+    fn remote_read_is_refused_to_a_scoped_peer_by_its_own_rule() {
+        assert_eq!(classify("/api/v1/read"), Endpoint::Closed);
+        let e = RequestError::closed("/api/v1/read", "/api/v1/read".into());
+        assert_eq!(e, RequestError::RemoteRead);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        let msg = e.to_string();
+        assert!(msg.contains("remote read is not available to a peer with a scope"));
+        assert!(msg.contains("/federate with match[]"));
+        let e = RequestError::closed("/api/v1/targets", "/api/v1/Targets".into());
+        assert_eq!(e, RequestError::Closed("/api/v1/Targets".into()));
     }
 
     #[test]
