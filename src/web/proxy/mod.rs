@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod scoped;
+mod scoped_alertmanager;
 pub(crate) mod upstream;
 
 use upstream::{ServedUpstream, Upstream, UpstreamBody, UpstreamError, WithUpstream};
@@ -276,12 +277,17 @@ impl Proxy {
                     Err(open) => req = open,
                 },
                 UpstreamKind::Alertmanager => {
-                    return audit.finish(refuse_scoped_on_alertmanager(
-                        &rules.name,
-                        scope,
-                        &method,
-                        &raw_path,
-                    ));
+                    let resp = self
+                        .handle_scoped_alertmanager(
+                            info,
+                            scope,
+                            &normalized,
+                            upstream,
+                            req,
+                            &mut audit,
+                        )
+                        .await;
+                    return audit.finish(resp);
                 }
                 // No scope can be enforced on an arbitrary HTTP service;
                 // a scoped peer reaches it only where its own allow_paths
@@ -512,25 +518,6 @@ fn served_upstreams(
             ))
         })
         .collect()
-}
-
-/// The answer to every request of a scoped peer on an Alertmanager: its
-/// API cannot yet be filtered by label scope (alerts, groups and silences
-/// would show every team's), so nothing is forwarded. Issue 28, part 3
-/// replaces this with the filtering.
-fn refuse_scoped_on_alertmanager(
-    peer: &str,
-    scope: &crate::web::scope::Scope,
-    method: &http::Method,
-    path: &str,
-) -> Response<ProxyBody> {
-    error_page(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        &format!(
-            "Peer \"{peer}\" (scope {scope}) may not {method} {path}: scoped peers on Alertmanager: its alerts and silences cannot be limited to a scope yet, so a scoped peer gets none of them."
-        ),
-    )
 }
 
 /// The request target sent upstream for `requested`, in origin form (the
@@ -1476,30 +1463,151 @@ mod tests {
         assert_eq!(out, "");
     }
 
-    /// Until the scoped filtering lands, a scoped peer gets nothing from an
-    /// Alertmanager, with a page naming the rule; its Prometheus is scoped
-    /// as before.
-    #[tokio::test]
-    async fn a_scoped_peer_is_refused_on_alertmanager_naming_the_rule() {
-        let (prom, _) = counting_upstream(true).await;
-        let (am, am_seen) = counting_upstream(true).await;
-        let proxy = two_upstreams(prom, am, 16);
-        for (role, method, path) in [
-            (Role::Viewer, "GET", "/api/v2/alerts"),
-            (Role::Viewer, "GET", "/"),
-            (Role::Responder, "POST", "/api/v2/silences"),
-        ] {
-            let out = exchange_as(
-                proxy.clone(),
-                info_on(9093, role, Some("{ namespace = \"team-a\" }"), 8),
-                &format!("{method} {path} HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    /// A stand-in for Alertmanager's API v2 with one alert and one silence
+    /// per team; it records every request it gets as "METHOD path".
+    async fn fake_alertmanager() -> (Uri, Arc<std::sync::Mutex<Vec<String>>>) {
+        const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+        const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+        let silence = |id: &str, team: &str| {
+            format!(
+                r#"{{"id":"{id}","matchers":[{{"name":"namespace","value":"{team}","isRegex":false,"isEqual":true}}],"startsAt":"2026-12-07T00:00:00Z","endsAt":"2026-12-08T00:00:00Z","createdBy":"x","comment":"y","status":{{"state":"active"}},"updatedAt":"2026-12-07T00:00:00Z"}}"#
             )
-            .await;
-            assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-            assert!(out.contains("scoped peers on Alertmanager"), "{out}");
-            assert!(out.contains("team-a"), "{out}");
-        }
-        assert_eq!(am_seen.load(Relaxed), 0);
+        };
+        let alert = |team: &str| {
+            format!(
+                r#"{{"labels":{{"alertname":"Down","namespace":"{team}"}},"annotations":{{}},"startsAt":"2026-12-07T00:00:00Z","endsAt":"2026-12-08T00:00:00Z","updatedAt":"2026-12-07T00:00:00Z","fingerprint":"f{team}","receivers":[{{"name":"r"}}],"status":{{"state":"active","silencedBy":[],"inhibitedBy":[]}}}}"#
+            )
+        };
+        let (sa, sb) = (silence(A, "team-a"), silence(B, "team-b"));
+        let alerts = format!("[{},{}]", alert("team-a"), alert("team-b"));
+        let silences = format!("[{sa},{sb}]");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (log, alerts, silences, sa, sb) = (
+                    log.clone(),
+                    alerts.clone(),
+                    silences.clone(),
+                    sa.clone(),
+                    sb.clone(),
+                );
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let line = format!("{} {}", req.method(), req.uri().path());
+                    log.lock().unwrap().push(line.clone());
+                    let body = match line.as_str() {
+                        "GET /api/v2/alerts" => alerts.clone(),
+                        "GET /api/v2/silences" => silences.clone(),
+                        l if l == format!("GET /api/v2/silence/{A}") => sa.clone(),
+                        l if l == format!("GET /api/v2/silence/{B}") => sb.clone(),
+                        "POST /api/v2/silences" => {
+                            r#"{"silenceID":"cccccccc-0000-4000-8000-000000000003"}"#.into()
+                        }
+                        _ => String::new(),
+                    };
+                    async move {
+                        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(
+                            body,
+                        ))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), seen)
+    }
+
+    /// Issue 28, part 3, through the proxy: a scoped responder on
+    /// Alertmanager sees its team's alerts and silences only, creates a
+    /// silence only with its team's matcher, expires only its team's
+    /// silence (fetched and checked first), and never reaches the status
+    /// API; the UI's page passes.
+    #[tokio::test]
+    async fn a_scoped_peer_on_alertmanager_gets_its_scope_only() {
+        const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+        const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+        let (prom, _) = counting_upstream(true).await;
+        let (am, seen) = fake_alertmanager().await;
+        let proxy = two_upstreams(prom, am, 16);
+        let alice = || info_on(9093, Role::Responder, Some("{ namespace = \"team-a\" }"), 8);
+        let ask = |method: &str, path: &str, body: &str| {
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: 10.13.13.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/api/v2/alerts", "")).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("team-a") && !out.contains("team-b"), "{out}");
+        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/api/v2/silences", "")).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains(A) && !out.contains(B), "{out}");
+        let out = exchange_as(
+            proxy.clone(),
+            alice(),
+            &ask("GET", &format!("/api/v2/silence/{B}"), ""),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        let new = |team: &str| {
+            format!(
+                r#"{{"matchers":[{{"name":"namespace","value":"{team}","isRegex":false,"isEqual":true}}],"startsAt":"2026-12-07T00:00:00Z","endsAt":"2026-12-08T00:00:00Z","createdBy":"alice","comment":"on it"}}"#
+            )
+        };
+        let out = exchange_as(
+            proxy.clone(),
+            alice(),
+            &ask("POST", "/api/v2/silences", &new("team-b")),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        let out = exchange_as(
+            proxy.clone(),
+            alice(),
+            &ask("POST", "/api/v2/silences", &new("team-a")),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let out = exchange_as(
+            proxy.clone(),
+            alice(),
+            &ask("DELETE", &format!("/api/v2/silence/{B}"), ""),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        let out = exchange_as(
+            proxy.clone(),
+            alice(),
+            &ask("DELETE", &format!("/api/v2/silence/{A}"), ""),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/api/v2/status", "")).await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(out.contains("team-a"), "the page names the scope: {out}");
+        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/", "")).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        // What reached Alertmanager: the refused silence and status never
+        // did, and team-b's silence was only read, never deleted.
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                "GET /api/v2/alerts".to_string(),
+                "GET /api/v2/silences".into(),
+                format!("GET /api/v2/silence/{B}"),
+                "POST /api/v2/silences".into(),
+                format!("GET /api/v2/silence/{B}"),
+                format!("GET /api/v2/silence/{A}"),
+                format!("DELETE /api/v2/silence/{A}"),
+                "GET /".into(),
+            ]
+        );
     }
 
     /// Each upstream has its own concurrency limits: a peer whose

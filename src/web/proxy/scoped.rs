@@ -41,7 +41,7 @@ pub(super) const FORM_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 static REWRITES: Semaphore = Semaphore::const_new(4);
 /// Rules or alerts lists held and filtered at once, all peers together: each
 /// can be [`MAX_LIST_RESPONSE`] of JSON and several times that parsed.
-static FILTERS: Semaphore = Semaphore::const_new(1);
+pub(super) static FILTERS: Semaphore = Semaphore::const_new(1);
 
 /// Takes a permit from the peer's share, then one from the global pool: a
 /// peer waiting for its own share holds none of the global one (so it holds
@@ -191,7 +191,7 @@ enum Stop {
 
 /// Reads a scoped peer's form body, within [`MAX_FORM_BODY`] and
 /// [`FORM_BODY_TIMEOUT`]; the page for the peer if it cannot.
-async fn read_form_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+pub(super) async fn read_form_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
     let read = Limited::new(body, MAX_FORM_BODY).collect();
     let Ok(read) = tokio::time::timeout(FORM_BODY_TIMEOUT, read).await else {
         return Err(error_page(
@@ -301,7 +301,7 @@ fn rebuilt_request(
 }
 
 /// The semaphores are never closed; should one be, say so rather than hang.
-fn busy() -> Response<ProxyBody> {
+pub(super) fn busy() -> Response<ProxyBody> {
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Service unavailable",
