@@ -28,10 +28,17 @@ use std::net::SocketAddr;
 /// decryptions plus their own.
 pub const PER_SESSION_TURN: usize = 256;
 
-/// Datagrams put aside for the next turn, at most (about 3 MB at the
-/// default MTU). Past this, the datagram is dropped and counted, which the
-/// sender's TCP sees as loss.
+/// Datagrams put aside for the next turn, at most, and their bytes at
+/// most: the header is read before any authentication, so anyone can send
+/// datagrams of up to 64 KiB that look like data, and what they make the
+/// gateway hold is bounded by bytes, not count (4 MiB: 2,048 datagrams at
+/// the default MTU). Past either, the datagram is dropped and counted,
+/// which the sender's TCP sees as loss.
 pub const MAX_DEFERRED: usize = 2048;
+pub const MAX_DEFERRED_BYTES: usize = 4 << 20;
+/// Reused buffers larger than this are freed instead of kept: a legitimate
+/// data message is at most the MTU plus 32 bytes.
+const SPARE_CAPACITY: usize = 2048;
 
 /// WireGuard's transport data message: type 4, three reserved zero bytes,
 /// the receiver index, the counter, then at least the 16-byte tag.
@@ -64,6 +71,7 @@ pub(crate) struct IngressShares {
     handled: HashMap<(u32, SocketAddr), usize>,
     waiting: HashMap<(u32, SocketAddr), usize>,
     deferred: VecDeque<(SocketAddr, Vec<u8>)>,
+    deferred_bytes: usize,
     spare: Vec<Vec<u8>>,
 }
 
@@ -79,12 +87,15 @@ impl IngressShares {
             *handled += 1;
             return Admit::Now;
         }
-        if self.deferred.len() >= MAX_DEFERRED {
+        if self.deferred.len() >= MAX_DEFERRED
+            || self.deferred_bytes + datagram.len() > MAX_DEFERRED_BYTES
+        {
             return Admit::Dropped;
         }
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(datagram);
+        self.deferred_bytes += buf.len();
         self.deferred.push_back((src, buf));
         *self.waiting.entry(key).or_insert(0) += 1;
         Admit::Deferred
@@ -100,6 +111,7 @@ impl IngressShares {
     pub(crate) fn next_turn(&mut self, mut handle: impl FnMut(SocketAddr, &[u8])) {
         self.handled.clear();
         let waiting = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
         self.waiting.clear();
         for (src, buf) in waiting {
             match self.admit(src, &buf) {
@@ -107,7 +119,7 @@ impl IngressShares {
                 // Cannot overflow: it held this many a moment ago.
                 Admit::Deferred | Admit::Dropped => {}
             }
-            if self.spare.len() < MAX_DEFERRED {
+            if self.spare.len() < MAX_DEFERRED && buf.capacity() <= SPARE_CAPACITY {
                 self.spare.push(buf);
             }
         }
@@ -193,6 +205,25 @@ mod tests {
         }
         s.next_turn(|_, _| {});
         assert!(!s.has_deferred());
+    }
+
+    /// The header is unauthenticated: large datagrams that look like data
+    /// can make the gateway hold at most MAX_DEFERRED_BYTES, and their
+    /// buffers are not kept for reuse.
+    #[test]
+    fn what_waits_is_bounded_in_bytes() {
+        let mut s = IngressShares::default();
+        let mut big = data(1, 0);
+        big.resize(65000, 0);
+        let mut held = 0;
+        for _ in 0..(PER_SESSION_TURN + 200) {
+            if s.admit(addr(1), &big) == Admit::Deferred {
+                held += big.len();
+            }
+        }
+        assert!(held <= MAX_DEFERRED_BYTES && held + big.len() > MAX_DEFERRED_BYTES);
+        s.next_turn(|_, _| {});
+        assert!(s.spare.iter().all(|b| b.capacity() <= SPARE_CAPACITY));
     }
 
     #[test]
