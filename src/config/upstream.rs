@@ -90,6 +90,33 @@ impl UpstreamConfig {
             kind: UpstreamKind::Prometheus,
         }
     }
+
+    /// One upstream on one port, for tests.
+    #[cfg(test)]
+    pub fn on_port(name: &str, url: http::Uri, port: u16, kind: UpstreamKind) -> Self {
+        UpstreamConfig {
+            name: name.into(),
+            url,
+            ports: vec![port],
+            kind,
+        }
+    }
+
+    /// One upstream of each kind, all at `url`: "prometheus" on 80,
+    /// "alertmanager" on 9093, "wiki" (plain HTTP) on 8080. For tests.
+    #[cfg(test)]
+    pub fn one_of_each_kind(url: &http::Uri) -> Vec<Self> {
+        vec![
+            Self::on_port("prometheus", url.clone(), 80, UpstreamKind::Prometheus),
+            Self::on_port(
+                "alertmanager",
+                url.clone(),
+                9093,
+                UpstreamKind::Alertmanager,
+            ),
+            Self::on_port("wiki", url.clone(), 8080, UpstreamKind::Http),
+        ]
+    }
 }
 
 /// An upstream name: 1 to 32 of `a-z 0-9 _ -`, starting with a letter.

@@ -195,21 +195,7 @@ mod tests {
     fn only_a_prometheus_upstream_makes_the_gateway_unready() {
         let url: http::Uri = "http://x".parse().unwrap();
         let h = Health::for_upstreams(
-            &[
-                UpstreamConfig::single_prometheus(url.clone(), vec![80]),
-                UpstreamConfig {
-                    name: "alertmanager".into(),
-                    url: url.clone(),
-                    ports: vec![9093],
-                    kind: UpstreamKind::Alertmanager,
-                },
-                UpstreamConfig {
-                    name: "wiki".into(),
-                    url,
-                    ports: vec![8080],
-                    kind: UpstreamKind::Http,
-                },
-            ],
+            &UpstreamConfig::one_of_each_kind(&url),
             Some(Duration::from_secs(10)),
         );
         let t0 = Instant::now();

@@ -502,12 +502,12 @@ mod tests {
             "10.13.13.1/24".parse().unwrap(),
             "http://prometheus:9090".parse().unwrap(),
         );
-        c.upstreams.push(crate::config::UpstreamConfig {
-            name: "alertmanager".into(),
-            url: "http://alertmanager:9093".parse().unwrap(),
-            ports: vec![9093],
-            kind: crate::config::UpstreamKind::Alertmanager,
-        });
+        c.upstreams.push(crate::config::UpstreamConfig::on_port(
+            "alertmanager",
+            "http://alertmanager:9093".parse().unwrap(),
+            9093,
+            crate::config::UpstreamKind::Alertmanager,
+        ));
         c.allowed_hosts = vec!["prom.vpn.example".into()];
         let all = HostCheck::new(&c);
         let prometheus = all.for_upstream(&[80]);

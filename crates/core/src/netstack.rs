@@ -302,8 +302,51 @@ pub(crate) struct Netstack {
     last_sweep: Option<Instant>,
     /// Rotates which peer goes first in egress.
     turn: usize,
+    /// Egress's grouping of the work list by peer, kept between polls so
+    /// that a poll allocates nothing once the groups have grown.
+    egress_groups: EgressGroups,
     /// Connections the last poll visited (tests).
     pub(crate) last_visited: usize,
+}
+
+/// A poll's work list grouped by peer for egress, in the order each peer
+/// first appears: `groups[..used]` are this poll's, each with its handles
+/// and the packets it sent. The vectors are reused from poll to poll.
+#[derive(Default)]
+struct EgressGroups {
+    groups: Vec<(PeerId, Vec<SocketHandle>, usize)>,
+    used: usize,
+    /// Where each peer's group is in `groups`, for this poll.
+    index: HashMap<PeerId, usize>,
+    /// Sockets that still had something to send when their share ran out.
+    unfinished: Vec<SocketHandle>,
+}
+
+impl EgressGroups {
+    fn regroup(&mut self, work: impl Iterator<Item = (PeerId, SocketHandle)>) {
+        self.index.clear();
+        self.used = 0;
+        for (peer, h) in work {
+            let i = match self.index.get(&peer) {
+                Some(&i) => i,
+                None => {
+                    let i = self.used;
+                    if i == self.groups.len() {
+                        self.groups.push((peer, Vec::new(), 0));
+                    } else {
+                        let group = &mut self.groups[i];
+                        group.0 = peer;
+                        group.1.clear();
+                        group.2 = 0;
+                    }
+                    self.used += 1;
+                    self.index.insert(peer, i);
+                    i
+                }
+            };
+            self.groups[i].1.push(h);
+        }
+    }
 }
 
 impl Netstack {
@@ -365,6 +408,7 @@ impl Netstack {
             queued_work: false,
             last_sweep: None,
             turn: 0,
+            egress_groups: EgressGroups::default(),
             last_visited: 0,
         }
     }
@@ -584,28 +628,26 @@ impl Netstack {
     /// had something when its peer's share or the transmit queue ran out
     /// goes on the next poll's work list.
     fn egress(&mut self, ts: smoltcp::time::Instant, work: &[SocketHandle]) {
-        let mut by_peer: Vec<(PeerId, Vec<SocketHandle>, usize)> = Vec::new();
-        for h in work {
-            let Some(conn) = self.conns.get(h) else {
-                continue;
-            };
-            match by_peer.iter_mut().find(|(p, _, _)| *p == conn.peer) {
-                Some((_, handles, _)) => handles.push(*h),
-                None => by_peer.push((conn.peer, vec![*h], 0)),
-            }
-        }
-        if by_peer.is_empty() {
+        let mut groups = std::mem::take(&mut self.egress_groups);
+        groups.regroup(
+            work.iter()
+                .filter_map(|h| Some((self.conns.get(h)?.peer, *h))),
+        );
+        if groups.used == 0 {
+            self.egress_groups = groups;
             return;
         }
         self.turn = self.turn.wrapping_add(1);
-        let first = self.turn % by_peer.len();
+        let used = groups.used;
+        let first = self.turn % used;
+        let by_peer = &mut groups.groups[..used];
         by_peer.rotate_left(first);
         let mut device = TunnelDevice {
             rx: None,
             tx: &mut self.tx,
             mtu: self.mtu,
         };
-        let mut unfinished: Vec<SocketHandle> = Vec::new();
+        let unfinished = &mut groups.unfinished;
         'rounds: loop {
             let mut sent_any = false;
             for (_, handles, sent) in by_peer.iter_mut() {
@@ -639,9 +681,13 @@ impl Netstack {
                 break;
             }
         }
-        for h in unfinished {
-            self.enqueue_work(h);
+        let unfinished = std::mem::take(&mut groups.unfinished);
+        for h in &unfinished {
+            self.enqueue_work(*h);
         }
+        groups.unfinished = unfinished;
+        groups.unfinished.clear();
+        self.egress_groups = groups;
     }
 
     /// Frees finished connections. Runs after egress, so that the final ACK

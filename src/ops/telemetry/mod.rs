@@ -121,24 +121,10 @@ mod tests {
     /// named by its `upstream` label; an upstream not yet probed has none.
     #[test]
     fn each_probed_upstream_has_its_up_series() {
-        use crate::config::{UpstreamConfig, UpstreamKind};
+        use crate::config::UpstreamConfig;
         let url: http::Uri = "http://x".parse().unwrap();
         let health = Arc::new(Health::for_upstreams(
-            &[
-                UpstreamConfig::single_prometheus(url.clone(), vec![80]),
-                UpstreamConfig {
-                    name: "alertmanager".into(),
-                    url: url.clone(),
-                    ports: vec![9093],
-                    kind: UpstreamKind::Alertmanager,
-                },
-                UpstreamConfig {
-                    name: "wiki".into(),
-                    url,
-                    ports: vec![8080],
-                    kind: UpstreamKind::Http,
-                },
-            ],
+            &UpstreamConfig::one_of_each_kind(&url),
             None,
         ));
         let t = Telemetry::new(

@@ -1344,23 +1344,14 @@ mod tests {
         }
     }
 
-    fn upstream_config(name: &str, url: Uri, port: u16, kind: UpstreamKind) -> UpstreamConfig {
-        UpstreamConfig {
-            name: name.into(),
-            url,
-            ports: vec![port],
-            kind,
-        }
-    }
-
     /// Prometheus on 80, Alertmanager on 9093, at most `max` requests in
     /// flight to each.
     fn two_upstreams(prom: Uri, am: Uri, max: usize) -> Arc<Proxy> {
         Arc::new(
             Proxy::with_upstreams(
                 &[
-                    upstream_config("prometheus", prom, 80, UpstreamKind::Prometheus),
-                    upstream_config("alertmanager", am, 9093, UpstreamKind::Alertmanager),
+                    UpstreamConfig::on_port("prometheus", prom, 80, UpstreamKind::Prometheus),
+                    UpstreamConfig::on_port("alertmanager", am, 9093, UpstreamKind::Alertmanager),
                 ],
                 HeaderName::from_static("x-promgate-peer"),
                 Duration::from_secs(200),
@@ -1541,57 +1532,46 @@ mod tests {
                 body.len()
             )
         };
-        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/api/v2/alerts", "")).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(out.contains("team-a") && !out.contains("team-b"), "{out}");
-        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/api/v2/silences", "")).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert!(out.contains(A) && !out.contains(B), "{out}");
-        let out = exchange_as(
-            proxy.clone(),
-            alice(),
-            &ask("GET", &format!("/api/v2/silence/{B}"), ""),
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
         let new = |team: &str| {
             format!(
                 r#"{{"matchers":[{{"name":"namespace","value":"{team}","isRegex":false,"isEqual":true}}],"startsAt":"2026-12-07T00:00:00Z","endsAt":"2026-12-08T00:00:00Z","createdBy":"alice","comment":"on it"}}"#
             )
         };
-        let out = exchange_as(
-            proxy.clone(),
-            alice(),
-            &ask("POST", "/api/v2/silences", &new("team-b")),
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-        let out = exchange_as(
-            proxy.clone(),
-            alice(),
-            &ask("POST", "/api/v2/silences", &new("team-a")),
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        let out = exchange_as(
-            proxy.clone(),
-            alice(),
-            &ask("DELETE", &format!("/api/v2/silence/{B}"), ""),
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-        let out = exchange_as(
-            proxy.clone(),
-            alice(),
-            &ask("DELETE", &format!("/api/v2/silence/{A}"), ""),
-        )
-        .await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/api/v2/status", "")).await;
-        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-        assert!(out.contains("team-a"), "the page names the scope: {out}");
-        let out = exchange_as(proxy.clone(), alice(), &ask("GET", "/", "")).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        // (method, path, body, status, the answer contains, and does not).
+        type Case<'a> = (
+            &'a str,
+            String,
+            String,
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        #[rustfmt::skip]
+        let cases: [Case; 9] = [
+            ("GET", "/api/v2/alerts".into(), String::new(), "200", &["team-a"], &["team-b"]),
+            ("GET", "/api/v2/silences".into(), String::new(), "200", &[A], &[B]),
+            ("GET", format!("/api/v2/silence/{B}"), String::new(), "403", &[], &[]),
+            ("POST", "/api/v2/silences".into(), new("team-b"), "403", &[], &[]),
+            ("POST", "/api/v2/silences".into(), new("team-a"), "200", &[], &[]),
+            ("DELETE", format!("/api/v2/silence/{B}"), String::new(), "403", &[], &[]),
+            ("DELETE", format!("/api/v2/silence/{A}"), String::new(), "200", &[], &[]),
+            // The refusal page names the scope.
+            ("GET", "/api/v2/status".into(), String::new(), "403", &["team-a"], &[]),
+            ("GET", "/".into(), String::new(), "200", &[], &[]),
+        ];
+        for (method, path, body, status, has, has_not) in &cases {
+            let out = exchange_as(proxy.clone(), alice(), &ask(method, path, body)).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}")),
+                "{method} {path}: {out}"
+            );
+            for s in *has {
+                assert!(out.contains(s), "{method} {path}: no {s} in {out}");
+            }
+            for s in *has_not {
+                assert!(!out.contains(s), "{method} {path}: {s} in {out}");
+            }
+        }
         // What reached Alertmanager: the refused silence and status never
         // did, and team-b's silence was only read, never deleted.
         let seen = seen.lock().unwrap().clone();

@@ -328,20 +328,9 @@ async fn filtered(scope: &Scope, kind: ListKind, resp: Response<Incoming>) -> Re
         strip_hop_by_hop(&mut parts.headers);
         return Response::from_parts(parts, body.boxed());
     }
-    if parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity")
-    {
-        return bad("it came compressed although identity was asked for".into());
-    }
-    let bytes = match Limited::new(body, MAX_LIST_RESPONSE).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return bad(format!(
-                "reading it failed or it exceeds {MAX_LIST_RESPONSE} bytes: {e}"
-            ));
-        }
+    let bytes = match collect_plain(&parts, body, MAX_LIST_RESPONSE, "it").await {
+        Ok(bytes) => bytes,
+        Err(why) => return bad(why),
     };
     // Parsing and re-serializing up to MAX_LIST_RESPONSE of JSON takes
     // milliseconds to seconds: off the driver's thread, which carries every
@@ -355,6 +344,40 @@ async fn filtered(scope: &Scope, kind: ListKind, resp: Response<Incoming>) -> Re
             Ok(Err(e)) => return bad(e.to_string()),
             Err(e) => return bad(format!("the filter did not finish: {e}")),
         };
+    rebuilt_answer(parts, out)
+}
+
+/// Collects an upstream answer's body, which must be uncompressed (identity
+/// was asked for) and within `limit`. The error says why, naming `what`.
+pub(super) async fn collect_plain(
+    parts: &http::response::Parts,
+    body: Incoming,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, String> {
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity")
+    {
+        return Err(format!(
+            "{what} came compressed although identity was asked for"
+        ));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(format!(
+            "reading {what} failed or it exceeds {limit} bytes: {e}"
+        )),
+    }
+}
+
+/// A filtered or checked answer: the upstream's status and headers with the
+/// new body's length.
+pub(super) fn rebuilt_answer(
+    mut parts: http::response::Parts,
+    out: Vec<u8>,
+) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts

@@ -10,14 +10,16 @@
 //! that cannot be read is refused, an upstream answer that cannot be read
 //! becomes a 502.
 
-use super::scoped::{FILTERS, MAX_LIST_RESPONSE, busy, permits, read_form_body};
+use super::scoped::{
+    FILTERS, MAX_LIST_RESPONSE, busy, collect_plain, permits, read_form_body, rebuilt_answer,
+};
 use super::{Audit, Proxy, ProxyBody, Upstream, error_page, strip_hop_by_hop};
 use crate::web::scope::Scope;
 use crate::web::scope::alertmanager::{self as am, NewSilence, Refusal, Route, SilenceId};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use promgate_core::gateway::ConnInfo;
 use std::convert::Infallible;
@@ -174,7 +176,7 @@ impl Proxy {
             Ok(Err(e)) => return Err(bad_gateway(&e.to_string())),
             Err(e) => return Err(bad_gateway(&format!("the filter did not finish: {e}"))),
         };
-        Ok(json_answer(parts, out))
+        Ok(rebuilt_answer(parts, out))
     }
 
     /// One silence: shown only when it pins the peer's scope.
@@ -185,7 +187,7 @@ impl Proxy {
         audit: &mut Audit,
     ) -> Result<Response<ProxyBody>, Stop> {
         let (parts, bytes) = self.fetch_checked_silence(who, id, audit).await?;
-        Ok(json_answer(parts, bytes.to_vec()))
+        Ok(rebuilt_answer(parts, bytes.to_vec()))
     }
 
     /// A new silence, or one that replaces another: checked, rebuilt, and
@@ -217,16 +219,8 @@ impl Proxy {
                 body
             }
         };
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/api/v2/silences")
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::CONTENT_LENGTH, body.len())
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| bad_gateway(&e.to_string()))?;
-        let mut resp = self.send(who, req, audit).await?;
-        strip_hop_by_hop(resp.headers_mut());
-        Ok(resp.map(|b| b.boxed()))
+        let req = own_request(Method::POST, "/api/v2/silences", Some(body))?;
+        Ok(passed_on(self.send(who, req, audit).await?))
     }
 
     /// Expiring a silence: it is fetched and must pin the scope; the DELETE
@@ -238,14 +232,8 @@ impl Proxy {
         audit: &mut Audit,
     ) -> Result<Response<ProxyBody>, Stop> {
         self.fetch_checked_silence(who, id, audit).await?;
-        let req = Request::builder()
-            .method(Method::DELETE)
-            .uri(id.path())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| bad_gateway(&e.to_string()))?;
-        let mut resp = self.send(who, req, audit).await?;
-        strip_hop_by_hop(resp.headers_mut());
-        Ok(resp.map(|b| b.boxed()))
+        let req = own_request(Method::DELETE, &id.path(), None)?;
+        Ok(passed_on(self.send(who, req, audit).await?))
     }
 
     /// GETs silence `id` and checks that it pins the scope. An answer that
@@ -257,12 +245,7 @@ impl Proxy {
         id: &SilenceId,
         audit: &mut Audit,
     ) -> Result<(http::response::Parts, Bytes), Stop> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(id.path())
-            .header(header::ACCEPT_ENCODING, "identity")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| bad_gateway(&e.to_string()))?;
+        let req = own_request(Method::GET, &id.path(), None)?;
         let resp = self.send(who, req, audit).await?;
         let (parts, body) = resp.into_parts();
         if !parts.status.is_success() {
@@ -299,41 +282,49 @@ impl Proxy {
     }
 }
 
-/// Collects an upstream answer's body, uncompressed and within `limit`.
+/// A request promgate builds itself from checked parts: `method` on `uri`,
+/// with a JSON body when there is one. Answers are asked for uncompressed,
+/// so that a silence read back can be checked.
+// Async functions here return the same `Stop`; clippy measures only this one.
+#[allow(clippy::result_large_err)]
+fn own_request(
+    method: Method,
+    uri: &str,
+    json: Option<Vec<u8>>,
+) -> Result<Request<Full<Bytes>>, Stop> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::ACCEPT_ENCODING, "identity");
+    let body = match json {
+        Some(body) => {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, body.len());
+            Bytes::from(body)
+        }
+        None => Bytes::new(),
+    };
+    req.body(Full::new(body))
+        .map_err(|e| bad_gateway(&e.to_string()))
+}
+
+/// Alertmanager's answer as it is, less the hop-by-hop headers.
+fn passed_on(mut resp: Response<Incoming>) -> Response<ProxyBody> {
+    strip_hop_by_hop(resp.headers_mut());
+    resp.map(|b| b.boxed())
+}
+
+/// Collects an upstream answer's body; see [`collect_plain`].
 async fn collect(
     parts: &http::response::Parts,
     body: Incoming,
     limit: usize,
     what: &str,
 ) -> Result<Bytes, Stop> {
-    if parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity")
-    {
-        return Err(bad_gateway(&format!(
-            "the {what} came compressed although identity was asked for"
-        )));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(bad_gateway(&format!(
-            "reading the {what} failed or it exceeds {limit} bytes: {e}"
-        ))),
-    }
-}
-
-/// A filtered or checked JSON answer with the upstream's status and headers.
-fn json_answer(mut parts: http::response::Parts, out: Vec<u8>) -> Response<ProxyBody> {
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::CONTENT_ENCODING);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    let body = Full::new(Bytes::from(out))
-        .map_err(|never: Infallible| match never {})
-        .boxed();
-    Response::from_parts(parts, body)
+    collect_plain(parts, body, limit, &format!("the {what}"))
+        .await
+        .map_err(|why| bad_gateway(&why))
 }
 
 fn bad_gateway(why: &str) -> Response<ProxyBody> {

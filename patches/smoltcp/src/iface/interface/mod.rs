@@ -602,18 +602,7 @@ impl Interface {
         #[allow(unused_mut)]
         let mut res = sockets
             .items()
-            .filter_map(|item| {
-                let socket_poll_at = item.socket.poll_at(&mut self.inner);
-                match item.meta.poll_at(
-                    socket_poll_at,
-                    |ip_addr| self.inner.has_neighbor(&ip_addr),
-                    timestamp,
-                ) {
-                    PollAt::Ingress => None,
-                    PollAt::Time(instant) => Some(instant),
-                    PollAt::Now => Some(Instant::from_millis(0)),
-                }
-            })
+            .filter_map(|item| item_poll_at(&mut self.inner, item, timestamp))
             .min();
 
         #[cfg(feature = "proto-ipv6-slaac")]
@@ -675,17 +664,7 @@ impl Interface {
         handle: SocketHandle,
     ) -> Option<Instant> {
         self.inner.now = timestamp;
-        let item = sockets.item(handle)?;
-        let socket_poll_at = item.socket.poll_at(&mut self.inner);
-        match item.meta.poll_at(
-            socket_poll_at,
-            |ip_addr| self.inner.has_neighbor(&ip_addr),
-            timestamp,
-        ) {
-            PollAt::Ingress => None,
-            PollAt::Time(instant) => Some(instant),
-            PollAt::Now => Some(Instant::from_millis(0)),
-        }
+        item_poll_at(&mut self.inner, sockets.item(handle)?, timestamp)
     }
 
     fn socket_ingress(
@@ -1497,4 +1476,19 @@ enum DispatchError {
     /// the neighbor for it yet. Discovery has been initiated, dispatch
     /// should be retried later.
     NeighborPending,
+}
+
+/// promgate patch: when one socket next needs a poll (`None`: on ingress
+/// only). The body of upstream's [`Interface::poll_at`] loop, shared with
+/// [`Interface::socket_poll_at`].
+fn item_poll_at(inner: &mut InterfaceInner, item: &Item<'_>, timestamp: Instant) -> Option<Instant> {
+    let socket_poll_at = item.socket.poll_at(inner);
+    match item
+        .meta
+        .poll_at(socket_poll_at, |ip_addr| inner.has_neighbor(&ip_addr), timestamp)
+    {
+        PollAt::Ingress => None,
+        PollAt::Time(instant) => Some(instant),
+        PollAt::Now => Some(Instant::from_millis(0)),
+    }
 }
