@@ -30,14 +30,15 @@
 
 use crate::budget::BufferBudget;
 use crate::peer::PeerId;
-use crate::pipe::{PIPE_MAX, PIPE_MIN, Pipe, PipeState};
+use crate::pipe::{PIPE_MAX, PIPE_MIN, Pipe, PipeState, PumpRequests};
 use crate::route::Admitted;
 use crate::stats::DropReason;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, CongestionControl, State};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,8 +181,14 @@ struct Conn {
     /// When smoltcp next needs this socket polled (a timer), as of the
     /// last visit; `None` while it waits for a packet or the application.
     poll_at: Option<Instant>,
-    /// Has work for the next poll (see `Netstack::queued_work`).
+    /// On `Netstack::queued`, for the next poll.
     queued: bool,
+    /// On the work list of the poll being built (each connection is
+    /// visited once per poll, whatever put it there).
+    in_work: bool,
+    /// The time of this connection's entry in `Netstack::timers`, if it
+    /// has one: a timer that did not move is not pushed again.
+    timer_entry: Option<Instant>,
 }
 
 /// What a connection's handshake, idle and stall timeouts count from.
@@ -294,11 +301,20 @@ pub(crate) struct Netstack {
     limits: Limits,
     poll_request: std::task::Waker,
     epoch: Instant,
-    /// Some connection is marked `queued` for the next poll: a segment
-    /// arrived for it, it was reset, or egress left it unfinished (its
-    /// peer's share of the turn ran out, or the transmit queue filled).
-    /// Set after a poll, it means poll again at once.
-    queued_work: bool,
+    /// Connections with work for the next poll: a segment arrived for
+    /// them, they were reset, or egress left them unfinished (their peer's
+    /// share of the turn ran out, or the transmit queue filled). Not empty
+    /// after a poll, it means poll again at once.
+    queued: Vec<SocketHandle>,
+    /// Connections whose application asked for a poll (see `Pipe`).
+    pump_requests: PumpRequests,
+    /// Connections' smoltcp timers, earliest first. An entry is current
+    /// while its connection's `poll_at` still equals it; the others are
+    /// skipped when they come up, and the heap is rebuilt when they
+    /// outnumber the connections.
+    timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
+    /// The work list, kept between polls for its allocation.
+    work: Vec<SocketHandle>,
     last_sweep: Option<Instant>,
     /// Rotates which peer goes first in egress.
     turn: usize,
@@ -307,6 +323,9 @@ pub(crate) struct Netstack {
     egress_groups: EgressGroups,
     /// Connections the last poll visited (tests).
     pub(crate) last_visited: usize,
+    /// Connections and timer entries the last poll looked at to build its
+    /// work list (tests): with no sweep, about the work it found.
+    pub(crate) last_examined: usize,
 }
 
 /// A poll's work list grouped by peer for egress, in the order each peer
@@ -405,11 +424,15 @@ impl Netstack {
             limits,
             poll_request,
             epoch: now,
-            queued_work: false,
+            queued: Vec::new(),
+            pump_requests: PumpRequests::default(),
+            timers: BinaryHeap::new(),
+            work: Vec::new(),
             last_sweep: None,
             turn: 0,
             egress_groups: EgressGroups::default(),
             last_visited: 0,
+            last_examined: 0,
         }
     }
 
@@ -547,7 +570,11 @@ impl Netstack {
             Conn {
                 peer,
                 tuple,
-                pipe: Pipe::new(self.poll_request.clone()),
+                pipe: Pipe::new(
+                    self.poll_request.clone(),
+                    handle,
+                    self.pump_requests.clone(),
+                ),
                 established: false,
                 progress: Progress {
                     opened: now,
@@ -560,6 +587,8 @@ impl Netstack {
                 drained_since: None,
                 poll_at: None,
                 queued: false,
+                in_work: false,
+                timer_entry: None,
             },
         );
         self.by_tuple.insert(tuple, handle);
@@ -569,40 +598,139 @@ impl Netstack {
 
     /// Puts a connection on the next poll's work list.
     fn enqueue_work(&mut self, h: SocketHandle) {
-        if let Some(conn) = self.conns.get_mut(&h) {
-            conn.queued = true;
-            self.queued_work = true;
+        if let Some(conn) = self.conns.get_mut(&h)
+            && !std::mem::replace(&mut conn.queued, true)
+        {
+            self.queued.push(h);
         }
     }
 
-    /// The connections this poll visits: those queued (a segment, a reset,
-    /// unfinished egress), those whose application asked, and those whose
-    /// timer is due; every connection on a sweep. Checking the others costs
-    /// a flag and a time each, not a call into smoltcp or a lock.
-    fn collect_work(&mut self, now: Instant) -> Vec<SocketHandle> {
+    /// The connections this poll visits, into `work`: those queued (a
+    /// segment, a reset, unfinished egress), those whose application
+    /// asked, and those whose timer is due; every connection on a sweep.
+    /// Without a sweep it looks only at those three lists, never at the
+    /// idle connections.
+    fn collect_work(&mut self, now: Instant, work: &mut Vec<SocketHandle>) {
         let sweep = self
             .last_sweep
             .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
         if sweep {
             self.last_sweep = Some(now);
         }
-        self.queued_work = false;
-        let mut work = Vec::new();
-        for (h, conn) in self.conns.iter_mut() {
-            let asked = conn.pipe.take_needs_pump();
-            let due = conn.poll_at.is_some_and(|t| t <= now);
-            if std::mem::take(&mut conn.queued) || sweep || asked || due {
+        work.clear();
+        let mut examined = 0;
+        // The requests are taken before the flags are cleared: a request
+        // made in between stays for the next poll, so none is lost. A
+        // connection whose flag is cleared here is visited in this poll,
+        // after the clear, and sees what the application did.
+        let asked =
+            std::mem::take(&mut *self.pump_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        let queued = std::mem::take(&mut self.queued);
+        let visit = |conns: &mut HashMap<SocketHandle, Conn>,
+                     work: &mut Vec<SocketHandle>,
+                     h: SocketHandle| {
+            if let Some(conn) = conns.get_mut(&h)
+                && !std::mem::replace(&mut conn.in_work, true)
+            {
+                work.push(h);
+            }
+        };
+        if sweep {
+            for (h, conn) in self.conns.iter_mut() {
+                conn.pipe.take_needs_pump();
+                conn.queued = false;
+                conn.in_work = true;
                 work.push(*h);
             }
+            examined += self.conns.len();
+        } else {
+            for &h in asked.iter() {
+                if let Some(conn) = self.conns.get(&h) {
+                    conn.pipe.take_needs_pump();
+                }
+                visit(&mut self.conns, work, h);
+            }
+            for &h in queued.iter() {
+                if let Some(conn) = self.conns.get_mut(&h) {
+                    conn.queued = false;
+                }
+                visit(&mut self.conns, work, h);
+            }
+            examined += asked.len() + queued.len();
         }
-        work
+        // Due timers; on a sweep they are visited anyway, and only leave.
+        while let Some(&Reverse((t, h))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.pop_timer();
+            examined += 1;
+            if !sweep && self.conns.get(&h).is_some_and(|c| c.poll_at == Some(t)) {
+                visit(&mut self.conns, work, h);
+            }
+        }
+        for &h in work.iter() {
+            if let Some(conn) = self.conns.get_mut(&h) {
+                conn.in_work = false;
+            }
+        }
+        // The vectors go back for their allocations (no request can have
+        // been lost: the ones made meanwhile are in the shared list).
+        let (mut asked, mut queued) = (asked, queued);
+        asked.clear();
+        queued.clear();
+        let mut requests = self.pump_requests.lock().unwrap_or_else(|e| e.into_inner());
+        if requests.is_empty() {
+            *requests = asked;
+        }
+        drop(requests);
+        self.queued = queued;
+        self.last_examined = examined;
+    }
+
+    /// Records a visited connection's next timer.
+    fn set_timer(&mut self, h: SocketHandle, at: Option<Instant>) {
+        let Some(conn) = self.conns.get_mut(&h) else {
+            return;
+        };
+        conn.poll_at = at;
+        if let Some(t) = at
+            && conn.timer_entry != Some(t)
+        {
+            conn.timer_entry = Some(t);
+            self.timers.push(Reverse((t, h)));
+        }
+        // Stale entries are dropped once they outnumber the connections,
+        // so the heap stays O(connections) however often timers move.
+        if self.timers.len() > 2 * self.conns.len() + 64 {
+            let mut timers = std::mem::take(&mut self.timers).into_vec();
+            timers.clear();
+            for (h, c) in self.conns.iter_mut() {
+                c.timer_entry = c.poll_at;
+                if let Some(t) = c.poll_at {
+                    timers.push(Reverse((t, *h)));
+                }
+            }
+            self.timers = BinaryHeap::from(timers);
+        }
+    }
+
+    /// Takes the earliest entry off `timers`.
+    fn pop_timer(&mut self) {
+        if let Some(Reverse((t, h))) = self.timers.pop()
+            && let Some(conn) = self.conns.get_mut(&h)
+            && conn.timer_entry == Some(t)
+        {
+            conn.timer_entry = None;
+        }
     }
 
     /// Moves bytes between the sockets and pipes of the connections with
     /// work, lets smoltcp transmit for them round-robin by peer, then tunes
     /// their buffers and frees the finished ones.
     pub(crate) fn poll(&mut self, now: Instant) {
-        let work = self.collect_work(now);
+        let mut work = std::mem::take(&mut self.work);
+        self.collect_work(now, &mut work);
         self.last_visited = work.len();
         self.pump(now, &work);
         let ts = self.timestamp(now);
@@ -611,14 +739,13 @@ impl Netstack {
         // After egress: what is in flight now shows whether the buffer
         // limited it.
         self.tune_buffers(now, &work);
-        for h in &work {
-            let at = self.iface.socket_poll_at(ts, &self.sockets, *h);
-            if let Some(conn) = self.conns.get_mut(h) {
-                conn.poll_at =
-                    at.map(|t| self.epoch + Duration::from_micros(t.total_micros() as u64));
-            }
+        for &h in &work {
+            let at = self.iface.socket_poll_at(ts, &self.sockets, h);
+            let at = at.map(|t| self.epoch + Duration::from_micros(t.total_micros() as u64));
+            self.set_timer(h, at);
         }
         self.reap(&work);
+        self.work = work;
     }
 
     /// Transmits for the connections in `work`, one segment per socket per
@@ -818,10 +945,17 @@ impl Netstack {
 
     /// When smoltcp next needs a poll (retransmit, keep-alive), if ever.
     pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        if self.queued_work {
+        if !self.queued.is_empty() {
             return Some(now);
         }
-        self.conns.values().filter_map(|c| c.poll_at).min()
+        // The earliest current timer; stale entries on top leave.
+        while let Some(&Reverse((t, h))) = self.timers.peek() {
+            if self.conns.get(&h).is_some_and(|c| c.poll_at == Some(t)) {
+                return Some(t);
+            }
+            self.pop_timer();
+        }
+        None
     }
 
     /// Connections that completed their handshake since the last call.
@@ -1377,19 +1511,33 @@ mod tests {
             let src = Ipv4Address::new(10, 13, 14, (port % 200) as u8);
             pipes.push(establish_from(&mut ns, t0, src, u32::from(port % 200), 30000 + port).1);
         }
-        // Between sweeps, an idle poll visits nothing.
+        // Between sweeps, an idle poll visits nothing, and does not even
+        // look at the idle connections.
         let t1 = t0 + Duration::from_millis(1);
         ns.poll(t1);
-        assert_eq!(ns.last_visited, 0);
+        assert_eq!((ns.last_visited, ns.last_examined), (0, 0));
         app_writes(&pipes[7], b"hello");
         ns.poll(t1);
         assert_eq!(ns.last_visited, 1);
+        assert!(ns.last_examined <= 2, "{}", ns.last_examined);
         let mut out = 0;
         ns.drain_transmit(|_| out += 1);
         assert_eq!(out, 1);
         // A sweep visits all of them.
         ns.poll(t0 + SWEEP_EVERY + Duration::from_millis(1));
         assert_eq!(ns.last_visited, 1000);
+        // The timer heap answers what a scan of every connection would,
+        // and stays bounded however often the timers move.
+        let mut t = t0 + SWEEP_EVERY + Duration::from_millis(2);
+        for i in 0..400usize {
+            app_writes(&pipes[(i * 37) % 1000], b"more");
+            ns.poll(t);
+            ns.drain_transmit(|_| {});
+            let scan = ns.conns.values().filter_map(|c| c.poll_at).min();
+            assert_eq!(ns.poll_at(t), scan, "poll {i}");
+            assert!(ns.timers.len() <= 2 * ns.conns.len() + 64);
+            t += Duration::from_millis(3);
+        }
     }
 
     /// Issue 24: a half-open connection holds no pipe buffers; they come

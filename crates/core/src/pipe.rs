@@ -10,6 +10,7 @@
 //! asks for a poll through the [`Waker`] the core was built with, whenever
 //! it adds data or frees room; the core itself knows no runtime.
 
+use smoltcp::iface::SocketHandle;
 use smoltcp::storage::RingBuffer;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +87,13 @@ impl PipeState {
     }
 }
 
+/// The connections whose application asked for a poll, shared by one
+/// netstack's pipes: a pipe adds its handle when its `needs_pump` flag goes
+/// up, so the netstack finds them without looking at every connection. A
+/// handle may be in it twice, or be stale (its connection gone); the
+/// netstack checks each.
+pub(crate) type PumpRequests = Arc<Mutex<Vec<SocketHandle>>>;
+
 /// The shared half of a connection.
 pub struct Pipe {
     state: Mutex<PipeState>,
@@ -95,13 +103,16 @@ pub struct Pipe {
     /// netstack last looked: the netstack visits only connections with
     /// work, and this is how it finds the ones the application gave some.
     needs_pump: AtomicBool,
+    /// This connection's socket, and where to say that it needs a poll.
+    handle: SocketHandle,
+    requests: PumpRequests,
 }
 
 impl Pipe {
     /// A pipe without buffers yet: a connection gets them when its
     /// handshake completes ([`PipeState::allocate`]), so that a half-open
     /// one holds none.
-    pub(crate) fn new(netstack: Waker) -> Arc<Self> {
+    pub(crate) fn new(netstack: Waker, handle: SocketHandle, requests: PumpRequests) -> Arc<Self> {
         Arc::new(Pipe {
             state: Mutex::new(PipeState {
                 rx: RingBuffer::new(Vec::new()),
@@ -116,6 +127,8 @@ impl Pipe {
             }),
             netstack,
             needs_pump: AtomicBool::new(false),
+            handle,
+            requests,
         })
     }
 
@@ -132,7 +145,15 @@ impl Pipe {
 
     /// Asks for a netstack poll: the application added data or freed room.
     fn request_poll(&self) {
-        self.needs_pump.store(true, Ordering::Release);
+        // Only the first request since the netstack last looked adds the
+        // handle: a busy connection puts it there once per poll, not once
+        // per write.
+        if !self.needs_pump.swap(true, Ordering::AcqRel) {
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.handle);
+        }
         self.netstack.wake_by_ref();
     }
 
