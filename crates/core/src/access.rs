@@ -9,6 +9,7 @@
 
 use crate::role::Role;
 use crate::scope::Scope;
+use crate::token_bucket::{Rate, TokenBucket};
 use async_lock::Semaphore;
 use std::sync::{Arc, RwLock};
 
@@ -70,13 +71,14 @@ pub struct PeerAccess {
 /// once: a peer looping on refused requests (2.6 µs each) must not fill the
 /// log. The lines not written are counted, and the next line written says
 /// how many were left out.
-pub(crate) const REFUSAL_LINES_PER_SECOND: f64 = 10.0;
-pub(crate) const REFUSAL_LINES_BURST: f64 = 20.0;
+pub(crate) const REFUSAL_LINES_PER_SECOND: u64 = 10;
+pub(crate) const REFUSAL_LINES_BURST: u64 = 20;
+const REFUSAL_LINES: Rate = Rate::per_second(REFUSAL_LINES_PER_SECOND, REFUSAL_LINES_BURST);
 
 #[derive(Debug)]
 struct RefusalLines {
-    tokens: f64,
-    last: Option<std::time::Instant>,
+    /// `None` until the first refusal: a peer starts with a full bucket.
+    bucket: Option<TokenBucket>,
     suppressed: u64,
 }
 
@@ -102,8 +104,7 @@ impl PeerAccess {
                 .map(|_| Semaphore::new(shares.per_peer))
                 .collect(),
             refusal_lines: std::sync::Mutex::new(RefusalLines {
-                tokens: REFUSAL_LINES_BURST,
-                last: None,
+                bucket: None,
                 suppressed: 0,
             }),
         }
@@ -114,14 +115,10 @@ impl PeerAccess {
     /// written, or `None` when this one is suppressed too.
     pub fn refusal_line(&self, now: std::time::Instant) -> Option<u64> {
         let mut r = self.refusal_lines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(last) = r.last {
-            let refill =
-                now.saturating_duration_since(last).as_secs_f64() * REFUSAL_LINES_PER_SECOND;
-            r.tokens = (r.tokens + refill).min(REFUSAL_LINES_BURST);
-        }
-        r.last = Some(now);
-        if r.tokens >= 1.0 {
-            r.tokens -= 1.0;
+        let bucket = r
+            .bucket
+            .get_or_insert_with(|| TokenBucket::full(REFUSAL_LINES, now));
+        if bucket.take(REFUSAL_LINES, now) {
             Some(std::mem::take(&mut r.suppressed))
         } else {
             r.suppressed += 1;

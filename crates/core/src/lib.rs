@@ -37,3 +37,4 @@ pub mod stats;
 /// the main crate's in-process tests and benches.
 #[cfg(any(test, feature = "testing"))]
 pub mod test_packets;
+pub(crate) mod token_bucket;

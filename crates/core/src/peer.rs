@@ -35,6 +35,7 @@ use crate::keys::PrivateKey;
 use crate::peer_config::PeerConfig;
 
 use crate::stats::{DropReason, PeerStats};
+use crate::token_bucket::{Rate, TokenBucket};
 use boringtun::noise::handshake::parse_handshake_anon_full;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
@@ -148,14 +149,7 @@ enum PreCheck {
 /// IPv6 source by its /64, which one host can hold whole).
 #[derive(Debug, Default)]
 struct HandshakeBuckets {
-    buckets: HashMap<IpAddr, Bucket>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Nanoseconds of allowance: one handshake costs `1 s / HANDSHAKE_RATE`.
-    tokens: u64,
-    last: Instant,
+    buckets: HashMap<IpAddr, TokenBucket>,
 }
 
 /// Handshakes per second one source may start under load (wireguard-go's
@@ -163,11 +157,11 @@ struct Bucket {
 pub(crate) const HANDSHAKE_RATE: u64 = 20;
 /// Handshakes one source may send at once under load.
 pub(crate) const HANDSHAKE_BURST: u64 = 5;
+const HANDSHAKES: Rate = Rate::per_second(HANDSHAKE_RATE, HANDSHAKE_BURST);
 /// Sources tracked at once. Each must have read a cookie sent to it, so a
 /// spoofed flood adds none; beyond this, new sources are refused until the
 /// tick drops the buckets that have refilled.
 const MAX_BUCKETS: usize = 65_536;
-const NANOS_PER_HANDSHAKE: u64 = 1_000_000_000 / HANDSHAKE_RATE;
 
 impl HandshakeBuckets {
     fn key(addr: IpAddr) -> IpAddr {
@@ -183,33 +177,19 @@ impl HandshakeBuckets {
 
     /// Takes one handshake's worth from `addr`'s bucket; false if empty.
     fn allow(&mut self, now: Instant, addr: IpAddr) -> bool {
-        let full = HANDSHAKE_BURST * NANOS_PER_HANDSHAKE;
         let key = Self::key(addr);
         if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_BUCKETS {
             return false;
         }
-        let b = self.buckets.entry(key).or_insert(Bucket {
-            tokens: full,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(b.last).as_nanos();
-        b.tokens = (u128::from(b.tokens) + elapsed).min(u128::from(full)) as u64;
-        b.last = now;
-        match b.tokens.checked_sub(NANOS_PER_HANDSHAKE) {
-            Some(t) => {
-                b.tokens = t;
-                true
-            }
-            None => false,
-        }
+        self.buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::full(HANDSHAKES, now))
+            .take(HANDSHAKES, now)
     }
 
     /// Forgets the buckets that would be full by now.
     fn expire(&mut self, now: Instant) {
-        let full = u128::from(HANDSHAKE_BURST * NANOS_PER_HANDSHAKE);
-        self.buckets.retain(|_, b| {
-            u128::from(b.tokens) + now.saturating_duration_since(b.last).as_nanos() < full
-        });
+        self.buckets.retain(|_, b| !b.full_by(HANDSHAKES, now));
     }
 }
 
