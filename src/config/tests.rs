@@ -62,6 +62,13 @@ fn errors_of(text: &str, dir: &Path) -> Vec<ConfigError> {
     parse(&dir.join("p.toml"), text).unwrap_err().0
 }
 
+/// The one error `text` must have, as the user reads it.
+fn one_error(text: &str, dir: &Path) -> String {
+    let errs: Vec<String> = errors_of(text, dir).iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    errs.into_iter().next().unwrap_or_default()
+}
+
 #[test]
 fn errors_name_file_line_and_field() {
     let dir = tempdir("errors");
@@ -132,16 +139,12 @@ fn a_per_peer_connection_cap_above_the_total_is_refused() {
         "{}max_connections_per_peer = 64\nmax_connections = 32\n",
         base(&dir)
     );
-    let errs: Vec<String> = errors_of(&text, &dir)
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(errs.len(), 1, "{errs:?}");
+    let err = one_error(&text, &dir);
     assert!(
-        errs[0].contains(
+        err.contains(
             "gateway.max_connections_per_peer: 64 is more than gateway.max_connections (32)"
         ),
-        "{errs:?}"
+        "{err}"
     );
     let text = format!("{}max_connections = 64\n", base(&dir));
     assert!(
@@ -151,14 +154,10 @@ fn a_per_peer_connection_cap_above_the_total_is_refused() {
     // Issue 24: a total whose minimum buffers need more than half the
     // memory budget is refused, naming both keys.
     let text = format!("{}max_connections = 4096\n", base(&dir));
-    let errs: Vec<String> = errors_of(&text, &dir)
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(errs.len(), 1, "{errs:?}");
+    let err = one_error(&text, &dir);
     assert!(
-        errs[0].contains("gateway.max_connections: 4096 connections hold 128 MiB of minimum buffers (32 KiB each), more than half of gateway.tcp_memory_budget (64 MiB)"),
-        "{errs:?}"
+        err.contains("gateway.max_connections: 4096 connections hold 128 MiB of minimum buffers (32 KiB each), more than half of gateway.tcp_memory_budget (64 MiB)"),
+        "{err}"
     );
     let text = format!(
         "{}max_connections = 4096\ntcp_memory_budget = 268435456\n",
@@ -174,14 +173,10 @@ fn a_per_peer_connection_cap_above_the_total_is_refused() {
         "{}max_upstream_requests_per_peer = 20\nmax_upstream_requests = 10\n",
         base(&dir)
     );
-    let errs: Vec<String> = errors_of(&text, &dir)
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(errs.len(), 1, "{errs:?}");
+    let err = one_error(&text, &dir);
     assert!(
-        errs[0].contains("gateway.max_upstream_requests_per_peer: 20 is more than gateway.max_upstream_requests (10)"),
-        "{errs:?}"
+        err.contains("gateway.max_upstream_requests_per_peer: 20 is more than gateway.max_upstream_requests (10)"),
+        "{err}"
     );
 }
 
@@ -200,14 +195,10 @@ fn the_tcp_sender_is_classic_or_wan_and_anything_else_is_named() {
     let cfg = parse(&dir.join("p.toml"), &text).unwrap();
     assert_eq!(cfg.gateway.tcp_sender, TcpSender::WanCubic);
     let text = format!("{}tcp_sender = \"bbr\"\n", base(&dir));
-    let errs: Vec<String> = errors_of(&text, &dir)
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    assert_eq!(errs.len(), 1, "{errs:?}");
+    let err = one_error(&text, &dir);
     assert!(
-        errs[0].contains("gateway.tcp_sender: `bbr` is not a TCP sender"),
-        "{errs:?}"
+        err.contains("gateway.tcp_sender: `bbr` is not a TCP sender"),
+        "{err}"
     );
 }
 
