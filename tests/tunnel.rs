@@ -63,14 +63,7 @@ async fn many_concurrent_requests_all_succeed() {
 
 #[tokio::test(start_paused = true)]
 async fn identity_headers_are_set_and_client_copies_stripped() {
-    let alice_key = StaticSecret::random();
-    let mut lab = Lab::new(&[peer_config(
-        "alice",
-        &alice_key,
-        Ipv4Addr::new(10, 13, 13, 2),
-        Role::Viewer,
-    )])
-    .await;
+    let (mut lab, alice_key) = Lab::with_alice().await;
     let mut alice = TestPeer::new(
         &alice_key,
         lab.public(),
@@ -97,14 +90,7 @@ async fn identity_headers_are_set_and_client_copies_stripped() {
 
 #[tokio::test(start_paused = true)]
 async fn large_download_streams_intact() {
-    let alice_key = StaticSecret::random();
-    let mut lab = Lab::new(&[peer_config(
-        "alice",
-        &alice_key,
-        Ipv4Addr::new(10, 13, 13, 2),
-        Role::Viewer,
-    )])
-    .await;
+    let (mut lab, alice_key) = Lab::with_alice().await;
     let mut alice = TestPeer::new(
         &alice_key,
         lab.public(),
@@ -259,14 +245,7 @@ async fn roles_decide_admin_endpoints() {
 
 #[tokio::test(start_paused = true)]
 async fn spoofed_inner_source_is_dropped() {
-    let alice_key = StaticSecret::random();
-    let mut lab = Lab::new(&[peer_config(
-        "alice",
-        &alice_key,
-        Ipv4Addr::new(10, 13, 13, 2),
-        Role::Viewer,
-    )])
-    .await;
+    let (mut lab, alice_key) = Lab::with_alice().await;
     // Alice's key, but her stack claims 10.13.13.99.
     let mut alice = TestPeer::new(
         &alice_key,
@@ -287,14 +266,7 @@ async fn spoofed_inner_source_is_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_key_gets_no_answer() {
-    let alice_key = StaticSecret::random();
-    let mut lab = Lab::new(&[peer_config(
-        "alice",
-        &alice_key,
-        Ipv4Addr::new(10, 13, 13, 2),
-        Role::Viewer,
-    )])
-    .await;
+    let (mut lab, _alice_key) = Lab::with_alice().await;
     let stranger_key = StaticSecret::random();
     let mut stranger = TestPeer::new(
         &stranger_key,
@@ -508,14 +480,7 @@ async fn client_handshakes_again_after_gateway_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn ping_of_the_tunnel_address_is_answered() {
-    let a = StaticSecret::random();
-    let mut lab = Lab::new(&[peer_config(
-        "alice",
-        &a,
-        Ipv4Addr::new(10, 13, 13, 2),
-        Role::Viewer,
-    )])
-    .await;
+    let (mut lab, a) = Lab::with_alice().await;
     let mut alice = TestPeer::new(&a, lab.public(), Ipv4Addr::new(10, 13, 13, 2), 50013);
     // An ICMP echo request built with smoltcp's wire types.
     use smoltcp::phy::ChecksumCapabilities;

@@ -417,6 +417,19 @@ impl Lab {
         Lab::with(peers, |_| {}).await
     }
 
+    /// A lab with one peer, the viewer "alice" at 10.13.13.2, and her key.
+    pub async fn with_alice() -> (Lab, StaticSecret) {
+        let key = StaticSecret::random();
+        let lab = Lab::new(&[peer_config(
+            "alice",
+            &key,
+            Ipv4Addr::new(10, 13, 13, 2),
+            Role::Viewer,
+        )])
+        .await;
+        (lab, key)
+    }
+
     /// A lab whose gateway config is first adjusted by `tweak`.
     pub async fn with(peers: &[PeerConfig], tweak: impl FnOnce(&mut GatewayConfig)) -> Lab {
         let upstream = start_upstream().await;
